@@ -1,0 +1,216 @@
+"""The agent catalog: which agents exist, what they do, and how long they may take.
+
+Loaded once at start-up from YAML shaped like Plano's ``agents:`` list and validated then, so an
+impossible catalog fails at boot with a clear message, never mid-stream::
+
+    agents:
+      - name: WeatherAgent
+        description: Provides weather forecasts and current conditions for any location
+        timeout: 30s            # seconds, or "500ms", "30s", "5m", "1h"
+        topic: weather.tasks    # optional; default <prefix>agent.<name>
+        default: true           # at most one: takes the turns no agent was chosen for
+        rules:                  # optional, for the rules engine
+          keywords: [weather, forecast]
+          patterns: ['\\brain(ing)?\\b']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas import valid_topic
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+MAX_TIMEOUT_S = 24 * 3600.0
+
+
+class CatalogError(ValueError):
+    """The catalog file is missing, unreadable or invalid. Not retriable: fix the file."""
+
+
+def parse_duration(value: Any) -> float:
+    """``30`` / ``"30s"`` / ``"500ms"`` / ``"5m"`` / ``"1h"`` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30, '30s', '500ms', '5m', '1h')")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+class AgentRules(BaseModel):
+    """Keyword and regex rules for the ``rules`` engine (case-insensitive)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    keywords: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+    @field_validator("patterns")
+    @classmethod
+    def _compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
+        return patterns
+
+
+class AgentSpec(BaseModel):
+    """One agent of the catalog."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    description: str
+    topic: str | None = None
+    timeout_s: float = Field(default=30.0, alias="timeout")
+    default: bool = False
+    examples: tuple[str, ...] = ()
+    rules: AgentRules = AgentRules()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError(
+                f"agent name {name!r} must start with a letter and use letters, digits, '_', '.', '-' "
+                "(at most 100 characters)"
+            )
+        return name
+
+    @field_validator("description")
+    @classmethod
+    def _description(cls, description: str) -> str:
+        if not description.strip():
+            raise ValueError("description must not be empty: the routing model chooses by it")
+        return description.strip()
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, topic: str | None) -> str | None:
+        if topic is not None and not valid_topic(topic):
+            raise ValueError(f"topic {topic!r} is not a valid Kafka topic name")
+        return topic
+
+    @field_validator("timeout_s", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> float:
+        seconds = parse_duration(value)
+        if not 0 < seconds <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be between 0 and 24h, got {value!r}")
+        return seconds
+
+
+class Catalog(BaseModel):
+    """The validated, frozen agent catalog."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agents: tuple[AgentSpec, ...]
+    default: str | None = None
+    """Alternative to ``default: true`` on an agent: the default agent's name."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalog:
+        if not self.agents:
+            raise ValueError("the catalog has no agents")
+        names = [a.name for a in self.agents]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate agent names: {', '.join(duplicates)}")
+        defaults = [a.name for a in self.agents if a.default]
+        if len(defaults) > 1:
+            raise ValueError(f"more than one agent is marked default: {', '.join(defaults)}")
+        if self.default is not None:
+            if self.default not in names:
+                raise ValueError(f"default agent {self.default!r} is not in the catalog")
+            if defaults and defaults != [self.default]:
+                raise ValueError(f"default: {self.default!r} conflicts with {defaults[0]!r} marked default")
+        return self
+
+    def get(self, name: str) -> AgentSpec | None:
+        return self._by_name().get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.agents)
+
+    @property
+    def default_agent(self) -> AgentSpec | None:
+        name = self.default or next((a.name for a in self.agents if a.default), None)
+        return self.get(name) if name else None
+
+    @property
+    def version(self) -> str:
+        """A short content hash: decisions record which catalog they were made with."""
+        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def restrict(self, names: Sequence[str] | None) -> tuple[AgentSpec, ...]:
+        """The agents a turn may be routed to: all, or those of ``names`` that exist."""
+        if names is None:
+            return self.agents
+        wanted = set(names)
+        return tuple(a for a in self.agents if a.name in wanted)
+
+    def _by_name(self) -> dict[str, AgentSpec]:
+        cached: dict[str, AgentSpec] | None = self.__dict__.get("_index")
+        if cached is None:
+            cached = {a.name: a for a in self.agents}
+            object.__setattr__(self, "_index", cached)  # frozen model: cache outside validation
+        return cached
+
+
+def catalog_from_dict(data: Any, *, source: str = "<catalog>") -> Catalog:
+    if not isinstance(data, dict) or "agents" not in data:
+        raise CatalogError(f"{source}: expected a mapping with an 'agents:' list")
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(f"{source}: invalid agent catalog:\n{_explain(exc, data)}") from None
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Read and validate a catalog file; raises ``CatalogError`` with every problem listed."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CatalogError(f"cannot read agent catalog {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
+    return catalog_from_dict(data, source=str(path))
+
+
+def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
+    lines = []
+    agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+    for err in exc.errors():
+        loc = list(err["loc"])
+        where = "catalog"
+        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
+            entry = agents[loc[1]] if loc[1] < len(agents) else {}
+            name = entry.get("name") if isinstance(entry, dict) else None
+            where = f"agent #{loc[1] + 1}" + (f" ({name})" if name else "")
+            loc = loc[2:]
+        field = ".".join(str(p) for p in loc)
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  - {where}{': ' + field if field else ''}: {message}")
+    return "\n".join(lines)

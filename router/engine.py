@@ -1,0 +1,85 @@
+"""The decision-engine interface: a batch of routing requests in, one result per request out.
+
+Every engine (rules, in-process vLLM, OpenAI-compatible HTTP, semantic) implements
+``DecisionEngine``. Engines are created and closed in one async context manager::
+
+    async with engine:
+        results = await engine.decide(requests)
+
+``decide`` returns results in request order. A request the engine could not decide gets a
+result with ``error`` set (the router then applies its fallback), never an exception; an
+exception from ``decide`` means the engine itself is broken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from router.catalog import AgentSpec
+from schemas import Message
+
+
+class RoutingRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn to route: the conversation so far (ending with the new user turn) and the agents."""
+
+    event_id: str
+    conversation: list[Message]
+    agents: tuple[AgentSpec, ...]
+
+
+class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What an engine answered for one request.
+
+    ``routes`` may still contain names outside the catalog (the model's raw answer, parsed);
+    the router drops and counts those. ``error`` set means "failed decision": fall back.
+    """
+
+    routes: list[str] = msgspec.field(default_factory=list)
+    raw_output: str | None = None
+    error: str | None = None
+    confidence: float | None = None
+    scores: dict[str, float] | None = None
+    model: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@runtime_checkable
+class DecisionEngine(Protocol):
+    """A routing engine. ``name`` goes into every decision it makes."""
+
+    name: str
+
+    async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]: ...
+
+    async def __aenter__(self) -> DecisionEngine: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class EngineBase:
+    """Convenience base: a no-op context manager. Engines with resources override these."""
+
+    name = "engine"
+
+    async def __aenter__(self) -> EngineBase:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None

@@ -1,0 +1,61 @@
+"""routeyard's wire contracts: msgspec Structs, JSON on the wire, topic names, JSON Schema export.
+
+No I/O here: agents and producers in other languages need only this package (or its exported
+JSON Schema).
+"""
+
+from schemas.codec import (
+    DecodeError,
+    dead_letter_decoder,
+    decision_decoder,
+    encode,
+    event_decoder,
+    reply_decoder,
+    response_decoder,
+    task_decoder,
+)
+from schemas.export import export_schemas, json_schema
+from schemas.messages import (
+    SCHEMA_VERSION,
+    WIRE_MESSAGES,
+    AgentReply,
+    AgentTask,
+    ConversationEvent,
+    ConversationResponse,
+    DeadLetter,
+    Message,
+    Mode,
+    PriorReply,
+    ResponseStatus,
+    RoutingDecision,
+    utcnow,
+)
+from schemas.topics import Topics, valid_topic
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "WIRE_MESSAGES",
+    "AgentReply",
+    "AgentTask",
+    "ConversationEvent",
+    "ConversationResponse",
+    "DeadLetter",
+    "DecodeError",
+    "Message",
+    "Mode",
+    "PriorReply",
+    "ResponseStatus",
+    "RoutingDecision",
+    "Topics",
+    "dead_letter_decoder",
+    "decision_decoder",
+    "encode",
+    "event_decoder",
+    "export_schemas",
+    "json_schema",
+    "reply_decoder",
+    "response_decoder",
+    "task_decoder",
+    "utcnow",
+    "valid_topic",
+]

@@ -1,0 +1,186 @@
+"""The wire contract: every message routeyard puts on or takes off a topic.
+
+All messages are frozen msgspec Structs encoded as JSON. Every struct carries ``v``, the
+schema version it was written with.
+
+Schema-evolution rules (tested by ``tests/unit/test_schema_evolution.py`` against frozen
+payloads of every earlier version):
+
+1. A field is never removed and its type never changes.
+2. A new field always has a default, so payloads written before it existed still decode.
+3. Unknown fields are ignored on decode, so old readers accept payloads from newer writers.
+4. Enumerated string values (``status``, ``mode``) may gain members; readers treat a value
+   they do not know as the most conservative one they do.
+5. ``v`` is bumped when a field is added; readers never branch on it to decode, it is there
+   for humans and for audits.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+Role = Literal["user", "assistant", "system", "developer", "tool"]
+Mode = Literal["parallel", "sequential"]
+ReplyStatus = Literal["ok", "error"]
+ResponseStatus = Literal["complete", "partial", "no_route", "failed"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """One chat message. ``name`` is the agent that wrote an assistant message, if any."""
+
+    role: Role
+    content: str
+    name: str | None = None
+
+
+class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """What a service publishes to the conversations topic: one new turn of a conversation.
+
+    Key the record by ``conversation_id`` so one conversation stays in order.
+    ``event_id`` makes the event idempotent: publishing it twice routes it once.
+    """
+
+    event_id: str
+    conversation_id: str
+    messages: list[Message]
+    tenant: str | None = None
+    agents: list[str] | None = None
+    """Restrict routing to these catalog agents for this turn (None: the whole catalog)."""
+    reply_topic: str | None = None
+    """Where the response goes (None: the responses topic)."""
+    mode: Mode | None = None
+    """Multi-intent mode for this turn (None: the router's configured mode)."""
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    v: int = SCHEMA_VERSION
+
+
+class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """What the router decided for one event; published to the decisions topic (audit, replay)."""
+
+    event_id: str
+    conversation_id: str
+    routes: list[str]
+    """Agents that will handle the turn, in order (empty: no route)."""
+    mode: Mode
+    engine: str
+    tenant: str | None = None
+    selected: list[str] = msgspec.field(default_factory=list)
+    """What the engine chose, before the default agent was applied."""
+    dropped: list[str] = msgspec.field(default_factory=list)
+    """Names the engine returned that are not in the catalog (dropped)."""
+    raw_output: str | None = None
+    latency_ms: float = 0.0
+    fallback_reason: str | None = None
+    default_used: bool = False
+    catalog_version: str = ""
+    model: str | None = None
+    confidence: float | None = None
+    scores: dict[str, float] | None = None
+    decided_at: datetime = msgspec.field(default_factory=utcnow)
+    v: int = SCHEMA_VERSION
+
+
+class PriorReply(msgspec.Struct, frozen=True, kw_only=True):
+    """An earlier agent's reply, handed to the next agent in sequential mode."""
+
+    agent: str
+    status: ReplyStatus
+    content: str
+
+
+class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
+    """What an agent receives on its topic. Reply with an ``AgentReply`` on ``reply_topic``."""
+
+    task_id: str
+    event_id: str
+    conversation_id: str
+    agent: str
+    messages: list[Message]
+    """The conversation so far, ending with the turn to handle."""
+    reply_topic: str
+    deadline: datetime
+    tenant: str | None = None
+    prior_replies: list[PriorReply] = msgspec.field(default_factory=list)
+    step: int = 0
+    attempt: int = 1
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    v: int = SCHEMA_VERSION
+
+
+class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent's answer to one task. ``task_id`` and ``event_id`` are copied from the task."""
+
+    task_id: str
+    event_id: str
+    conversation_id: str
+    agent: str
+    status: ReplyStatus = "ok"
+    content: str = ""
+    error: str | None = None
+    tenant: str | None = None
+    finished_at: datetime = msgspec.field(default_factory=utcnow)
+    v: int = SCHEMA_VERSION
+
+
+class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The one response for an event: every agent's reply, correlated.
+
+    status: ``complete`` every selected agent answered ok; ``partial`` some did, others
+    errored or timed out; ``failed`` none did; ``no_route`` no agent was selected.
+    """
+
+    event_id: str
+    conversation_id: str
+    status: ResponseStatus
+    tenant: str | None = None
+    routes: list[str] = msgspec.field(default_factory=list)
+    replies: list[AgentReply] = msgspec.field(default_factory=list)
+    timed_out: list[str] = msgspec.field(default_factory=list)
+    skipped: list[str] = msgspec.field(default_factory=list)
+    """Sequential mode: agents never run because the chain stopped before them."""
+    created_at: datetime | None = None
+    responded_at: datetime = msgspec.field(default_factory=utcnow)
+    v: int = SCHEMA_VERSION
+
+    @property
+    def content(self) -> str:
+        """The last successful reply's text (Plano's behaviour: the final agent answers)."""
+        ok = [r.content for r in self.replies if r.status == "ok"]
+        return ok[-1] if ok else ""
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A record that could not be handled, with why and where it came from."""
+
+    original: bytes
+    """The record's value exactly as read (base64 in JSON)."""
+    error: str
+    stage: str
+    """Which step failed: decode, validate, route, correlate, agent, ..."""
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: bytes | None = None
+    error_type: str = ""
+    failed_at: datetime = msgspec.field(default_factory=utcnow)
+    v: int = SCHEMA_VERSION
+
+
+WIRE_MESSAGES: dict[str, type[msgspec.Struct]] = {
+    "ConversationEvent": ConversationEvent,
+    "RoutingDecision": RoutingDecision,
+    "AgentTask": AgentTask,
+    "AgentReply": AgentReply,
+    "ConversationResponse": ConversationResponse,
+    "DeadLetter": DeadLetter,
+}
