@@ -201,7 +201,8 @@ def load_catalog(path: str | Path) -> Catalog:
 
 def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
     lines = []
-    agents = data.get("agents") if isinstance(data.get("agents"), list) else []
+    raw_agents = data.get("agents")
+    agents: list[Any] = raw_agents if isinstance(raw_agents, list) else []
     for err in exc.errors():
         loc = list(err["loc"])
         where = "catalog"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 
@@ -73,7 +73,7 @@ class EngineBase:
 
     name = "engine"
 
-    async def __aenter__(self) -> EngineBase:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

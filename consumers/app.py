@@ -1,0 +1,130 @@
+"""The composition root: the only place that creates brokers' clients, Redis clients and engines.
+
+Each ``run_*`` function is one process's whole life: connect, run until ``stop`` is set, then
+shut down in order (stop intake, drain, close clients in reverse order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from redis.asyncio import Redis
+
+from consumers.admin import ensure_topics
+from consumers.agent import Agent, AgentRunner
+from consumers.bus import make_consumer, make_producer
+from consumers.context import ContextStore
+from consumers.correlations import CorrelationStore
+from consumers.correlator import Correlator
+from consumers.router_worker import RouterWorker
+from consumers.settings import Settings
+from router.catalog import Catalog, load_catalog
+from router.engine import DecisionEngine
+from router.rules import RulesEngine
+
+log = logging.getLogger(__name__)
+
+
+def build_engine(settings: Settings) -> DecisionEngine:
+    if settings.router.engine == "rules":
+        return RulesEngine()
+    raise ValueError(f"unknown engine {settings.router.engine!r}")
+
+
+@contextlib.asynccontextmanager
+async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5)
+    try:
+        await client.ping()
+        yield client
+    finally:
+        await client.aclose()
+
+
+def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationStore]:
+    cfg = settings.router
+    context = ContextStore(redis, settings.namespace, max_messages=cfg.context_max_messages, ttl_s=cfg.context_ttl_s)
+    store = CorrelationStore(redis, settings.namespace, ttl_s=cfg.dedup_ttl_s,
+                             lease_s=settings.correlator.outbox_lease_s)
+    return context, store
+
+
+async def create_topics(settings: Settings, catalog: Catalog | None = None) -> None:
+    topics = settings.topics
+    names = topics.core()
+    if catalog is not None:
+        names += [a.topic or topics.agent(a.name) for a in catalog.agents]
+    await ensure_topics(settings.kafka.bootstrap, dict.fromkeys(names, settings.kafka.partitions))
+
+
+async def run_router(settings: Settings, stop: asyncio.Event, catalog: Catalog | None = None) -> None:
+    catalog = catalog or load_catalog(settings.router.catalog)
+    await create_topics(settings, catalog)
+    engine = build_engine(settings)
+    group = f"{settings.topic_prefix}router"
+    # The engine starts before the worker joins the consumer group.
+    async with engine, redis_client(settings) as redis, _kafka(settings, [settings.topics.conversations], group) as (
+        consumer, producer
+    ):
+        context, store = stores(settings, redis)
+        worker = RouterWorker(settings=settings, catalog=catalog, engine=engine, consumer=consumer,
+                              producer=producer, context=context, store=store)
+        log.info("router worker up: engine=%s catalog=%s (%d agents)", engine.name, catalog.version,
+                 len(catalog.agents))
+        await worker.run(stop)
+
+
+async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
+    await create_topics(settings)
+    group = f"{settings.topic_prefix}correlator"
+    async with redis_client(settings) as redis, _kafka(settings, [settings.topics.replies], group) as (
+        consumer, producer
+    ):
+        context, store = stores(settings, redis)
+        correlator = Correlator(settings=settings, consumer=consumer, producer=producer, context=context,
+                                store=store)
+        log.info("correlator up")
+        await correlator.run(stop)
+
+
+async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> None:
+    topic = agent.topic or settings.topics.agent(agent.name)
+    await ensure_topics(settings.kafka.bootstrap, {topic: settings.kafka.partitions,
+                                                   settings.topics.replies: settings.kafka.partitions})
+    group = f"{settings.topic_prefix}agent.{agent.name}"
+    async with redis_client(settings) as redis, _kafka(settings, [topic], group) as (consumer, producer):
+        runner = AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, redis=redis)
+        log.info("agent %s up on %s", agent.name, topic)
+        await runner.run(stop)
+
+
+@contextlib.asynccontextmanager
+async def _kafka(settings: Settings, topics: list[str], group: str) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
+    producer = make_producer(settings.kafka)
+    consumer = make_consumer(settings.kafka, topics, group)
+    await producer.start()
+    try:
+        await consumer.start()
+        try:
+            yield consumer, producer
+        finally:
+            await consumer.stop()
+    finally:
+        await producer.stop()
+
+
+def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` so it drains and exits cleanly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())

@@ -1,0 +1,127 @@
+"""The Kafka client wrapper, kept apart from the logic: producer/consumer factories, batch
+publishing, dead letters and offset commits. Everything else sees ``Record`` and ``Outgoing``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+
+from consumers.settings import KafkaSettings
+from schemas import DeadLetter, encode
+
+log = logging.getLogger(__name__)
+
+Record = ConsumerRecord
+
+
+class Outgoing(msgspec.Struct, frozen=True):
+    topic: str
+    value: bytes
+    key: str | None = None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def _security(settings: KafkaSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(
+            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
+        )
+    if settings.sasl_mechanism:
+        options["sasl_mechanism"] = settings.sasl_mechanism
+        options["sasl_plain_username"] = settings.sasl_username
+        options["sasl_plain_password"] = (
+            settings.sasl_password.get_secret_value() if settings.sasl_password else None
+        )
+    return options
+
+
+def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
+    # Idempotent producers fail on tansu (notes/infra.md); dedup is done by ids instead.
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=settings.linger_ms,
+        compression_type=None if settings.compression == "none" else settings.compression,
+        **_security(settings),
+    )
+
+
+def make_consumer(settings: KafkaSettings, topics: Sequence[str], group: str | None) -> AIOKafkaConsumer:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap,
+        client_id=settings.client_id,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        **_security(settings),
+    )
+    if topics:
+        consumer.subscribe(list(topics))
+    return consumer
+
+
+async def fetch(consumer: AIOKafkaConsumer, *, max_records: int, timeout_ms: int) -> list[Record]:
+    """One batch in partition order, records of a partition in offset order."""
+    batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    return [record for records in batches.values() for record in records]
+
+
+async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:
+    """Send every message and wait until the broker acknowledged all of them."""
+    futures = [
+        await producer.send(
+            m.topic, m.value, key=m.key.encode() if m.key is not None else None, headers=m.headers
+        )
+        for m in messages
+    ]
+    if futures:
+        await asyncio.gather(*futures)
+
+
+def dead_letter(record: Record, topic: str, *, stage: str, error: BaseException | str) -> Outgoing:
+    letter = DeadLetter(
+        original=record.value or b"",
+        key=record.key,
+        error=str(error)[:2000],
+        error_type=type(error).__name__ if isinstance(error, BaseException) else "",
+        stage=stage,
+        source_topic=record.topic,
+        source_partition=record.partition,
+        source_offset=record.offset,
+    )
+    return Outgoing(topic=topic, value=encode(letter), key=record.key.decode(errors="replace") if record.key else None)
+
+
+def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
+    offsets: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+    return offsets
+
+
+async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
+    """Commit; a rebalance that took the partitions away is not an error (they will be redone)."""
+    if not offsets:
+        return True
+    try:
+        await consumer.commit(offsets)
+        return True
+    except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
+        log.warning("commit of %d partitions skipped (%s); records will be redelivered", len(offsets), exc)
+        return False

@@ -1,0 +1,243 @@
+"""The ``routeyard`` command.
+
+    routeyard dev                          the whole pipeline on embedded servers, until Ctrl-C
+    routeyard demo                         scripted conversations through it (starts `dev` itself
+                                           unless --bootstrap is given)
+    routeyard worker router|correlator     one worker process (production)
+    routeyard agent MODULE:OBJECT ...      run agents written with @agent
+    routeyard send CONVERSATION TEXT       publish a turn; --wait prints the response
+    routeyard schema export DIR            JSON Schema of every wire message
+    routeyard catalog check FILE           validate an agent catalog
+    routeyard topics create                create routeyard's topics
+
+Settings come from ROUTEYARD_* variables; the flags below override the most common ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from consumers.agent import Agent
+from consumers.settings import Settings
+from router.catalog import CatalogError, load_catalog
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "func", None) is _demo:
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        settings = _settings(args)
+        result: int = args.func(args, settings)
+        return result
+    except CatalogError as exc:
+        print(f"routeyard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    kafka, redis, router, top = {}, {}, {}, {}
+    if args.bootstrap:
+        kafka["bootstrap"] = args.bootstrap
+    if args.redis:
+        redis["url"] = args.redis
+    if args.prefix is not None:
+        top["topic_prefix"] = args.prefix
+    for name in ("catalog", "engine", "mode"):
+        if getattr(args, name, None):
+            router[name] = getattr(args, name)
+    data = settings.model_dump()
+    data["redis"]["url"] = settings.redis.url.get_secret_value()
+    for section, update in (("kafka", kafka), ("redis", redis), ("router", router)):
+        data[section].update(update)
+    data.update(top)
+    return Settings.model_validate(data)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routeyard", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (ROUTEYARD_KAFKA__BOOTSTRAP)")
+    parser.add_argument("--redis", help="Redis URL (ROUTEYARD_REDIS__URL)")
+    parser.add_argument("--prefix", help="topic prefix (ROUTEYARD_TOPIC_PREFIX)")
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    dev = _command(commands, "dev", _dev, "run the whole pipeline on embedded servers")
+    dev.add_argument("--catalog", type=Path, help="agent catalog (default: the demo's)")
+    dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
+
+    demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
+    demo.add_argument("--mode", choices=["parallel", "sequential"])
+
+    worker = _command(commands, "worker", _worker, "run a router or correlator worker")
+    worker.add_argument("role", choices=["router", "correlator"])
+    worker.add_argument("--catalog", type=Path)
+    worker.add_argument("--engine")
+    worker.add_argument("--mode", choices=["parallel", "sequential"])
+
+    agent = _command(commands, "agent", _agent, "run agents written with @agent")
+    agent.add_argument("targets", nargs="+", metavar="MODULE:OBJECT")
+
+    send = _command(commands, "send", _send, "publish one turn")
+    send.add_argument("conversation")
+    send.add_argument("text")
+    send.add_argument("--wait", action="store_true", help="wait for the response and print it")
+    send.add_argument("--timeout", type=float, default=60.0)
+    send.add_argument("--tenant")
+
+    schema = _command(commands, "schema", _schema, "export the wire contract as JSON Schema")
+    schema.add_argument("action", choices=["export"])
+    schema.add_argument("directory", type=Path)
+
+    catalog = _command(commands, "catalog", _catalog, "validate an agent catalog")
+    catalog.add_argument("action", choices=["check"])
+    catalog.add_argument("file", type=Path)
+
+    topics = _command(commands, "topics", _topics, "create routeyard's topics")
+    topics.add_argument("action", choices=["create"])
+    topics.add_argument("--catalog", type=Path)
+    return parser
+
+
+def _command(commands: Any, name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def load_agent(target: str) -> Agent:
+    """``package.module:object`` -> the Agent declared there."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"routeyard: agent must be given as MODULE:OBJECT, got {target!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    obj = getattr(importlib.import_module(module_name), attribute, None)
+    if not isinstance(obj, Agent):
+        raise SystemExit(f"routeyard: {target} is not an agent declared with @agent")
+    return obj
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.app import run_until_signal
+    from consumers.dev import demo_agents, dev_settings, embedded_servers, run_pipeline
+
+    agents = [load_agent(t) for t in args.agents] if args.agents is not None else demo_agents()
+    settings, catalog = dev_settings(settings, args.catalog)
+    with embedded_servers(settings) as live:
+        print(f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
+              f"prefix {live.topic_prefix!r}, {len(agents)} agents. Ctrl-C stops.", flush=True)
+        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop))
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.demo.run import play
+
+    if args.bootstrap:
+        asyncio.run(play(settings))
+        return 0
+    from consumers.dev import demo_agents, dev_settings, embedded_servers, run_pipeline
+
+    settings, catalog = dev_settings(settings, None)
+
+    async def demo(live: Settings) -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        pipeline = asyncio.create_task(run_pipeline(live, catalog, demo_agents(), stop, ready))
+        await asyncio.wait([pipeline, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await play(live)
+        finally:
+            stop.set()
+            await pipeline
+
+    with embedded_servers(settings) as live:
+        print(f"routeyard demo: embedded broker {live.kafka.bootstrap}, redis "
+              f"{live.redis.url.get_secret_value()}", flush=True)
+        asyncio.run(demo(live))
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.app import run_correlator, run_router, run_until_signal
+
+    if args.role == "router":
+        catalog = load_catalog(settings.router.catalog)
+        run_until_signal(lambda stop: run_router(settings, stop, catalog))
+    else:
+        run_until_signal(lambda stop: run_correlator(settings, stop))
+    return 0
+
+
+def _agent(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.app import run_agent, run_until_signal
+
+    agents = [load_agent(t) for t in args.targets]
+
+    async def run_all(stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            for agent in agents:
+                group.create_task(run_agent(agent, settings, stop))
+
+    run_until_signal(run_all)
+    return 0
+
+
+def _send(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.client import RouteyardClient
+
+    async def send() -> None:
+        async with RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant=args.tenant) as client:
+            if args.wait:
+                response = await client.ask(args.conversation, args.text, timeout=args.timeout)
+                print(msgspec.json.format(msgspec.json.encode(response)).decode())
+            else:
+                print(await client.send(args.conversation, args.text))
+
+    asyncio.run(send())
+    return 0
+
+
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas import export_schemas
+
+    for path in export_schemas(args.directory):
+        print(path)
+    return 0
+
+
+def _catalog(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = load_catalog(args.file)
+    default = catalog.default_agent
+    print(f"{args.file}: {len(catalog.agents)} agents, version {catalog.version}, "
+          f"default agent: {default.name if default else 'none'}")
+    for spec in catalog.agents:
+        print(f"  {spec.name:<24} timeout {spec.timeout_s:g}s  topic {spec.topic or settings.topics.agent(spec.name)}")
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.app import create_topics
+
+    catalog = load_catalog(args.catalog) if args.catalog else None
+    asyncio.run(create_topics(settings, catalog))
+    print("topics ready:", ", ".join(settings.topics.core()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

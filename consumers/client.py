@@ -1,0 +1,190 @@
+"""A small async client for existing services: publish a turn, await its response.
+
+    async with RouteyardClient("kafka:9092") as client:
+        response = await client.ask("conv-42", "What's the weather in Paris?")
+        print(response.status, response.content)
+
+Request/reply over the topics: the client reads the responses topic (or its own reply topic)
+without a consumer group, from about the end, and matches responses to requests by event id.
+Any Kafka client in any language can do the same with the exported JSON Schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Self
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.bus import Outgoing, fetch, make_consumer, make_producer, publish
+from consumers.settings import KafkaSettings
+from schemas import (
+    ConversationEvent,
+    ConversationResponse,
+    DecodeError,
+    Message,
+    Mode,
+    RoutingDecision,
+    Topics,
+    decision_decoder,
+    encode,
+    response_decoder,
+)
+
+log = logging.getLogger(__name__)
+
+
+class RouteyardClient:
+    def __init__(
+        self,
+        kafka: str | KafkaSettings,
+        *,
+        prefix: str = "routeyard.",
+        reply_topic: str | None = None,
+        tenant: str | None = None,
+        watch_decisions: bool = False,
+    ) -> None:
+        self._kafka = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap=kafka)
+        self.topics = Topics(prefix=prefix)
+        self.reply_topic = reply_topic
+        self.tenant = tenant
+        self._producer = make_producer(self._kafka)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._waiting: dict[str, asyncio.Future[ConversationResponse]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._watch_decisions = watch_decisions
+        self.decisions: dict[str, RoutingDecision] = {}
+        """With ``watch_decisions``: the decisions of this client's events, by event id."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+        await self._producer.stop()
+        for future in self._waiting.values():
+            future.cancel()
+
+    def event(
+        self,
+        conversation_id: str,
+        messages: str | Sequence[Message],
+        *,
+        event_id: str | None = None,
+        agents: list[str] | None = None,
+        mode: Mode | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> ConversationEvent:
+        if isinstance(messages, str):
+            messages = [Message(role="user", content=messages)]
+        return ConversationEvent(
+            event_id=event_id or uuid.uuid4().hex,
+            conversation_id=conversation_id,
+            messages=list(messages),
+            tenant=self.tenant,
+            agents=agents,
+            reply_topic=self.reply_topic,
+            mode=mode,
+            metadata=metadata or {},
+        )
+
+    async def publish(self, events: Sequence[ConversationEvent]) -> None:
+        """Publish turns (keyed by conversation id) and wait for the broker's acknowledgement."""
+        await publish(self._producer, [
+            Outgoing(topic=self.topics.conversations, value=encode(e), key=e.conversation_id) for e in events
+        ])
+
+    async def send(self, conversation_id: str, messages: str | Sequence[Message], **options: object) -> str:
+        """Publish one turn without waiting for its response; returns the event id."""
+        event = self.event(conversation_id, messages, **options)  # type: ignore[arg-type]
+        await self.publish([event])
+        return event.event_id
+
+    async def ask(
+        self, conversation_id: str, messages: str | Sequence[Message], *, timeout: float = 60.0,
+        **options: object,
+    ) -> ConversationResponse:
+        """Publish one turn and wait for its response."""
+        event = self.event(conversation_id, messages, **options)  # type: ignore[arg-type]
+        return (await self.ask_many([event], timeout=timeout))[0]
+
+    async def ask_many(self, events: Sequence[ConversationEvent], *, timeout: float = 60.0
+                       ) -> list[ConversationResponse]:
+        await self._listen()
+        loop = asyncio.get_running_loop()
+        futures = [self._waiting.setdefault(e.event_id, loop.create_future()) for e in events]
+        try:
+            await self.publish(events)
+            async with asyncio.timeout(timeout):
+                return list(await asyncio.gather(*futures))
+        finally:
+            for e in events:
+                self._waiting.pop(e.event_id, None)
+
+    async def _listen(self) -> None:
+        if self._reader is not None:
+            return
+        topics = [self.reply_topic or self.topics.responses]
+        if self._watch_decisions:
+            topics.append(self.topics.decisions)
+        consumer = make_consumer(self._kafka, [], group=None)
+        await consumer.start()
+        partitions = [tp for topic in topics for tp in await _partitions(consumer, topic)]
+        consumer.assign(partitions)
+        # Start at about the end. Responses are matched by event id, so reading a few older
+        # records (tansu reports the end of a multi-record batch too early) is harmless.
+        await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+        self._consumer = consumer
+        self._reader = asyncio.create_task(self._read(consumer))
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            for record in await fetch(consumer, max_records=500, timeout_ms=self._kafka.fetch_max_wait_ms):
+                try:
+                    self._receive(record.topic, record.value or b"")
+                except DecodeError:
+                    log.warning("undecodable record on %s[%d]@%d", record.topic, record.partition, record.offset)
+
+    def _receive(self, topic: str, value: bytes) -> None:
+        if topic == self.topics.decisions and self._watch_decisions:
+            decision = decision_decoder.decode(value)
+            if decision.event_id in self._waiting:
+                self.decisions[decision.event_id] = decision
+            return
+        response = response_decoder.decode(value)
+        future = self._waiting.get(response.event_id)
+        if future is not None and not future.done():
+            future.set_result(response)
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
+    async with asyncio.timeout(timeout):
+        while True:
+            ids = consumer.partitions_for_topic(topic)
+            if ids:
+                return [TopicPartition(topic, p) for p in sorted(ids)]
+            await consumer.topics()  # refreshes cluster metadata
+            await asyncio.sleep(0.1)

@@ -1,0 +1,158 @@
+"""The correlator: agent replies in, one response per event out.
+
+Two loops in one process:
+- replies: decode -> load each event's correlation -> record the replies (pure transition) ->
+  store with compare-and-set -> carry out the effects (next sequential task, context append,
+  response) -> commit offsets.
+- sweeper: every ``sweep_interval_ms``, claim correlations whose wake time passed (an agent's
+  deadline, or an outbox nobody confirmed), time agents out, and carry out what is due.
+
+Late and duplicate replies change nothing that was published; they are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, next_offsets, publish
+from consumers.context import ContextStore
+from consumers.correlations import CorrelationStore, Outbox, Write, decode_state, with_effects
+from consumers.metrics import METRICS
+from consumers.retry import retrying
+from consumers.settings import Settings
+from router.correlation import Correlation, Effect, Transition, on_deadline, on_reply
+from schemas import AgentReply, DecodeError, reply_decoder
+
+log = logging.getLogger(__name__)
+
+CAS_ATTEMPTS = 10
+
+Change = Callable[[Correlation, float, str], tuple[Correlation, list[Effect]]]
+
+
+class Correlator:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        context: ContextStore,
+        store: CorrelationStore,
+    ) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self._consumer = consumer
+        self._producer = producer
+        self._store = store
+        self._outbox = Outbox(store, context, producer)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._replies_loop(stop))
+            group.create_task(self._sweep_loop(stop))
+
+    async def _replies_loop(self, stop: asyncio.Event) -> None:
+        cfg = self._settings.correlator
+        wait = self._settings.router.batch_wait_ms
+        while not stop.is_set():
+            records = await fetch(self._consumer, max_records=cfg.max_batch, timeout_ms=wait)
+            if records:
+                await retrying(functools.partial(self.handle, records), what="correlate batch")
+                await commit(self._consumer, next_offsets(records))
+
+    async def _sweep_loop(self, stop: asyncio.Event) -> None:
+        interval = self._settings.correlator.sweep_interval_ms / 1000
+        while not stop.is_set():
+            await retrying(self.sweep, what="sweep")
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        replies: dict[str, list[AgentReply]] = defaultdict(list)
+        dead: list[Outgoing] = []
+        for record in records:
+            try:
+                reply = reply_decoder.decode(record.value or b"")
+            except DecodeError as exc:
+                dead.append(dead_letter(record, self._topics.dead_letters, stage="correlate", error=exc))
+                continue
+            replies[self._store.key(reply.tenant, reply.event_id)].append(reply)
+        strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now))
+        for key in strays:
+            for reply in replies[key]:
+                log.warning("reply for unknown or expired event %s (task %s) ignored", reply.event_id, reply.task_id)
+                METRICS.replies.labels(outcome="unknown").inc()
+        if dead:
+            await publish(self._producer, dead)
+            METRICS.dead_letters.labels(stage="correlate").inc(len(dead))
+
+    async def sweep(self) -> int:
+        keys = await self._store.claim_due(time.time())
+        if keys:
+            await self._apply(keys, self._expire)
+        return len(keys)
+
+    def _record(self, state: Correlation, replies: list[AgentReply], now: float) -> tuple[Correlation, list[Effect]]:
+        effects: list[Effect] = []
+        for reply in replies:
+            transition, outcome = on_reply(state, reply, now)
+            METRICS.replies.labels(outcome=outcome).inc()
+            state = self._observe(transition)
+            effects += transition.effects
+        return state, effects
+
+    def _expire(self, state: Correlation, now: float, key: str) -> tuple[Correlation, list[Effect]]:
+        """Time agents out; re-run whatever the outbox still holds (its writer died or stalled)."""
+        waiting = {s.agent for s in state.slots if s.status == "waiting"}
+        transition = on_deadline(state, now)
+        timed_out = [s for s in transition.state.slots if s.agent in waiting and s.status == "timed_out"]
+        METRICS.agent_timeouts.inc(len(timed_out))
+        return self._observe(transition), list(state.outbox) + transition.effects
+
+    @staticmethod
+    def _observe(transition: Transition) -> Correlation:
+        if transition.response is not None:
+            METRICS.responses.labels(status=transition.response.status).inc()
+        return transition.state
+
+    async def _apply(self, keys: Iterable[str], change: Change) -> list[str]:
+        """Load, change and compare-and-set each key until it sticks; then carry out the effects.
+
+        Returns the keys that have no stored correlation.
+        """
+        pending, missing = list(keys), []
+        done: dict[str, tuple[Correlation, list[Effect]]] = {}
+        for _ in range(CAS_ATTEMPTS):
+            if not pending:
+                break
+            raws = await self._store.get_many(pending)
+            now = time.time()
+            writes: list[tuple[Write, list[Effect]]] = []
+            for key, raw in zip(pending, raws, strict=True):
+                if raw is None:
+                    missing.append(key)
+                    continue
+                state, effects = change(decode_state(raw), now, key)
+                new_effects = [e for e in effects if e not in state.outbox]
+                writes.append((Write(key, raw, with_effects(state, new_effects)), effects))
+            stored = await self._store.write_many([w for w, _ in writes], now)
+            pending = []
+            for (write, effects), ok in zip(writes, stored, strict=True):
+                if ok:
+                    done[write.key] = (write.state, effects)
+                else:
+                    pending.append(write.key)
+        if pending:
+            raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
+        await self._outbox.carry_out(done)
+        return missing

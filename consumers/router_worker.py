@@ -1,0 +1,180 @@
+"""The router worker: conversations in, decisions and agent tasks out.
+
+One batch at a time: decode -> append each turn to its context (Redis) -> one engine call for
+the whole batch -> store each correlation with its effects -> publish tasks and decisions ->
+commit offsets. A redelivered event finds its correlation already stored and is not decided or
+dispatched again; undecodable or invalid events go to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import re
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, next_offsets, publish
+from consumers.context import Append, ContextStore
+from consumers.correlations import CorrelationStore, Outbox, Write, with_effects
+from consumers.metrics import METRICS
+from consumers.retry import retrying
+from consumers.settings import Settings
+from router.catalog import Catalog
+from router.correlation import Effect, start
+from router.engine import DecisionEngine, EngineResult, RoutingRequest
+from router.plan import decide_routes, make_decision
+from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder
+
+log = logging.getLogger(__name__)
+
+_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+MAX_ID_LENGTH = 256
+
+
+class InvalidEvent(ValueError):
+    """The event decoded but cannot be routed. Not retriable: it goes to the dead-letter topic."""
+
+
+def validate(event: ConversationEvent, catalog: Catalog) -> None:
+    if not 0 < len(event.event_id) <= MAX_ID_LENGTH:
+        raise InvalidEvent(f"event_id must have 1-{MAX_ID_LENGTH} characters")
+    if not 0 < len(event.conversation_id) <= MAX_ID_LENGTH:
+        raise InvalidEvent(f"conversation_id must have 1-{MAX_ID_LENGTH} characters")
+    if event.tenant is not None and not _TENANT.match(event.tenant):
+        raise InvalidEvent("tenant must be 1-64 letters, digits, '_', '.' or '-'")
+    if not any(m.role == "user" and m.content.strip() for m in event.messages):
+        raise InvalidEvent("the turn has no user message with text")
+    if event.agents is not None:
+        unknown = sorted(set(event.agents) - set(catalog.names))
+        if unknown:
+            raise InvalidEvent(f"unknown agents in the turn's restriction: {', '.join(unknown)}")
+
+
+class RouterWorker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        engine: DecisionEngine,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        context: ContextStore,
+        store: CorrelationStore,
+    ) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self._catalog = catalog
+        self._engine = engine
+        self._consumer = consumer
+        self._producer = producer
+        self._context = context
+        self._store = store
+        self._outbox = Outbox(store, context, producer)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self._settings.router
+        while not stop.is_set():
+            records = await fetch(self._consumer, max_records=cfg.max_batch, timeout_ms=cfg.batch_wait_ms)
+            if not records:
+                continue
+            await retrying(functools.partial(self.handle, records), what="route batch")
+            await commit(self._consumer, next_offsets(records))
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        events, dead = self._decode(records)
+        if events:
+            await self._route(events)
+        if dead:
+            await publish(self._producer, dead)
+            METRICS.dead_letters.labels(stage="route").inc(len(dead))
+
+    def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Outgoing]]:
+        events: list[ConversationEvent] = []
+        dead: list[Outgoing] = []
+        limit = self._settings.router.max_event_bytes
+        for record in records:
+            try:
+                if record.value is None or len(record.value) > limit:
+                    raise InvalidEvent(f"event is empty or larger than {limit} bytes")
+                event = event_decoder.decode(record.value)
+                validate(event, self._catalog)
+            except (DecodeError, InvalidEvent) as exc:
+                log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+                dead.append(dead_letter(record, self._topics.dead_letters, stage="decode", error=exc))
+                continue
+            events.append(event)
+        return events, dead
+
+    async def _route(self, events: list[ConversationEvent]) -> None:
+        keys = [self._store.key(e.tenant, e.event_id) for e in events]
+        existing = await self._store.get_many(keys)
+        contexts = await self._context.append_many(
+            [Append(e.tenant, e.conversation_id, e.event_id, e.messages) for e in events], read=True
+        )
+        fresh = [i for i, raw in enumerate(existing) if raw is None]
+        if len(fresh) < len(events):
+            METRICS.redelivered.inc(len(events) - len(fresh))
+        if not fresh:
+            return
+        requests = [
+            RoutingRequest(event_id=events[i].event_id, conversation=contexts[i],
+                           agents=self._catalog.restrict(events[i].agents))
+            for i in fresh
+        ]
+        started = time.perf_counter()
+        results = await self._engine.decide(requests)
+        latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
+        METRICS.batch_size.observe(len(requests))
+        writes = [
+            self._open(events[i], keys[i], request, result, latency_ms)
+            for i, request, result in zip(fresh, requests, results, strict=True)
+        ]
+        stored = await self._store.write_many([w for w, _ in writes], time.time())
+        items = {w.key: (w.state, effects) for (w, effects), ok in zip(writes, stored, strict=True) if ok}
+        await self._outbox.carry_out(items)
+
+    def _open(
+        self, event: ConversationEvent, key: str, request: RoutingRequest, result: EngineResult, latency_ms: float
+    ) -> tuple[Write, list[Effect]]:
+        now = time.time()
+        mode = event.mode or self._settings.router.mode
+        routing = decide_routes(result, request.agents, self._catalog)
+        decision = make_decision(
+            event, routing, result, engine=self._engine.name, mode=mode,
+            catalog_version=self._catalog.version, latency_ms=latency_ms,
+            decided_at=datetime.fromtimestamp(now, UTC),
+        )
+        self._count(decision)
+        transition = start(
+            event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
+            mode=mode, agents=[self._target(name) for name in routing.routes],
+            context=request.conversation, replies_topic=self._topics.replies,
+            response_topic=event.reply_topic or self._topics.responses,
+            created_at=event.created_at, metadata=event.metadata, now=now,
+        )
+        effects = [self._decision_effect(decision), *transition.effects]
+        return Write(key, None, with_effects(transition.state, effects)), effects
+
+    def _target(self, name: str) -> tuple[str, str, float]:
+        spec = self._catalog.get(name)
+        assert spec is not None  # decide_routes keeps catalog names only
+        return name, spec.topic or self._topics.agent(name), spec.timeout_s
+
+    def _decision_effect(self, decision: RoutingDecision) -> Effect:
+        return Effect(id=f"decision:{decision.event_id}", topic=self._topics.decisions,
+                      key=decision.conversation_id, value=encode(decision))
+
+    def _count(self, decision: RoutingDecision) -> None:
+        outcome = "fallback" if decision.fallback_reason else ("routed" if decision.routes else "no_route")
+        METRICS.decisions.labels(engine=decision.engine, outcome=outcome).inc()
+        METRICS.decision_seconds.labels(engine=decision.engine).observe(decision.latency_ms / 1000)
+        for name in decision.routes:
+            METRICS.routes.labels(agent=name).inc()
+        if decision.dropped:
+            METRICS.dropped_routes.inc(len(decision.dropped))

@@ -1,0 +1,240 @@
+"""Correlation: which agents an event still waits for, and what to publish next.
+
+A ``Correlation`` is the durable state of one routed turn (the consumers layer keeps it in
+Redis). Transitions are pure functions returning the new state plus the ``Effect``s it
+implies; the caller stores the state (with the effects in its ``outbox``) *before* carrying the
+effects out, so a crash between the two is repaired by re-running the outbox:
+
+    start(...)        -> tasks for the first agent(s), or an immediate no-route response
+    on_reply(...)     -> record a reply; next task (sequential) or the response when all are in
+    on_deadline(...)  -> agents past their deadline time out; the response if nothing is left
+
+Sequential mode runs agents in the decided order, each receiving the earlier replies. An
+agent that errors does not stop the chain (the next agent sees the error); an agent that times
+out does (the rest are reported as ``skipped``): the caller has already waited too long.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+import msgspec
+
+from schemas import (
+    AgentReply,
+    AgentTask,
+    ConversationResponse,
+    Message,
+    Mode,
+    PriorReply,
+    ResponseStatus,
+    encode,
+)
+
+SlotStatus = Literal["queued", "waiting", "ok", "error", "timed_out", "skipped"]
+ReplyOutcome = Literal["recorded", "duplicate", "late", "unknown"]
+
+
+class Effect(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing to carry out after the state is stored: publish a record, or extend the context.
+
+    ``id`` is stable, so carrying out an effect twice is harmless (tasks are deduplicated by
+    task id, responses by event id, context appends by effect id).
+    """
+
+    id: str
+    topic: str | None = None
+    key: str | None = None
+    value: bytes | None = None
+    context: list[Message] | None = None
+
+
+class Slot(msgspec.Struct, frozen=True, kw_only=True):
+    agent: str
+    topic: str
+    timeout_s: float
+    task_id: str
+    status: SlotStatus = "queued"
+    deadline: float | None = None
+    reply: AgentReply | None = None
+
+
+class Correlation(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    conversation_id: str
+    mode: Mode
+    slots: list[Slot]
+    context: list[Message]
+    replies_topic: str
+    response_topic: str
+    tenant: str | None = None
+    created_at: datetime | None = None
+    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    done: bool = False
+    late_replies: int = 0
+    outbox: list[Effect] = msgspec.field(default_factory=list)
+
+    @property
+    def routes(self) -> list[str]:
+        return [s.agent for s in self.slots]
+
+    def next_wakeup(self) -> float | None:
+        """When ``on_deadline`` next has something to do (None: nothing is waited for)."""
+        deadlines = [s.deadline for s in self.slots if s.status == "waiting" and s.deadline is not None]
+        return min(deadlines) if deadlines else None
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True):
+    state: Correlation
+    effects: list[Effect]
+    response: ConversationResponse | None = None
+
+
+def start(
+    *,
+    event_id: str,
+    conversation_id: str,
+    tenant: str | None,
+    mode: Mode,
+    agents: list[tuple[str, str, float]],
+    context: list[Message],
+    replies_topic: str,
+    response_topic: str,
+    created_at: datetime | None,
+    metadata: dict[str, str],
+    now: float,
+) -> Transition:
+    """Open a correlation for a routed turn. ``agents``: (name, topic, timeout_s) in route order."""
+    slots = [
+        Slot(agent=name, topic=topic, timeout_s=timeout, task_id=f"{event_id}:{step}:{name}")
+        for step, (name, topic, timeout) in enumerate(agents)
+    ]
+    state = Correlation(
+        event_id=event_id, conversation_id=conversation_id, tenant=tenant, mode=mode, slots=slots,
+        context=context, replies_topic=replies_topic, response_topic=response_topic,
+        created_at=created_at, metadata=metadata,
+    )
+    return _advance(state, now)
+
+
+def on_reply(state: Correlation, reply: AgentReply, now: float) -> tuple[Transition, ReplyOutcome]:
+    index = next((i for i, s in enumerate(state.slots) if s.task_id == reply.task_id), None)
+    if index is None:
+        return Transition(state=state, effects=[]), "unknown"
+    slot = state.slots[index]
+    if slot.status != "waiting":
+        if slot.reply is not None and slot.reply.task_id == reply.task_id and slot.status in ("ok", "error"):
+            return Transition(state=state, effects=[]), "duplicate"
+        late = msgspec.structs.replace(state, late_replies=state.late_replies + 1)
+        return Transition(state=late, effects=[]), "late"
+    slots = list(state.slots)
+    slots[index] = msgspec.structs.replace(slot, status=reply.status, reply=reply)
+    return _advance(msgspec.structs.replace(state, slots=slots), now), "recorded"
+
+
+def on_deadline(state: Correlation, now: float) -> Transition:
+    slots = [
+        msgspec.structs.replace(s, status="timed_out")
+        if s.status == "waiting" and s.deadline is not None and s.deadline <= now
+        else s
+        for s in state.slots
+    ]
+    return _advance(msgspec.structs.replace(state, slots=slots), now)
+
+
+def _advance(state: Correlation, now: float) -> Transition:
+    """Start whatever may start now; finish when nothing is waiting or queued."""
+    if state.done:
+        return Transition(state=state, effects=[])
+    slots = list(state.slots)
+    effects: list[Effect] = []
+    if state.mode == "sequential":
+        _advance_chain(state, slots, effects, now)
+    else:
+        for i, slot in enumerate(slots):
+            if slot.status == "queued":
+                slots[i] = _dispatch(state, slot, step=i, prior=[], effects=effects, now=now)
+    state = msgspec.structs.replace(state, slots=slots)
+    if any(s.status in ("queued", "waiting") for s in slots):
+        return Transition(state=state, effects=effects)
+    response = _response(state, now)
+    effects.extend(_finish_effects(state, response))
+    return Transition(state=msgspec.structs.replace(state, done=True), effects=effects, response=response)
+
+
+def _advance_chain(state: Correlation, slots: list[Slot], effects: list[Effect], now: float) -> None:
+    for i, slot in enumerate(slots):
+        if slot.status == "waiting":
+            return
+        if slot.status == "timed_out":
+            for j in range(i + 1, len(slots)):
+                if slots[j].status == "queued":
+                    slots[j] = msgspec.structs.replace(slots[j], status="skipped")
+            return
+        if slot.status == "queued":
+            prior = [
+                PriorReply(agent=s.agent, status=s.reply.status, content=s.reply.content or s.reply.error or "")
+                for s in slots[:i]
+                if s.reply is not None
+            ]
+            slots[i] = _dispatch(state, slot, step=i, prior=prior, effects=effects, now=now)
+            return
+
+
+def _dispatch(
+    state: Correlation, slot: Slot, *, step: int, prior: list[PriorReply], effects: list[Effect], now: float
+) -> Slot:
+    deadline = now + slot.timeout_s
+    task = AgentTask(
+        task_id=slot.task_id,
+        event_id=state.event_id,
+        conversation_id=state.conversation_id,
+        tenant=state.tenant,
+        agent=slot.agent,
+        messages=state.context,
+        reply_topic=state.replies_topic,
+        deadline=datetime.fromtimestamp(deadline, UTC),
+        prior_replies=prior,
+        step=step,
+        metadata=state.metadata,
+    )
+    effects.append(Effect(id=f"task:{slot.task_id}", topic=slot.topic, key=state.conversation_id,
+                          value=encode(task)))
+    return msgspec.structs.replace(slot, status="waiting", deadline=deadline)
+
+
+def response_status(slots: list[Slot]) -> ResponseStatus:
+    if not slots:
+        return "no_route"
+    ok = sum(1 for s in slots if s.status == "ok")
+    if ok == len(slots):
+        return "complete"
+    return "partial" if ok else "failed"
+
+
+def _response(state: Correlation, now: float) -> ConversationResponse:
+    return ConversationResponse(
+        event_id=state.event_id,
+        conversation_id=state.conversation_id,
+        tenant=state.tenant,
+        status=response_status(state.slots),
+        routes=state.routes,
+        replies=[s.reply for s in state.slots if s.reply is not None],
+        timed_out=[s.agent for s in state.slots if s.status == "timed_out"],
+        skipped=[s.agent for s in state.slots if s.status == "skipped"],
+        created_at=state.created_at,
+        responded_at=datetime.fromtimestamp(now, UTC),
+    )
+
+
+def _finish_effects(state: Correlation, response: ConversationResponse) -> list[Effect]:
+    said = [
+        Message(role="assistant", content=r.content, name=r.agent)
+        for r in response.replies
+        if r.status == "ok" and r.content
+    ]
+    effects = [Effect(id=f"ctx:{state.event_id}", context=said)] if said else []
+    effects.append(Effect(id=f"response:{state.event_id}", topic=state.response_topic,
+                          key=state.conversation_id, value=encode(response)))
+    return effects
