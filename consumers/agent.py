@@ -10,7 +10,8 @@
 Run it with ``routeyard agent mymodule:weather``. Instances of one agent form one consumer
 group, so they share the load. Each task is handled once: a task already answered (its id is
 remembered in Redis after the reply is published) is skipped when redelivered. An exception
-or a missed deadline becomes an error reply - the correlator always hears back.
+becomes an error reply; a handler still running at the task's deadline is cancelled, and the
+correlator reports that agent as timed out.
 """
 
 from __future__ import annotations
@@ -170,23 +171,29 @@ class AgentRunner:
             METRICS.tasks.labels(agent=self.agent.name, outcome="duplicate").inc()
             return
         reply = await self._run_handler(task)
-        await publish(self._producer, [Outgoing(topic=task.reply_topic, value=encode(reply),
-                                                key=task.conversation_id)])
+        if reply is not None:
+            await publish(self._producer, [Outgoing(topic=task.reply_topic, value=encode(reply),
+                                                    key=task.conversation_id)])
         await self._redis.set(done_key, b"1", ex=self._settings.agent.dedup_ttl_s)
 
-    async def _run_handler(self, task: AgentTask) -> AgentReply:
+    async def _run_handler(self, task: AgentTask) -> AgentReply | None:
+        """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""
         remaining = task.deadline.timestamp() - time.time()
-        outcome, content, error = "ok", "", None
+        if remaining <= 0:
+            METRICS.tasks.labels(agent=self.agent.name, outcome="expired").inc()
+            log.warning("agent %s: task %s arrived after its deadline; not started", self.agent.name, task.task_id)
+            return None
+        content, error = "", None
         try:
-            if remaining <= 0:
-                raise TimeoutError("the task's deadline passed before the agent started it")
             content = await asyncio.wait_for(self.agent(task), timeout=remaining) or ""
-        except TimeoutError as exc:
-            outcome, error = "timeout", str(exc) or "the agent did not finish before the task's deadline"
+        except TimeoutError:
+            METRICS.tasks.labels(agent=self.agent.name, outcome="timeout").inc()
+            log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
+            return None
         except Exception as exc:
             log.exception("agent %s raised on task %s", self.agent.name, task.task_id)
-            outcome, error = "error", f"{type(exc).__name__}: {exc}"
-        METRICS.tasks.labels(agent=self.agent.name, outcome=outcome).inc()
+            error = f"{type(exc).__name__}: {exc}"
+        METRICS.tasks.labels(agent=self.agent.name, outcome="ok" if error is None else "error").inc()
         return AgentReply(
             task_id=task.task_id, event_id=task.event_id, conversation_id=task.conversation_id,
             tenant=task.tenant, agent=task.agent, status="ok" if error is None else "error",

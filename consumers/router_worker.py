@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -76,6 +79,7 @@ class RouterWorker:
         self._context = context
         self._store = store
         self._outbox = Outbox(store, context, producer)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:6]}"
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self._settings.router
@@ -148,7 +152,7 @@ class RouterWorker:
         decision = make_decision(
             event, routing, result, engine=self._engine.name, mode=mode,
             catalog_version=self._catalog.version, latency_ms=latency_ms,
-            decided_at=datetime.fromtimestamp(now, UTC),
+            decided_at=datetime.fromtimestamp(now, UTC), worker=self.worker_id,
         )
         self._count(decision)
         transition = start(

@@ -60,6 +60,7 @@ def make_decision(
     catalog_version: str,
     latency_ms: float,
     decided_at: datetime,
+    worker: str = "",
 ) -> RoutingDecision:
     return RoutingDecision(
         event_id=event.event_id,
@@ -78,5 +79,6 @@ def make_decision(
         model=result.model,
         confidence=result.confidence,
         scores=result.scores,
+        worker=worker,
         decided_at=decided_at,
     )

@@ -86,6 +86,8 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None = None
     confidence: float | None = None
     scores: dict[str, float] | None = None
+    worker: str = ""
+    """Which router worker decided (host:pid/instance)."""
     decided_at: datetime = msgspec.field(default_factory=utcnow)
     v: int = SCHEMA_VERSION
 

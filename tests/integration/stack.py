@@ -1,0 +1,109 @@
+"""A routeyard stack for one integration test: its own topics, consumer groups and Redis keys
+on the session's real broker and Valkey, with recording agents."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.agent import Agent, agent
+from consumers.app import create_topics, run_agent, run_correlator, run_router
+from consumers.client import RouteyardClient
+from consumers.embedded import EmbeddedBroker, EmbeddedValkey
+from consumers.settings import Settings
+from router.catalog import Catalog, catalog_from_dict
+from schemas import AgentTask
+
+
+def make_settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, **router: Any) -> Settings:
+    return Settings.model_validate({
+        "topic_prefix": prefix,
+        "kafka": {"bootstrap": broker.bootstrap, "partitions": 4, "session_timeout_ms": 6000,
+                  "heartbeat_interval_ms": 1000},
+        "redis": {"url": valkey.url},
+        "router": router,
+        "correlator": {"sweep_interval_ms": 50},
+    })
+
+
+@dataclass
+class Recorder:
+    """Agents that answer ``<name>: <last user message>`` and remember every task they got."""
+
+    tasks: dict[str, list[AgentTask]] = field(default_factory=dict)
+
+    def agent(self, name: str, *, delay: float = 0.0, fail: bool = False) -> Agent:
+        async def handle(task: AgentTask) -> str:
+            self.tasks.setdefault(name, []).append(task)
+            if delay:
+                await asyncio.sleep(delay)
+            if fail:
+                raise RuntimeError(f"{name} is broken")
+            last = next(m.content for m in reversed(task.messages) if m.role == "user")
+            prior = "".join(f" [after {p.agent}: {p.content}]" for p in task.prior_replies)
+            return f"{name}: {last}{prior}"
+
+        return agent(name, f"test agent {name}")(handle)
+
+
+def catalog(*agents: dict[str, Any], default: str | None = None) -> Catalog:
+    data: dict[str, Any] = {"agents": list(agents)}
+    if default:
+        data["default"] = default
+    return catalog_from_dict(data)
+
+
+def spec(name: str, *keywords: str, timeout: str = "10s") -> dict[str, Any]:
+    return {"name": name, "description": f"test agent {name}", "timeout": timeout,
+            "rules": {"keywords": list(keywords)}}
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings, catalog: Catalog, agents: Sequence[Agent], *, routers: int = 1, correlator: bool = True
+) -> AsyncIterator[RouteyardClient]:
+    """Router worker(s), correlator and agents as tasks; yields a client watching decisions."""
+    await create_topics(settings, catalog)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(run_router(settings, stop, catalog)) for _ in range(routers)]
+    if correlator:
+        tasks.append(asyncio.create_task(run_correlator(settings, stop)))
+    tasks += [asyncio.create_task(run_agent(a, settings, stop)) for a in agents]
+    client = RouteyardClient(settings.kafka, prefix=settings.topic_prefix, watch_decisions=True)
+    await client.start()
+    try:
+        yield client
+        for task in tasks:
+            if task.done():
+                task.result()  # a worker that died fails the test with its own error
+    finally:
+        await client.stop()
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+
+
+async def read_all(settings: Settings, topic: str, *, settle: float = 0.5) -> list[bytes]:
+    """Every record on a topic, from the beginning (waits ``settle`` s with nothing new)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_wait_ms=25)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            await consumer.topics()
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        values: list[bytes] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(settle * 1000))
+            if not batch:
+                return values
+            values += [r.value for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()
