@@ -181,6 +181,8 @@ class Catalog(BaseModel):
 def catalog_from_dict(data: Any, *, source: str = "<catalog>") -> Catalog:
     if not isinstance(data, dict) or "agents" not in data:
         raise CatalogError(f"{source}: expected a mapping with an 'agents:' list")
+    if not data["agents"]:
+        raise CatalogError(f"{source}: invalid agent catalog:\n  - catalog: the catalog has no agents")
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:

@@ -9,8 +9,10 @@ payloads of every earlier version):
 1. A field is never removed and its type never changes.
 2. A new field always has a default, so payloads written before it existed still decode.
 3. Unknown fields are ignored on decode, so old readers accept payloads from newer writers.
-4. Enumerated string values (``status``, ``mode``) may gain members; readers treat a value
-   they do not know as the most conservative one they do.
+4. Enumerated string values (``status``, ``mode``) are closed: a new kind of outcome comes as
+   a new field with a default, never as a new value of an existing one. A reader therefore never
+   meets a value it cannot decode; a record that carries one anyway is rejected (dead-lettered)
+   rather than guessed at.
 5. ``v`` is bumped when a field is added; readers never branch on it to decode, it is there
    for humans and for audits.
 """

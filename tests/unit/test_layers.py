@@ -15,15 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "schemas": frozenset({"router", "consumers", "aiokafka", "faststream", "redis", "vllm", "pydantic_settings"}),
+    "schemas": frozenset(
+        {"router", "consumers", "aiokafka", "faststream", "redis", "vllm", "pydantic_settings"}
+    ),
     "router": frozenset({"consumers", "aiokafka", "faststream", "redis"}),
 }
 _DYNAMIC_IMPORTS = {"import_module", "__import__"}
 
 
-def _package_parts(path: Path) -> list[str]:
+def _package_parts(path: Path, root: Path) -> list[str]:
     """``router/engine.py`` -> ["router"]; ``consumers/demo/run.py`` -> ["consumers", "demo"]."""
-    return list(path.relative_to(ROOT).parent.parts)
+    return list(path.relative_to(root).parent.parts)
 
 
 def imported_modules(source: str, package: list[str]) -> Iterator[tuple[int, str]]:
@@ -42,18 +44,18 @@ def imported_modules(source: str, package: list[str]) -> Iterator[tuple[int, str
         elif isinstance(node, ast.Call):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
-            if name in _DYNAMIC_IMPORTS and node.args and isinstance(node.args[0], ast.Constant):
-                if isinstance(node.args[0].value, str):
-                    yield node.lineno, node.args[0].value
+            first = node.args[0] if node.args else None
+            if name in _DYNAMIC_IMPORTS and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                yield node.lineno, first.value
 
 
-def violations(layer: str) -> list[str]:
+def violations(layer: str, root: Path = ROOT) -> list[str]:
     found = []
-    for path in sorted((ROOT / layer).rglob("*.py")):
+    for path in sorted((root / layer).rglob("*.py")):
         source = path.read_text(encoding="utf-8")
-        for line, module in imported_modules(source, _package_parts(path)):
+        for line, module in imported_modules(source, _package_parts(path, root)):
             if module.split(".")[0] in FORBIDDEN[layer]:
-                found.append(f"{path.relative_to(ROOT)}:{line}: imports {module}")
+                found.append(f"{path.relative_to(root)}:{line}: imports {module}")
     return found
 
 
@@ -97,3 +99,16 @@ def test_consumers_files_parse() -> None:
 )
 def test_imported_modules(source: str, package: list[str], expected: list[tuple[int, str]]) -> None:
     assert sorted(imported_modules(source, package)) == sorted(expected)
+
+
+def test_violations_name_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "router" / "sub").mkdir(parents=True)
+    (tmp_path / "router" / "ok.py").write_text("import json\nfrom schemas import encode\n")
+    (tmp_path / "router" / "sub" / "bad.py").write_text(
+        "import json\n\nfrom consumers.bus import publish\nimport redis.asyncio\n"
+    )
+    assert violations("router", root=tmp_path) == [
+        "router/sub/bad.py:3: imports consumers.bus",
+        "router/sub/bad.py:4: imports redis.asyncio",
+    ]
+    assert violations("schemas", root=tmp_path) == []
