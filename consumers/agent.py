@@ -150,8 +150,13 @@ class AgentRunner:
         try:
             await retrying(functools.partial(self._handle, record), what="agent task")
         except Exception as exc:
-            log.exception("agent %s: task at %s[%d]@%d failed to complete; it will be redelivered",
-                          self.agent.name, record.topic, record.partition, record.offset)
+            log.exception(
+                "agent %s: task at %s[%d]@%d failed to complete; it will be redelivered",
+                self.agent.name,
+                record.topic,
+                record.partition,
+                record.offset,
+            )
             self._failure = exc
         else:
             self._tracker.end(record)
@@ -172,8 +177,10 @@ class AgentRunner:
             return
         reply = await self._run_handler(task)
         if reply is not None:
-            await publish(self._producer, [Outgoing(topic=task.reply_topic, value=encode(reply),
-                                                    key=task.conversation_id)])
+            await publish(
+                self._producer,
+                [Outgoing(topic=task.reply_topic, value=encode(reply), key=task.conversation_id)],
+            )
         await self._redis.set(done_key, b"1", ex=self._settings.agent.dedup_ttl_s)
 
     async def _run_handler(self, task: AgentTask) -> AgentReply | None:
@@ -195,7 +202,12 @@ class AgentRunner:
             error = f"{type(exc).__name__}: {exc}"
         METRICS.tasks.labels(agent=self.agent.name, outcome="ok" if error is None else "error").inc()
         return AgentReply(
-            task_id=task.task_id, event_id=task.event_id, conversation_id=task.conversation_id,
-            tenant=task.tenant, agent=task.agent, status="ok" if error is None else "error",
-            content=content, error=error,
+            task_id=task.task_id,
+            event_id=task.event_id,
+            conversation_id=task.conversation_id,
+            tenant=task.tenant,
+            agent=task.agent,
+            status="ok" if error is None else "error",
+            content=content,
+            error=error,
         )

@@ -48,8 +48,9 @@ async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
 def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationStore]:
     cfg = settings.router
     context = ContextStore(redis, settings.namespace, max_messages=cfg.context_max_messages, ttl_s=cfg.context_ttl_s)
-    store = CorrelationStore(redis, settings.namespace, ttl_s=cfg.dedup_ttl_s,
-                             lease_s=settings.correlator.outbox_lease_s)
+    store = CorrelationStore(
+        redis, settings.namespace, ttl_s=cfg.dedup_ttl_s, lease_s=settings.correlator.outbox_lease_s
+    )
     return context, store
 
 
@@ -67,34 +68,49 @@ async def run_router(settings: Settings, stop: asyncio.Event, catalog: Catalog |
     engine = build_engine(settings)
     group = f"{settings.topic_prefix}router"
     # The engine starts before the worker joins the consumer group.
-    async with engine, redis_client(settings) as redis, _kafka(settings, [settings.topics.conversations], group) as (
-        consumer, producer
+    async with (
+        engine,
+        redis_client(settings) as redis,
+        _kafka(settings, [settings.topics.conversations], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
-        worker = RouterWorker(settings=settings, catalog=catalog, engine=engine, consumer=consumer,
-                              producer=producer, context=context, store=store)
-        log.info("router worker up: engine=%s catalog=%s (%d agents)", engine.name, catalog.version,
-                 len(catalog.agents))
+        worker = RouterWorker(
+            settings=settings,
+            catalog=catalog,
+            engine=engine,
+            consumer=consumer,
+            producer=producer,
+            context=context,
+            store=store,
+        )
+        log.info(
+            "router worker up: engine=%s catalog=%s (%d agents)",
+            engine.name,
+            catalog.version,
+            len(catalog.agents),
+        )
         await worker.run(stop)
 
 
 async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
     await create_topics(settings)
     group = f"{settings.topic_prefix}correlator"
-    async with redis_client(settings) as redis, _kafka(settings, [settings.topics.replies], group) as (
-        consumer, producer
+    async with (
+        redis_client(settings) as redis,
+        _kafka(settings, [settings.topics.replies], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
-        correlator = Correlator(settings=settings, consumer=consumer, producer=producer, context=context,
-                                store=store)
+        correlator = Correlator(settings=settings, consumer=consumer, producer=producer, context=context, store=store)
         log.info("correlator up")
         await correlator.run(stop)
 
 
 async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> None:
     topic = agent.topic or settings.topics.agent(agent.name)
-    await ensure_topics(settings.kafka.bootstrap, {topic: settings.kafka.partitions,
-                                                   settings.topics.replies: settings.kafka.partitions})
+    await ensure_topics(
+        settings.kafka.bootstrap,
+        {topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions},
+    )
     group = f"{settings.topic_prefix}agent.{agent.name}"
     async with redis_client(settings) as redis, _kafka(settings, [topic], group) as (consumer, producer):
         runner = AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, redis=redis)

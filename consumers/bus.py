@@ -38,9 +38,7 @@ def _security(settings: KafkaSettings) -> dict[str, Any]:
     if settings.sasl_mechanism:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = (
-            settings.sasl_password.get_secret_value() if settings.sasl_password else None
-        )
+        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
     return options
 
 
@@ -84,9 +82,7 @@ async def fetch(consumer: AIOKafkaConsumer, *, max_records: int, timeout_ms: int
 async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:
     """Send every message and wait until the broker acknowledged all of them."""
     futures = [
-        await producer.send(
-            m.topic, m.value, key=m.key.encode() if m.key is not None else None, headers=m.headers
-        )
+        await producer.send(m.topic, m.value, key=m.key.encode() if m.key is not None else None, headers=m.headers)
         for m in messages
     ]
     if futures:

@@ -69,8 +69,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="routeyard", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="routeyard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (ROUTEYARD_KAFKA__BOOTSTRAP)")
     parser.add_argument("--redis", help="Redis URL (ROUTEYARD_REDIS__URL)")
     parser.add_argument("--prefix", help="topic prefix (ROUTEYARD_TOPIC_PREFIX)")
@@ -139,8 +140,11 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     agents = [load_agent(t) for t in args.agents] if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
     with embedded_servers(settings) as live:
-        print(f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
-              f"prefix {live.topic_prefix!r}, {len(agents)} agents. Ctrl-C stops.", flush=True)
+        print(
+            f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
+            f"prefix {live.topic_prefix!r}, {len(agents)} agents. Ctrl-C stops.",
+            flush=True,
+        )
         run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop))
     return 0
 
@@ -166,8 +170,10 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
             await pipeline
 
     with embedded_servers(settings) as live:
-        print(f"routeyard demo: embedded broker {live.kafka.bootstrap}, redis "
-              f"{live.redis.url.get_secret_value()}", flush=True)
+        print(
+            f"routeyard demo: embedded broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}",
+            flush=True,
+        )
         asyncio.run(demo(live))
     return 0
 
@@ -223,8 +229,10 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
 def _catalog(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_catalog(args.file)
     default = catalog.default_agent
-    print(f"{args.file}: {len(catalog.agents)} agents, version {catalog.version}, "
-          f"default agent: {default.name if default else 'none'}")
+    print(
+        f"{args.file}: {len(catalog.agents)} agents, version {catalog.version}, "
+        f"default agent: {default.name if default else 'none'}"
+    )
     for spec in catalog.agents:
         print(f"  {spec.name:<24} timeout {spec.timeout_s:g}s  topic {spec.topic or settings.topics.agent(spec.name)}")
     return 0

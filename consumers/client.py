@@ -111,9 +111,10 @@ class RouteyardClient:
 
     async def publish(self, events: Sequence[ConversationEvent]) -> None:
         """Publish turns (keyed by conversation id) and wait for the broker's acknowledgement."""
-        await publish(self._producer, [
-            Outgoing(topic=self.topics.conversations, value=encode(e), key=e.conversation_id) for e in events
-        ])
+        await publish(
+            self._producer,
+            [Outgoing(topic=self.topics.conversations, value=encode(e), key=e.conversation_id) for e in events],
+        )
 
     async def send(self, conversation_id: str, messages: str | Sequence[Message], **options: object) -> str:
         """Publish one turn without waiting for its response; returns the event id."""
@@ -122,15 +123,20 @@ class RouteyardClient:
         return event.event_id
 
     async def ask(
-        self, conversation_id: str, messages: str | Sequence[Message], *, timeout: float = 60.0,
+        self,
+        conversation_id: str,
+        messages: str | Sequence[Message],
+        *,
+        timeout: float = 60.0,
         **options: object,
     ) -> ConversationResponse:
         """Publish one turn and wait for its response."""
         event = self.event(conversation_id, messages, **options)  # type: ignore[arg-type]
         return (await self.ask_many([event], timeout=timeout))[0]
 
-    async def ask_many(self, events: Sequence[ConversationEvent], *, timeout: float = 60.0
-                       ) -> list[ConversationResponse]:
+    async def ask_many(
+        self, events: Sequence[ConversationEvent], *, timeout: float = 60.0
+    ) -> list[ConversationResponse]:
         await self._listen()
         loop = asyncio.get_running_loop()
         futures = [self._waiting.setdefault(e.event_id, loop.create_future()) for e in events]

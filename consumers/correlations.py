@@ -122,14 +122,21 @@ class Outbox:
         effects = [(state, e) for state, added in items.values() for e in added]
         if not effects:
             return
-        await self._context.append_many([
-            Append(state.tenant, state.conversation_id, e.id, e.context)
-            for state, e in effects if e.context is not None
-        ])
-        await publish(self._producer, [
-            Outgoing(topic=e.topic, value=e.value, key=e.key)
-            for _, e in effects if e.topic is not None and e.value is not None
-        ])
+        await self._context.append_many(
+            [
+                Append(state.tenant, state.conversation_id, e.id, e.context)
+                for state, e in effects
+                if e.context is not None
+            ]
+        )
+        await publish(
+            self._producer,
+            [
+                Outgoing(topic=e.topic, value=e.value, key=e.key)
+                for _, e in effects
+                if e.topic is not None and e.value is not None
+            ],
+        )
         await self.clear({key: {e.id for e in added} for key, (_, added) in items.items()})
 
     async def clear(self, ids: dict[str, set[str]], attempts: int = 8) -> None:

@@ -13,6 +13,7 @@ Late and duplicate replies change nothing that was published; they are counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -72,10 +73,8 @@ class Correlator:
         interval = self._settings.correlator.sweep_interval_ms / 1000
         while not stop.is_set():
             await retrying(self.sweep, what="sweep")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
-            except TimeoutError:
-                pass
 
     async def handle(self, records: Sequence[Record]) -> None:
         replies: dict[str, list[AgentReply]] = defaultdict(list)

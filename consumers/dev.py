@@ -33,14 +33,21 @@ def demo_agents() -> list[Agent]:
 def embedded_servers(settings: Settings) -> AsyncIterator[Settings]:  # type: ignore[misc]
     """Start tansu and Valkey; yield the settings pointing at them."""
     with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
-        yield settings.model_copy(update={
-            "kafka": settings.kafka.model_copy(update={"bootstrap": broker.bootstrap}),
-            "redis": settings.redis.model_copy(update={"url": RedisSettings(url=valkey.url).url}),
-        })
+        yield settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(update={"bootstrap": broker.bootstrap}),
+                "redis": settings.redis.model_copy(update={"url": RedisSettings(url=valkey.url).url}),
+            }
+        )
 
 
-async def run_pipeline(settings: Settings, catalog: Catalog, agents: Sequence[Agent], stop: asyncio.Event,
-                       ready: asyncio.Event | None = None) -> None:
+async def run_pipeline(
+    settings: Settings,
+    catalog: Catalog,
+    agents: Sequence[Agent],
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``."""
     await create_topics(settings, catalog)
     async with asyncio.TaskGroup() as group:

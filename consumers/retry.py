@@ -24,7 +24,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRIABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, BusyLoadingError, ConnectionError, asyncio.TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ConnectionError,
+    asyncio.TimeoutError,
 )
 
 
@@ -35,7 +39,12 @@ def is_retriable(exc: BaseException) -> bool:
 
 
 async def retrying(
-    call: Callable[[], Awaitable[T]], *, what: str, attempts: int = 30, base_s: float = 0.1, max_s: float = 5.0
+    call: Callable[[], Awaitable[T]],
+    *,
+    what: str,
+    attempts: int = 30,
+    base_s: float = 0.1,
+    max_s: float = 5.0,
 ) -> T:
     delay = base_s
     for attempt in range(1, attempts + 1):

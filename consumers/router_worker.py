@@ -127,8 +127,11 @@ class RouterWorker:
         if not fresh:
             return
         requests = [
-            RoutingRequest(event_id=events[i].event_id, conversation=contexts[i],
-                           agents=self._catalog.restrict(events[i].agents))
+            RoutingRequest(
+                event_id=events[i].event_id,
+                conversation=contexts[i],
+                agents=self._catalog.restrict(events[i].agents),
+            )
             for i in fresh
         ]
         started = time.perf_counter()
@@ -144,23 +147,40 @@ class RouterWorker:
         await self._outbox.carry_out(items)
 
     def _open(
-        self, event: ConversationEvent, key: str, request: RoutingRequest, result: EngineResult, latency_ms: float
+        self,
+        event: ConversationEvent,
+        key: str,
+        request: RoutingRequest,
+        result: EngineResult,
+        latency_ms: float,
     ) -> tuple[Write, list[Effect]]:
         now = time.time()
         mode = event.mode or self._settings.router.mode
         routing = decide_routes(result, request.agents, self._catalog)
         decision = make_decision(
-            event, routing, result, engine=self._engine.name, mode=mode,
-            catalog_version=self._catalog.version, latency_ms=latency_ms,
-            decided_at=datetime.fromtimestamp(now, UTC), worker=self.worker_id,
+            event,
+            routing,
+            result,
+            engine=self._engine.name,
+            mode=mode,
+            catalog_version=self._catalog.version,
+            latency_ms=latency_ms,
+            decided_at=datetime.fromtimestamp(now, UTC),
+            worker=self.worker_id,
         )
         self._count(decision)
         transition = start(
-            event_id=event.event_id, conversation_id=event.conversation_id, tenant=event.tenant,
-            mode=mode, agents=[self._target(name) for name in routing.routes],
-            context=request.conversation, replies_topic=self._topics.replies,
+            event_id=event.event_id,
+            conversation_id=event.conversation_id,
+            tenant=event.tenant,
+            mode=mode,
+            agents=[self._target(name) for name in routing.routes],
+            context=request.conversation,
+            replies_topic=self._topics.replies,
             response_topic=event.reply_topic or self._topics.responses,
-            created_at=event.created_at, metadata=event.metadata, now=now,
+            created_at=event.created_at,
+            metadata=event.metadata,
+            now=now,
         )
         effects = [self._decision_effect(decision), *transition.effects]
         return Write(key, None, with_effects(transition.state, effects)), effects
@@ -171,8 +191,12 @@ class RouterWorker:
         return name, spec.topic or self._topics.agent(name), spec.timeout_s
 
     def _decision_effect(self, decision: RoutingDecision) -> Effect:
-        return Effect(id=f"decision:{decision.event_id}", topic=self._topics.decisions,
-                      key=decision.conversation_id, value=encode(decision))
+        return Effect(
+            id=f"decision:{decision.event_id}",
+            topic=self._topics.decisions,
+            key=decision.conversation_id,
+            value=encode(decision),
+        )
 
     def _count(self, decision: RoutingDecision) -> None:
         outcome = "fallback" if decision.fallback_reason else ("routed" if decision.routes else "no_route")

@@ -1,10 +1,10 @@
 """Configuration: read once at start-up from ROUTEYARD_* variables (nested with ``__``), frozen.
 
-    ROUTEYARD_KAFKA__BOOTSTRAP=kafka:9092
-    ROUTEYARD_REDIS__URL=redis://redis:6379/0
-    ROUTEYARD_TOPIC_PREFIX=routeyard.
-    ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml
-    ROUTEYARD_ROUTER__MODE=sequential
+ROUTEYARD_KAFKA__BOOTSTRAP=kafka:9092
+ROUTEYARD_REDIS__URL=redis://redis:6379/0
+ROUTEYARD_TOPIC_PREFIX=routeyard.
+ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml
+ROUTEYARD_ROUTER__MODE=sequential
 """
 
 from __future__ import annotations

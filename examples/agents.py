@@ -83,8 +83,11 @@ async def weather(task: AgentTask) -> str:
 # --- CalendarAgent --------------------------------------------------------------------------
 
 # "add a picnic to my calendar", "schedule a meeting with Bob", "remind me to call Anna".
-_WHAT = re.compile(r"\b(?:add|schedule|book|put|remind me (?:to|about))\s+(?:an? |the )?(.+?)"
-                   r"(?:\s+(?:to|in|on) my calendar\b|\s+(?:today|tomorrow)\b|[.!?]|$)", re.IGNORECASE)
+_WHAT = re.compile(
+    r"\b(?:add|schedule|book|put|remind me (?:to|about))\s+(?:an? |the )?(.+?)"
+    r"(?:\s+(?:to|in|on) my calendar\b|\s+(?:today|tomorrow)\b|[.!?]|$)",
+    re.IGNORECASE,
+)
 _WET = re.compile(r"\b(rain|storm|snow|shower)", re.IGNORECASE)
 
 

@@ -34,8 +34,12 @@ async def handle(task: AgentTask, broker: Broker) -> None:
     ``broker`` is injected from FastStream's context (the broker that received the task)."""
     last = next((m.content for m in reversed(task.messages) if m.role == "user"), "")
     reply = AgentReply(
-        task_id=task.task_id, event_id=task.event_id, conversation_id=task.conversation_id,
-        tenant=task.tenant, agent=task.agent, content=f"faststream: {last}",
+        task_id=task.task_id,
+        event_id=task.event_id,
+        conversation_id=task.conversation_id,
+        tenant=task.tenant,
+        agent=task.agent,
+        content=f"faststream: {last}",
     )
     # The reply topic comes with each task, so publish explicitly rather than through a
     # @broker.publisher (which has one fixed topic). Key by conversation to keep its order.
@@ -53,11 +57,11 @@ def build_broker(bootstrap: str, prefix: str = "routeyard.", name: str = NAME) -
     topic = Topics(prefix=prefix).agent(name)
     broker.subscriber(
         topic,
-        group_id=topic,                # every copy of this process shares the partitions
+        group_id=topic,  # every copy of this process shares the partitions
         auto_offset_reset="earliest",  # FastStream's default is "latest": a new group would miss
-                                       # tasks published before it joined (and tansu's "latest" is
-                                       # unreliable anyway)
-        fetch_max_wait_ms=25,          # tansu does not wake a waiting fetch on new data
+        # tasks published before it joined (and tansu's "latest" is
+        # unreliable anyway)
+        fetch_max_wait_ms=25,  # tansu does not wake a waiting fetch on new data
         # ACK: commit the offset after the handler returns, i.e. after the reply was
         # acknowledged (FastStream's default, ACK_FIRST, auto-commits before processing). If the
         # handler raises, ACK still commits, so a poison task cannot wedge the partition and the

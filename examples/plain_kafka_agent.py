@@ -113,10 +113,12 @@ async def run(bootstrap: str, prefix: str, schemas_dir: Path, name: str, stop: a
     # enable_idempotence stays off: tansu (the embedded dev broker) rejects idempotent producers.
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group,
-        enable_auto_commit=False,      # we commit ourselves, after the reply is published
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,  # we commit ourselves, after the reply is published
         auto_offset_reset="earliest",  # a new group starts at the first task, not "now"
-        fetch_max_wait_ms=25,          # tansu does not wake a waiting fetch on new data
+        fetch_max_wait_ms=25,  # tansu does not wake a waiting fetch on new data
     )
     agent = EchoAgent(producer, schemas_dir)
     await producer.start()
@@ -134,8 +136,9 @@ async def run(bootstrap: str, prefix: str, schemas_dir: Path, name: str, stop: a
         await producer.stop()
 
 
-async def _handle_partition(agent: EchoAgent, consumer: AIOKafkaConsumer, tp: TopicPartition,
-                            records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+async def _handle_partition(
+    agent: EchoAgent, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[ConsumerRecord[bytes, bytes]]
+) -> None:
     for record in records:
         await agent.handle(record)
     # The committed offset is the *next* record to read.

@@ -50,8 +50,16 @@ def conversation_event(conversation_id: str, text: str, mode: str | None = None)
     return event
 
 
-async def ask(bootstrap: str, prefix: str, schemas_dir: Path, conversation_id: str, text: str,
-              timeout: float, *, mode: str | None = None) -> dict[str, Any]:
+async def ask(
+    bootstrap: str,
+    prefix: str,
+    schemas_dir: Path,
+    conversation_id: str,
+    text: str,
+    timeout: float,
+    *,
+    mode: str | None = None,
+) -> dict[str, Any]:
     """Publish one turn and return its ConversationResponse; ``TimeoutError`` after ``timeout`` s.
 
     ``mode`` ("parallel" or "sequential") overrides the router's multi-intent mode for this turn.
@@ -60,8 +68,9 @@ async def ask(bootstrap: str, prefix: str, schemas_dir: Path, conversation_id: s
     load_validator(schemas_dir, "ConversationEvent").validate(event)
     async with asyncio.timeout(timeout):
         await _publish(bootstrap, f"{prefix}conversations", event)
-        return await _await_response(bootstrap, f"{prefix}responses", event["event_id"],
-                                     load_validator(schemas_dir, "ConversationResponse"))
+        return await _await_response(
+            bootstrap, f"{prefix}responses", event["event_id"], load_validator(schemas_dir, "ConversationResponse")
+        )
 
 
 async def _publish(bootstrap: str, topic: str, event: dict[str, Any]) -> None:
@@ -74,12 +83,18 @@ async def _publish(bootstrap: str, topic: str, event: dict[str, Any]) -> None:
         await producer.stop()
 
 
-async def _await_response(bootstrap: str, topic: str, event_id: str,
-                          validator: jsonschema.protocols.Validator) -> dict[str, Any]:
+async def _await_response(
+    bootstrap: str, topic: str, event_id: str, validator: jsonschema.protocols.Validator
+) -> dict[str, Any]:
     # No consumer group: this reader wants every partition of the responses topic and must not
     # take partitions away from other readers, so it assigns them itself and commits nothing.
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=25)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=25,
+    )
     await consumer.start()
     try:
         partitions = await _partitions(consumer, topic)
@@ -120,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("conversation")
     parser.add_argument("text")
     args = parser.parse_args(argv)
-    response = asyncio.run(ask(args.bootstrap, args.prefix, args.schemas, args.conversation, args.text,
-                               args.timeout, mode=args.mode))
+    response = asyncio.run(
+        ask(args.bootstrap, args.prefix, args.schemas, args.conversation, args.text, args.timeout, mode=args.mode)
+    )
     print(json.dumps(response, indent=2, ensure_ascii=False))
 
 

@@ -111,9 +111,16 @@ def start(
         for step, (name, topic, timeout) in enumerate(agents)
     ]
     state = Correlation(
-        event_id=event_id, conversation_id=conversation_id, tenant=tenant, mode=mode, slots=slots,
-        context=context, replies_topic=replies_topic, response_topic=response_topic,
-        created_at=created_at, metadata=metadata,
+        event_id=event_id,
+        conversation_id=conversation_id,
+        tenant=tenant,
+        mode=mode,
+        slots=slots,
+        context=context,
+        replies_topic=replies_topic,
+        response_topic=response_topic,
+        created_at=created_at,
+        metadata=metadata,
     )
     return _advance(state, now)
 
@@ -199,8 +206,7 @@ def _dispatch(
         step=step,
         metadata=state.metadata,
     )
-    effects.append(Effect(id=f"task:{slot.task_id}", topic=slot.topic, key=state.conversation_id,
-                          value=encode(task)))
+    effects.append(Effect(id=f"task:{slot.task_id}", topic=slot.topic, key=state.conversation_id, value=encode(task)))
     return msgspec.structs.replace(slot, status="waiting", deadline=deadline)
 
 
@@ -235,6 +241,12 @@ def _finish_effects(state: Correlation, response: ConversationResponse) -> list[
         if r.status == "ok" and r.content
     ]
     effects = [Effect(id=f"ctx:{state.event_id}", context=said)] if said else []
-    effects.append(Effect(id=f"response:{state.event_id}", topic=state.response_topic,
-                          key=state.conversation_id, value=encode(response)))
+    effects.append(
+        Effect(
+            id=f"response:{state.event_id}",
+            topic=state.response_topic,
+            key=state.conversation_id,
+            value=encode(response),
+        )
+    )
     return effects

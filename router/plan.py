@@ -41,12 +41,10 @@ def decide_routes(result: EngineResult, agents: Sequence[AgentSpec], catalog: Ca
         selected, dropped = known_routes(result.routes, allowed)
         reason = None
     if selected:
-        return Routing(routes=selected, selected=selected, dropped=dropped, default_used=False,
-                       fallback_reason=reason)
+        return Routing(routes=selected, selected=selected, dropped=dropped, default_used=False, fallback_reason=reason)
     default = catalog.default_agent
     if default is not None and default.name in allowed:
-        return Routing(routes=[default.name], selected=[], dropped=dropped, default_used=True,
-                       fallback_reason=reason)
+        return Routing(routes=[default.name], selected=[], dropped=dropped, default_used=True, fallback_reason=reason)
     return Routing(routes=[], selected=[], dropped=dropped, default_used=False, fallback_reason=reason)
 
 

@@ -224,9 +224,7 @@ class PromptBuilder:
         self._template = _TEMPLATES[dialect]
 
     def __repr__(self) -> str:
-        return (
-            f"PromptBuilder({self.dialect!r}, max_tokens={self.max_tokens}, max_messages={self.max_messages})"
-        )
+        return f"PromptBuilder({self.dialect!r}, max_tokens={self.max_tokens}, max_messages={self.max_messages})"
 
     def prefix(self, agents: Sequence[AgentSpec]) -> str:
         """The prompt up to the conversation: identical for every turn with these agents."""
@@ -242,8 +240,6 @@ class PromptBuilder:
         )
         return self.prefix(agents) + _conversation_json(pairs) + self._template.tail
 
-    def chat_messages(
-        self, agents: Sequence[AgentSpec], conversation: Sequence[Message]
-    ) -> list[dict[str, str]]:
+    def chat_messages(self, agents: Sequence[AgentSpec], conversation: Sequence[Message]) -> list[dict[str, str]]:
         """The chat request's messages: one user message, no system message (as Plano sends)."""
         return [{"role": "user", "content": self.build(agents, conversation)}]

@@ -43,8 +43,10 @@ def _describe(decision: RoutingDecision | None, response: ConversationResponse) 
     if decision is not None:
         routes = " -> ".join(decision.routes) if decision.mode == "sequential" else ", ".join(decision.routes)
         why = f" ({decision.fallback_reason})" if decision.fallback_reason else ""
-        lines.append(f"  decision: [{routes or 'no route'}] mode={decision.mode} engine={decision.engine}"
-                     f" {decision.latency_ms:.2f} ms{why}")
+        lines.append(
+            f"  decision: [{routes or 'no route'}] mode={decision.mode} engine={decision.engine}"
+            f" {decision.latency_ms:.2f} ms{why}"
+        )
     lines.append(f"  response: {response.status}")
     for reply in response.replies:
         text = reply.content if reply.status == "ok" else f"error: {reply.error}"

@@ -21,14 +21,20 @@ from schemas import AgentTask
 
 
 def make_settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, **router: Any) -> Settings:
-    return Settings.model_validate({
-        "topic_prefix": prefix,
-        "kafka": {"bootstrap": broker.bootstrap, "partitions": 4, "session_timeout_ms": 6000,
-                  "heartbeat_interval_ms": 1000},
-        "redis": {"url": valkey.url},
-        "router": router,
-        "correlator": {"sweep_interval_ms": 50},
-    })
+    return Settings.model_validate(
+        {
+            "topic_prefix": prefix,
+            "kafka": {
+                "bootstrap": broker.bootstrap,
+                "partitions": 4,
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+            "redis": {"url": valkey.url},
+            "router": router,
+            "correlator": {"sweep_interval_ms": 50},
+        }
+    )
 
 
 @dataclass
@@ -59,13 +65,22 @@ def catalog(*agents: dict[str, Any], default: str | None = None) -> Catalog:
 
 
 def spec(name: str, *keywords: str, timeout: str = "10s") -> dict[str, Any]:
-    return {"name": name, "description": f"test agent {name}", "timeout": timeout,
-            "rules": {"keywords": list(keywords)}}
+    return {
+        "name": name,
+        "description": f"test agent {name}",
+        "timeout": timeout,
+        "rules": {"keywords": list(keywords)},
+    }
 
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: Settings, catalog: Catalog, agents: Sequence[Agent], *, routers: int = 1, correlator: bool = True
+    settings: Settings,
+    catalog: Catalog,
+    agents: Sequence[Agent],
+    *,
+    routers: int = 1,
+    correlator: bool = True,
 ) -> AsyncIterator[RouteyardClient]:
     """Router worker(s), correlator and agents as tasks; yields a client watching decisions."""
     await create_topics(settings, catalog)
@@ -89,8 +104,12 @@ async def running(
 
 async def read_all(settings: Settings, topic: str, *, settle: float = 0.5) -> list[bytes]:
     """Every record on a topic, from the beginning (waits ``settle`` s with nothing new)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=25)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=25,
+    )
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]

@@ -41,12 +41,14 @@ agents:
 def settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, tmp_path: Path) -> Settings:
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text(CATALOG_YAML)
-    return Settings.model_validate({
-        "topic_prefix": prefix,
-        "kafka": {"bootstrap": broker.bootstrap, "partitions": 2},
-        "redis": {"url": valkey.url},
-        "router": {"catalog": catalog},
-    })
+    return Settings.model_validate(
+        {
+            "topic_prefix": prefix,
+            "kafka": {"bootstrap": broker.bootstrap, "partitions": 2},
+            "redis": {"url": valkey.url},
+            "router": {"catalog": catalog},
+        }
+    )
 
 
 @contextlib.asynccontextmanager
@@ -92,10 +94,10 @@ async def test_plain_kafka_and_faststream_agents_answer(settings: Settings, tmp_
         # Same key as the real task below, so the same partition, ahead of it: the plain agent
         # must skip (and commit past) the invalid record to answer at all.
         await publish_invalid_task(bootstrap, settings.topics.agent("EchoAgent"), "conv-echo")
-        echo = await plain_kafka_client.ask(bootstrap, prefix, schemas_dir, "conv-echo", "please echo this",
-                                            timeout=30)
-        streamed = await plain_kafka_client.ask(bootstrap, prefix, schemas_dir, "conv-stream",
-                                                "stream this to me", timeout=30)
+        echo = await plain_kafka_client.ask(bootstrap, prefix, schemas_dir, "conv-echo", "please echo this", timeout=30)
+        streamed = await plain_kafka_client.ask(
+            bootstrap, prefix, schemas_dir, "conv-stream", "stream this to me", timeout=30
+        )
 
     assert echo["status"] == "complete"
     assert echo["routes"] == ["EchoAgent"]

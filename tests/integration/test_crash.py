@@ -36,8 +36,12 @@ def start_router(settings, catalog_path: Path, log: Path) -> subprocess.Popen[by
         ROUTEYARD_ROUTER__MAX_BATCH="8",
     )
     with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "consumers.cli", "worker", "router"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "worker", "router"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 async def test_sigkill_router_mid_stream_loses_nothing_and_answers_once(
@@ -54,10 +58,13 @@ async def test_sigkill_router_mid_stream_loses_nothing_and_answers_once(
     log = tmp_path / "router.log"
     router = start_router(settings, catalog_path, log)
     try:
-        async with running(settings, catalog, [agents.agent("WeatherAgent"), agents.agent("RestaurantAgent")],
-                           routers=0) as client:
-            events = [client.event(f"crash-{i}", "weather and a table?" if i % 3 else "weather?")
-                      for i in range(CONVERSATIONS)]
+        async with running(
+            settings, catalog, [agents.agent("WeatherAgent"), agents.agent("RestaurantAgent")], routers=0
+        ) as client:
+            events = [
+                client.event(f"crash-{i}", "weather and a table?" if i % 3 else "weather?")
+                for i in range(CONVERSATIONS)
+            ]
             waiting = asyncio.create_task(_stream(client, events))
             await _wait_for_progress(agents, at_least=CONVERSATIONS // 4)
             router.send_signal(signal.SIGKILL)
@@ -83,7 +90,7 @@ async def _stream(client, events, chunk: int = 5, pause: float = 0.05):
     """Publish the events as a stream (a few every ``pause`` s) and wait for all responses."""
     asks = []
     for i in range(0, len(events), chunk):
-        asks.append(asyncio.create_task(client.ask_many(events[i:i + chunk], timeout=120)))
+        asks.append(asyncio.create_task(client.ask_many(events[i : i + chunk], timeout=120)))
         await asyncio.sleep(pause)
     return await asyncio.gather(*asks)
 

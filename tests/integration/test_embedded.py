@@ -17,8 +17,14 @@ pytestmark = pytest.mark.integration
 
 def _consumer(bootstrap: str, *topics: str, group: str | None = None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        *topics, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-        enable_auto_commit=False, fetch_max_wait_ms=25, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=25,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
     )
 
 
@@ -167,3 +173,15 @@ def test_start_on_taken_port_fails_with_log_tail() -> None:
         with pytest.raises(EmbeddedServerError, match="log tail"):
             server.start()
         server.stop()
+
+
+def test_auto_picked_port_moves_if_taken_before_first_start() -> None:
+    server = EmbeddedValkey()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", server.port))
+        squatter.listen()
+        try:
+            server.start()
+            assert (server.running, server.port != squatter.getsockname()[1]) == (True, True)
+        finally:
+            server.stop()

@@ -8,11 +8,18 @@ import collections
 import uuid
 
 import pytest
-from prometheus_client import REGISTRY
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from schemas import ConversationEvent, Message, dead_letter_decoder, decision_decoder, encode, response_decoder
+from schemas import (
+    ConversationEvent,
+    Message,
+    dead_letter_decoder,
+    decision_decoder,
+    encode,
+    response_decoder,
+)
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -115,8 +122,11 @@ async def test_redelivered_events_do_not_dispatch_twice(settings) -> None:
     agents = Recorder()
     weather = agents.agent("WeatherAgent")
     events = [
-        ConversationEvent(event_id=f"e{i}", conversation_id=f"conv{i}",
-                          messages=[Message(role="user", content=f"weather {i}?")])
+        ConversationEvent(
+            event_id=f"e{i}",
+            conversation_id=f"conv{i}",
+            messages=[Message(role="user", content=f"weather {i}?")],
+        )
         for i in range(6)
     ]
     async with running(settings, CATALOG, [weather]) as client:
@@ -138,8 +148,7 @@ async def test_redelivered_events_do_not_dispatch_twice(settings) -> None:
 
 
 async def _rewind(settings, group: str) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.subscribe([settings.topics.conversations])  # join the (now empty) group
@@ -156,8 +165,14 @@ async def test_poison_messages_go_to_dead_letters_and_the_stream_goes_on(setting
         b"not json at all",
         b'{"event_id": "x1"}',
         encode(ConversationEvent(event_id="x2", conversation_id="c", messages=[])),
-        encode(ConversationEvent(event_id="x3", conversation_id="c", agents=["NoSuchAgent"],
-                                 messages=[Message(role="user", content="weather?")])),
+        encode(
+            ConversationEvent(
+                event_id="x3",
+                conversation_id="c",
+                agents=["NoSuchAgent"],
+                messages=[Message(role="user", content="weather?")],
+            )
+        ),
     ]
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
@@ -181,8 +196,9 @@ async def test_poison_messages_go_to_dead_letters_and_the_stream_goes_on(setting
 async def test_agent_timeout_gives_partial_response(settings) -> None:
     agents = Recorder()
     slow_catalog = catalog(spec("WeatherAgent", "weather"), spec("SlowAgent", "slow", timeout="1s"))
-    async with running(settings, slow_catalog, [agents.agent("WeatherAgent"), agents.agent("SlowAgent", delay=5)]
-                       ) as client:
+    async with running(
+        settings, slow_catalog, [agents.agent("WeatherAgent"), agents.agent("SlowAgent", delay=5)]
+    ) as client:
         response = await client.ask("c7", "weather, slow please", timeout=30)
         # a reply arriving after the deadline must not produce a second response
         await asyncio.sleep(0.5)

@@ -74,8 +74,17 @@ def test_load_accepts_a_str_path(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("value", "seconds"),
-    [(30, 30.0), (2.5, 2.5), ("30", 30.0), ("30s", 30.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0),
-     ("1.5s", 1.5), (" 2 m ", 120.0)],
+    [
+        (30, 30.0),
+        (2.5, 2.5),
+        ("30", 30.0),
+        ("30s", 30.0),
+        ("500ms", 0.5),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("1.5s", 1.5),
+        (" 2 m ", 120.0),
+    ],
 )
 def test_parse_duration(value: object, seconds: float) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
@@ -87,153 +96,197 @@ def test_parse_duration_rejects(value: object) -> None:
         parse_duration(value)
 
 
-@pytest.mark.parametrize(("timeout", "seconds"), [("30", 30.0), ("'30s'", 30.0), ("500ms", 0.5),
-                                                  ("5m", 300.0), ("1h", 3600.0), ("24h", MAX_TIMEOUT_S)])
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [("30", 30.0), ("'30s'", 30.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), ("24h", MAX_TIMEOUT_S)],
+)
 def test_yaml_durations(tmp_path: Path, timeout: str, seconds: float) -> None:
-    catalog = _load(tmp_path, f"""\
+    catalog = _load(
+        tmp_path,
+        f"""\
         agents:
           - name: A
             description: does a
             timeout: {timeout}
-        """)
+        """,
+    )
     assert catalog.agents[0].timeout_s == pytest.approx(seconds)
 
 
 def test_duplicate_names(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: one}
           - {name: RestaurantAgent, description: two}
           - {name: WeatherAgent, description: three}
-        """)
+        """,
+    )
     assert "duplicate agent names: WeatherAgent" in message
     assert "RestaurantAgent" not in message
 
 
 @pytest.mark.parametrize("description", ['""', "'   '"])
 def test_empty_description(tmp_path: Path, description: str) -> None:
-    message = _error(tmp_path, f"""\
+    message = _error(
+        tmp_path,
+        f"""\
         agents:
           - {{name: WeatherAgent, description: weather}}
           - {{name: RestaurantAgent, description: {description}}}
-        """)
+        """,
+    )
     assert "agent #2 (RestaurantAgent): description" in message
     assert "must not be empty" in message
     assert "WeatherAgent" not in message
 
 
 def test_unknown_field(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - name: WeatherAgent
             description: weather
             timout: 30s
-        """)
+        """,
+    )
     assert "agent #1 (WeatherAgent): timout" in message
     assert "not permitted" in message
 
 
 def test_unknown_top_level_field(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: weather}
         mode: parallel
-        """)
+        """,
+    )
     assert "mode" in message
     assert "not permitted" in message
 
 
 def test_two_defaults(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: weather, default: true}
           - {name: RestaurantAgent, description: food}
           - {name: ChitChatAgent, description: talk, default: true}
-        """)
+        """,
+    )
     assert "more than one agent is marked default: WeatherAgent, ChitChatAgent" in message
 
 
 def test_top_level_default_naming_an_unknown_agent(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: weather}
         default: ChitChatAgent
-        """)
+        """,
+    )
     assert "default agent 'ChitChatAgent' is not in the catalog" in message
 
 
 def test_top_level_default_conflicting_with_a_marked_default(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: weather, default: true}
           - {name: ChitChatAgent, description: talk}
         default: ChitChatAgent
-        """)
+        """,
+    )
     assert "ChitChatAgent" in message
     assert "WeatherAgent" in message
     assert "conflicts" in message
 
 
 def test_bad_regex_in_rules(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - name: WeatherAgent
             description: weather
             rules:
               patterns: ['(rain']
-        """)
+        """,
+    )
     assert "agent #1 (WeatherAgent): rules.patterns" in message
     assert "invalid regular expression '(rain'" in message
 
 
 @pytest.mark.parametrize("topic", ["'weather tasks'", "'weather/tasks'", "'..'", "'" + "t" * 250 + "'"])
 def test_bad_topic_name(tmp_path: Path, topic: str) -> None:
-    message = _error(tmp_path, f"""\
+    message = _error(
+        tmp_path,
+        f"""\
         agents:
           - name: WeatherAgent
             description: weather
             topic: {topic}
-        """)
+        """,
+    )
     assert "agent #1 (WeatherAgent): topic" in message
     assert "not a valid Kafka topic name" in message
 
 
 @pytest.mark.parametrize("timeout", ["0", "0s", "0ms", "86400.5", "25h", "86401", "1441m"])
 def test_timeout_out_of_range(tmp_path: Path, timeout: str) -> None:
-    message = _error(tmp_path, f"""\
+    message = _error(
+        tmp_path,
+        f"""\
         agents:
           - name: WeatherAgent
             description: weather
             timeout: {timeout}
-        """)
+        """,
+    )
     assert "agent #1 (WeatherAgent): timeout" in message
     assert "between 0 and 24h" in message
 
 
 def test_timeout_not_a_duration(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: weather, timeout: soon}
-        """)
+        """,
+    )
     assert "agent #1 (WeatherAgent): timeout" in message
     assert "not a duration: 'soon'" in message
 
 
 def test_bad_agent_name(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: 1stAgent, description: first}
-        """)
+        """,
+    )
     assert "agent #1 (1stAgent): name" in message
     assert "must start with a letter" in message
 
 
 def test_every_problem_is_listed(tmp_path: Path) -> None:
-    message = _error(tmp_path, """\
+    message = _error(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: "", topic: "a b"}
           - {name: FlightAgent, description: flights, timeout: 0}
-        """)
+        """,
+    )
     assert "agent #1 (WeatherAgent): description" in message
     assert "agent #1 (WeatherAgent): topic" in message
     assert "agent #2 (FlightAgent): timeout" in message
@@ -297,12 +350,15 @@ def test_default_agent_marked_on_the_agent(tmp_path: Path) -> None:
 
 
 def test_default_agent_named_at_top_level(tmp_path: Path) -> None:
-    catalog = _load(tmp_path, """\
+    catalog = _load(
+        tmp_path,
+        """\
         agents:
           - {name: WeatherAgent, description: weather}
           - {name: ChitChatAgent, description: talk}
         default: ChitChatAgent
-        """)
+        """,
+    )
     assert catalog.default_agent is not None
     assert catalog.default_agent.name == "ChitChatAgent"
 

@@ -48,9 +48,17 @@ _state_decoder = msgspec.json.Decoder(Correlation)
 
 def _start(mode: Mode = "parallel", agents: list[tuple[str, str, float]] | None = None) -> Transition:
     return start(
-        event_id=EVENT, conversation_id=CONV, tenant="acme", mode=mode,
-        agents=AGENTS if agents is None else agents, context=CONTEXT, replies_topic=REPLIES,
-        response_topic=RESPONSES, created_at=CREATED, metadata={"trace": "t-1"}, now=NOW,
+        event_id=EVENT,
+        conversation_id=CONV,
+        tenant="acme",
+        mode=mode,
+        agents=AGENTS if agents is None else agents,
+        context=CONTEXT,
+        replies_topic=REPLIES,
+        response_topic=RESPONSES,
+        created_at=CREATED,
+        metadata={"trace": "t-1"},
+        now=NOW,
     )
 
 
@@ -58,12 +66,15 @@ def _task_id(step: int, agent: str) -> str:
     return f"{EVENT}:{step}:{agent}"
 
 
-def _reply(
-    step: int, agent: str, status: str = "ok", content: str = "", error: str | None = None
-) -> AgentReply:
+def _reply(step: int, agent: str, status: str = "ok", content: str = "", error: str | None = None) -> AgentReply:
     return AgentReply(
-        task_id=_task_id(step, agent), event_id=EVENT, conversation_id=CONV, agent=agent,
-        status=status, content=content or (f"{agent} says hi" if status == "ok" else ""), error=error,  # type: ignore[arg-type]
+        task_id=_task_id(step, agent),
+        event_id=EVENT,
+        conversation_id=CONV,
+        agent=agent,
+        status=status,
+        content=content or (f"{agent} says hi" if status == "ok" else ""),
+        error=error,  # type: ignore[arg-type]
         tenant="acme",
     )
 
@@ -139,7 +150,8 @@ def test_all_ok_completes_with_replies_in_route_order() -> None:
     assert response.tenant == "acme"
     assert response.routes == ["WeatherAgent", "RestaurantAgent"]
     assert [(r.agent, r.content) for r in response.replies] == [
-        ("WeatherAgent", "Sunny"), ("RestaurantAgent", "Table booked"),
+        ("WeatherAgent", "Sunny"),
+        ("RestaurantAgent", "Table booked"),
     ]
     assert response.timed_out == []
     assert response.skipped == []
@@ -170,7 +182,8 @@ def test_one_error_one_ok_is_partial_and_context_has_only_the_ok_reply() -> None
     (response,) = _responses(t.effects)
     assert response.status == "partial"
     assert [(r.agent, r.status) for r in response.replies] == [
-        ("WeatherAgent", "error"), ("RestaurantAgent", "ok"),
+        ("WeatherAgent", "error"),
+        ("RestaurantAgent", "ok"),
     ]
     assert response.replies[0].error == "upstream down"
     (ctx,) = [e for e in t.effects if e.context is not None]

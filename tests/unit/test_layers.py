@@ -15,9 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 FORBIDDEN: dict[str, frozenset[str]] = {
-    "schemas": frozenset(
-        {"router", "consumers", "aiokafka", "faststream", "redis", "vllm", "pydantic_settings"}
-    ),
+    "schemas": frozenset({"router", "consumers", "aiokafka", "faststream", "redis", "vllm", "pydantic_settings"}),
     "router": frozenset({"consumers", "aiokafka", "faststream", "redis"}),
 }
 _DYNAMIC_IMPORTS = {"import_module", "__import__"}
@@ -91,10 +89,16 @@ def test_consumers_files_parse() -> None:
         ("from .. import consumers\n", ["router", "sub"], [(1, "router")]),
         ("from ..consumers import bus\n", ["router", "sub"], [(1, "router.consumers")]),
         ("def f():\n    import vllm\n", ["schemas"], [(2, "vllm")]),
-        ("import importlib\nimportlib.import_module('faststream')\n", ["router"],
-         [(1, "importlib"), (2, "faststream")]),
-        ("if TYPE_CHECKING:\n    from pydantic_settings import BaseSettings\n", ["schemas"],
-         [(2, "pydantic_settings")]),
+        (
+            "import importlib\nimportlib.import_module('faststream')\n",
+            ["router"],
+            [(1, "importlib"), (2, "faststream")],
+        ),
+        (
+            "if TYPE_CHECKING:\n    from pydantic_settings import BaseSettings\n",
+            ["schemas"],
+            [(2, "pydantic_settings")],
+        ),
     ],
 )
 def test_imported_modules(source: str, package: list[str], expected: list[tuple[int, str]]) -> None:

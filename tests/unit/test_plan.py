@@ -18,8 +18,12 @@ WITH_DEFAULT = Catalog(agents=(WEATHER, RESTAURANT, CHITCHAT, FLIGHTS))
 NO_DEFAULT = Catalog(agents=(WEATHER, RESTAURANT, FLIGHTS))
 
 
-def _decide(routes: list[str], catalog: Catalog = WITH_DEFAULT, agents: tuple[AgentSpec, ...] | None = None,
-            error: str | None = None) -> Routing:
+def _decide(
+    routes: list[str],
+    catalog: Catalog = WITH_DEFAULT,
+    agents: tuple[AgentSpec, ...] | None = None,
+    error: str | None = None,
+) -> Routing:
     result = EngineResult(routes=routes, error=error)
     return decide_routes(result, catalog.agents if agents is None else agents, catalog)
 
@@ -116,25 +120,50 @@ def test_failed_engine_with_default_outside_restriction_is_no_route() -> None:
 
 def test_make_decision_copies_every_field() -> None:
     event = ConversationEvent(
-        event_id="ev-9", conversation_id="conv-9", tenant="acme",
+        event_id="ev-9",
+        conversation_id="conv-9",
+        tenant="acme",
         messages=[Message(role="user", content="hi")],
     )
     result = EngineResult(
-        routes=["WeatherAgent", "HotelAgent"], raw_output='{"route": ["WeatherAgent", "HotelAgent"]}',
-        confidence=0.87, scores={"WeatherAgent": 0.87}, model="plano-4b",
+        routes=["WeatherAgent", "HotelAgent"],
+        raw_output='{"route": ["WeatherAgent", "HotelAgent"]}',
+        confidence=0.87,
+        scores={"WeatherAgent": 0.87},
+        model="plano-4b",
     )
     routing = decide_routes(result, WITH_DEFAULT.agents, WITH_DEFAULT)
     decided_at = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
     decision = make_decision(
-        event, routing, result, engine="vllm", mode="sequential", catalog_version="abc123",
-        latency_ms=12.5, decided_at=decided_at, worker="router-a:42",
+        event,
+        routing,
+        result,
+        engine="vllm",
+        mode="sequential",
+        catalog_version="abc123",
+        latency_ms=12.5,
+        decided_at=decided_at,
+        worker="router-a:42",
     )
     assert decision == RoutingDecision(
-        event_id="ev-9", conversation_id="conv-9", tenant="acme", routes=["WeatherAgent"],
-        mode="sequential", engine="vllm", selected=["WeatherAgent"], dropped=["HotelAgent"],
-        raw_output='{"route": ["WeatherAgent", "HotelAgent"]}', latency_ms=12.5, fallback_reason=None,
-        default_used=False, catalog_version="abc123", model="plano-4b", confidence=0.87,
-        scores={"WeatherAgent": 0.87}, worker="router-a:42", decided_at=decided_at,
+        event_id="ev-9",
+        conversation_id="conv-9",
+        tenant="acme",
+        routes=["WeatherAgent"],
+        mode="sequential",
+        engine="vllm",
+        selected=["WeatherAgent"],
+        dropped=["HotelAgent"],
+        raw_output='{"route": ["WeatherAgent", "HotelAgent"]}',
+        latency_ms=12.5,
+        fallback_reason=None,
+        default_used=False,
+        catalog_version="abc123",
+        model="plano-4b",
+        confidence=0.87,
+        scores={"WeatherAgent": 0.87},
+        worker="router-a:42",
+        decided_at=decided_at,
     )
     assert decision_decoder.decode(encode(decision)) == decision
 
@@ -144,8 +173,14 @@ def test_make_decision_records_fallback() -> None:
     result = EngineResult(error="unparseable output", raw_output="I think weather?")
     routing = decide_routes(result, WITH_DEFAULT.agents, WITH_DEFAULT)
     decision = make_decision(
-        event, routing, result, engine="rules", mode="parallel", catalog_version=WITH_DEFAULT.version,
-        latency_ms=1.0, decided_at=datetime(2024, 1, 1, tzinfo=UTC),
+        event,
+        routing,
+        result,
+        engine="rules",
+        mode="parallel",
+        catalog_version=WITH_DEFAULT.version,
+        latency_ms=1.0,
+        decided_at=datetime(2024, 1, 1, tzinfo=UTC),
     )
     assert decision.routes == ["ChitChatAgent"]
     assert decision.default_used is True

@@ -173,9 +173,7 @@ def test_plano_template_is_the_model_card_template_unformatted() -> None:
         ),
     ],
 )
-def test_plano_dialect_matches_plano_test_expectations(
-    ref: str, turns: list[tuple[str, str]], max_tokens: int
-) -> None:
+def test_plano_dialect_matches_plano_test_expectations(ref: str, turns: list[tuple[str, str]], max_tokens: int) -> None:
     builder = PromptBuilder("plano", max_tokens=max_tokens)
     assert builder.build(PLANO_AGENTS, conv(*turns)) == reference(ref)
 

@@ -37,9 +37,7 @@ def _request(*messages: Message, agents: tuple[AgentSpec, ...] = AGENTS) -> Rout
     return RoutingRequest(event_id="e1", conversation=list(messages), agents=agents)
 
 
-def _route(
-    *messages: Message, engine: RulesEngine | None = None, agents: tuple[AgentSpec, ...] = AGENTS
-) -> list[str]:
+def _route(*messages: Message, engine: RulesEngine | None = None, agents: tuple[AgentSpec, ...] = AGENTS) -> list[str]:
     result = (engine or RulesEngine()).route(_request(*messages, agents=agents))
     assert result.error is None
     return result.routes

@@ -41,41 +41,93 @@ T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 T1 = datetime(2024, 3, 1, 12, 0, 1, 250000, tzinfo=UTC)
 
 REPLY = AgentReply(
-    task_id="ev1:0:WeatherAgent", event_id="ev1", conversation_id="c1", agent="WeatherAgent",
-    status="error", content="partial text", error="upstream 503", tenant="acme", finished_at=T1, v=7,
+    task_id="ev1:0:WeatherAgent",
+    event_id="ev1",
+    conversation_id="c1",
+    agent="WeatherAgent",
+    status="error",
+    content="partial text",
+    error="upstream 503",
+    tenant="acme",
+    finished_at=T1,
+    v=7,
 )
 
 # Every field set to a non-default value, so a round trip exercises all of them.
 SAMPLES: dict[str, msgspec.Struct] = {
     "ConversationEvent": ConversationEvent(
-        event_id="ev1", conversation_id="c1",
+        event_id="ev1",
+        conversation_id="c1",
         messages=[Message(role="system", content="be brief"), Message(role="user", content="Weather? ☀ ü")],
-        tenant="acme", agents=["WeatherAgent"], reply_topic="svc.responses", mode="sequential",
-        created_at=T0, metadata={"trace": "abc"}, v=7,
+        tenant="acme",
+        agents=["WeatherAgent"],
+        reply_topic="svc.responses",
+        mode="sequential",
+        created_at=T0,
+        metadata={"trace": "abc"},
+        v=7,
     ),
     "RoutingDecision": RoutingDecision(
-        event_id="ev1", conversation_id="c1", routes=["ChitChatAgent"], mode="sequential", engine="vllm",
-        tenant="acme", selected=["WeatherAgent"], dropped=["HotelAgent"], raw_output='{"route": []}',
-        latency_ms=12.5, fallback_reason="engine failed: x", default_used=True, catalog_version="abc123",
-        model="plano-4b", confidence=0.25, scores={"WeatherAgent": 0.25}, worker="router-a:42",
-        decided_at=T0, v=7,
+        event_id="ev1",
+        conversation_id="c1",
+        routes=["ChitChatAgent"],
+        mode="sequential",
+        engine="vllm",
+        tenant="acme",
+        selected=["WeatherAgent"],
+        dropped=["HotelAgent"],
+        raw_output='{"route": []}',
+        latency_ms=12.5,
+        fallback_reason="engine failed: x",
+        default_used=True,
+        catalog_version="abc123",
+        model="plano-4b",
+        confidence=0.25,
+        scores={"WeatherAgent": 0.25},
+        worker="router-a:42",
+        decided_at=T0,
+        v=7,
     ),
     "AgentTask": AgentTask(
-        task_id="ev1:1:RestaurantAgent", event_id="ev1", conversation_id="c1", agent="RestaurantAgent",
+        task_id="ev1:1:RestaurantAgent",
+        event_id="ev1",
+        conversation_id="c1",
+        agent="RestaurantAgent",
         messages=[Message(role="user", content="book"), Message(role="assistant", content="ok", name="X")],
-        reply_topic="ry.replies", deadline=T1, tenant="acme",
+        reply_topic="ry.replies",
+        deadline=T1,
+        tenant="acme",
         prior_replies=[PriorReply(agent="WeatherAgent", status="error", content="boom")],
-        step=1, attempt=3, metadata={"k": "v"}, v=7,
+        step=1,
+        attempt=3,
+        metadata={"k": "v"},
+        v=7,
     ),
     "AgentReply": REPLY,
     "ConversationResponse": ConversationResponse(
-        event_id="ev1", conversation_id="c1", status="partial", tenant="acme",
-        routes=["WeatherAgent", "RestaurantAgent", "FlightAgent"], replies=[REPLY],
-        timed_out=["RestaurantAgent"], skipped=["FlightAgent"], created_at=T0, responded_at=T1, v=7,
+        event_id="ev1",
+        conversation_id="c1",
+        status="partial",
+        tenant="acme",
+        routes=["WeatherAgent", "RestaurantAgent", "FlightAgent"],
+        replies=[REPLY],
+        timed_out=["RestaurantAgent"],
+        skipped=["FlightAgent"],
+        created_at=T0,
+        responded_at=T1,
+        v=7,
     ),
     "DeadLetter": DeadLetter(
-        original=b"\x00\xff{not json", error="malformed", stage="decode", source_topic="ry.conversations",
-        source_partition=3, source_offset=42, key=b"c1", error_type="DecodeError", failed_at=T1, v=7,
+        original=b"\x00\xff{not json",
+        error="malformed",
+        stage="decode",
+        source_topic="ry.conversations",
+        source_partition=3,
+        source_offset=42,
+        key=b"c1",
+        error_type="DecodeError",
+        failed_at=T1,
+        v=7,
     ),
 }
 
@@ -222,10 +274,16 @@ def test_dead_letter_original_bytes_round_trip(original: bytes, key: bytes | Non
 
 
 def test_dead_letter_written_by_another_language() -> None:
-    raw = json.dumps({
-        "original": base64.b64encode(b'{"event_id": 1}').decode(), "error": "bad", "stage": "validate",
-        "source_topic": "t", "source_partition": 0, "source_offset": 9,
-    })
+    raw = json.dumps(
+        {
+            "original": base64.b64encode(b'{"event_id": 1}').decode(),
+            "error": "bad",
+            "stage": "validate",
+            "source_topic": "t",
+            "source_partition": 0,
+            "source_offset": 9,
+        }
+    )
     letter = dead_letter_decoder.decode(raw)
     assert letter.original == b'{"event_id": 1}'
     assert letter.key is None
