@@ -46,7 +46,17 @@ def load_validator(schemas_dir: Path, name: str) -> jsonschema.protocols.Validat
     schema = json.loads((Path(schemas_dir) / f"{name}.schema.json").read_text(encoding="utf-8"))
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
-    return validator_class(schema)
+    # FORMAT_CHECKER checks "format": "date-time" only when the rfc3339-validator package is
+    # installed (jsonschema skips formats it cannot check), so timestamps are parsed below too.
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
+
+
+def parse_time(value: str) -> datetime:
+    """An RFC 3339 timestamp (``...Z`` or ``...+02:00``); ``ValueError`` if it is not one."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp without a UTC offset: {value!r}")
+    return parsed
 
 
 def rfc3339_now() -> str:
@@ -71,9 +81,9 @@ def answer(task: dict[str, Any]) -> dict[str, Any]:
         "content": f"echo: {last_user_message(task)}",
         "finished_at": rfc3339_now(),
     }
-    # The deadline is RFC 3339 too. Past it, routeyard has already reported this agent as
-    # timed out; a real agent would skip expensive work and answer with an error instead.
-    if datetime.fromisoformat(task["deadline"]) < datetime.now(UTC):
+    # Past the deadline routeyard has already reported this agent as timed out: a real agent
+    # would skip its expensive work and answer with an error, as this one does.
+    if parse_time(task["deadline"]) < datetime.now(UTC):
         reply.update(status="error", content="", error="the task's deadline passed before it was handled")
     return reply
 
@@ -86,11 +96,17 @@ class EchoAgent:
         self._task_schema = load_validator(schemas_dir, "AgentTask")
         self._reply_schema = load_validator(schemas_dir, "AgentReply")
 
+    def read_task(self, value: bytes | None) -> dict[str, Any]:
+        """Decode and validate one task; ``ValueError`` or ``ValidationError`` if it is not one."""
+        task: dict[str, Any] = json.loads(value or b"")
+        self._task_schema.validate(task)
+        parse_time(task["deadline"])
+        return task
+
     async def handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
         where = f"{record.topic}[{record.partition}]@{record.offset}"
         try:
-            task = json.loads(record.value or b"")
-            self._task_schema.validate(task)
+            task = self.read_task(record.value)
         except (ValueError, jsonschema.ValidationError) as exc:
             # Logged and skipped (its offset is committed with the rest of the batch), so one bad
             # record cannot block the partition. A production agent would dead-letter it

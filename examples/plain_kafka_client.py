@@ -34,7 +34,8 @@ def load_validator(schemas_dir: Path, name: str) -> jsonschema.protocols.Validat
     schema = json.loads((Path(schemas_dir) / f"{name}.schema.json").read_text(encoding="utf-8"))
     validator_class = jsonschema.validators.validator_for(schema)
     validator_class.check_schema(schema)
-    return validator_class(schema)
+    # FORMAT_CHECKER checks "format": "date-time" when the rfc3339-validator package is installed.
+    return validator_class(schema, format_checker=validator_class.FORMAT_CHECKER)
 
 
 def conversation_event(conversation_id: str, text: str, mode: str | None = None) -> dict[str, Any]:
@@ -110,12 +111,20 @@ async def _await_response(
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=500)
             for record in (r for records in batches.values() for r in records):
-                response = json.loads(record.value or b"null")
+                response = _json_or_none(record.value)
                 if isinstance(response, dict) and response.get("event_id") == event_id:
                     validator.validate(response)
                     return response
     finally:
         await consumer.stop()
+
+
+def _json_or_none(value: bytes | None) -> Any:
+    """A record's JSON value; None for one that is not JSON (other writers share the topic)."""
+    try:
+        return json.loads(value or b"null")
+    except ValueError:
+        return None
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:

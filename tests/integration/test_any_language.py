@@ -91,9 +91,10 @@ async def test_plain_kafka_and_faststream_agents_answer(settings: Settings, tmp_
     bootstrap, prefix = settings.kafka.bootstrap, settings.topic_prefix
 
     async with any_language_stack(settings, schemas_dir):
-        # Same key as the real task below, so the same partition, ahead of it: the plain agent
-        # must skip (and commit past) the invalid record to answer at all.
+        # Same keys as the real tasks below, so the same partitions, ahead of them: each agent
+        # must skip (and commit past) its invalid record to answer at all.
         await publish_invalid_task(bootstrap, settings.topics.agent("EchoAgent"), "conv-echo")
+        await publish_invalid_task(bootstrap, settings.topics.agent("FaststreamAgent"), "conv-stream")
         echo = await plain_kafka_client.ask(bootstrap, prefix, schemas_dir, "conv-echo", "please echo this", timeout=30)
         streamed = await plain_kafka_client.ask(
             bootstrap, prefix, schemas_dir, "conv-stream", "stream this to me", timeout=30
