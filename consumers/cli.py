@@ -146,6 +146,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
             flush=True,
         )
         run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop))
+    print("routeyard dev: stopped", flush=True)
     return 0
 
 
