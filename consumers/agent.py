@@ -128,18 +128,23 @@ class AgentRunner:
 
     async def _intake(self, tasks: set[asyncio.Task[None]]) -> None:
         wait = self._settings.kafka.fetch_max_wait_ms
-        if self._slots.locked():  # backpressure: no capacity, fetch nothing until a task ends
+        if self._slots.locked():
+            # Backpressure: no free slot. Pause every partition but keep polling, so the group
+            # does not evict this member while long tasks run (max_poll_interval_ms).
             self._consumer.pause(*self._consumer.assignment())
-            await asyncio.sleep(wait / 1000)
+            await fetch(self._consumer, max_records=1, timeout_ms=wait)
             return
         self._consumer.resume(*self._consumer.paused())
-        records = await fetch(self._consumer, max_records=self._settings.agent.concurrency, timeout_ms=wait)
+        records = await fetch(self._consumer, max_records=self._free_slots(), timeout_ms=wait)
         for record in records:
             await self._slots.acquire()
             self._tracker.begin(record)
             task = asyncio.create_task(self._one(record))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
+
+    def _free_slots(self) -> int:
+        return max(1, self._settings.agent.concurrency - self._tracker.in_flight)
 
     async def _commit(self) -> None:
         offsets = self._tracker.committable()

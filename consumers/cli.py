@@ -100,6 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--wait", action="store_true", help="wait for the response and print it")
     send.add_argument("--timeout", type=float, default=60.0)
     send.add_argument("--tenant")
+    send.add_argument(
+        "--mode", dest="send_mode", choices=["parallel", "sequential"], help="multi-intent mode for this turn"
+    )
+    send.add_argument("--agents", nargs="+", metavar="NAME", help="restrict this turn to these agents")
 
     schema = _command(commands, "schema", _schema, "export the wire contract as JSON Schema")
     schema.add_argument("action", choices=["export"])
@@ -209,11 +213,13 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
 
     async def send() -> None:
         async with RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant=args.tenant) as client:
+            event = client.event(args.conversation, args.text, mode=args.send_mode, agents=args.agents)
             if args.wait:
-                response = await client.ask(args.conversation, args.text, timeout=args.timeout)
+                (response,) = await client.ask_many([event], timeout=args.timeout)
                 print(msgspec.json.format(msgspec.json.encode(response)).decode())
             else:
-                print(await client.send(args.conversation, args.text))
+                await client.publish([event])
+                print(event.event_id)
 
     asyncio.run(send())
     return 0

@@ -93,6 +93,10 @@ class CorrelationStore:
         keys = await self._claim(keys=[self.wake_key], args=[now, now + self.lease_s, limit])
         return [k.decode() if isinstance(k, bytes) else k for k in keys]
 
+    async def pending(self) -> int:
+        """Correlations still waiting on agents or on their outbox."""
+        return int(await self._redis.zcard(self.wake_key))
+
     def _wake(self, state: Correlation, now: float) -> float | None:
         wake = state.next_wakeup()
         if state.outbox:

@@ -78,6 +78,7 @@ class Correlator:
 
     async def handle(self, records: Sequence[Record]) -> None:
         replies: dict[str, list[AgentReply]] = defaultdict(list)
+        sources: dict[str, list[Record]] = defaultdict(list)
         dead: list[Outgoing] = []
         for record in records:
             try:
@@ -85,17 +86,20 @@ class Correlator:
             except DecodeError as exc:
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="correlate", error=exc))
                 continue
-            replies[self._store.key(reply.tenant, reply.event_id)].append(reply)
+            key = self._store.key(reply.tenant, reply.event_id)
+            replies[key].append(reply)
+            sources[key].append(record)
         strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now))
-        for key in strays:
-            for reply in replies[key]:
-                log.warning("reply for unknown or expired event %s (task %s) ignored", reply.event_id, reply.task_id)
-                METRICS.replies.labels(outcome="unknown").inc()
+        for key in strays:  # no correlation: never routed here, or expired long ago
+            METRICS.replies.labels(outcome="unknown").inc(len(sources[key]))
+            why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
+            dead += [dead_letter(r, self._topics.dead_letters, stage="correlate", error=why) for r in sources[key]]
         if dead:
             await publish(self._producer, dead)
             METRICS.dead_letters.labels(stage="correlate").inc(len(dead))
 
     async def sweep(self) -> int:
+        METRICS.pending.set(await self._store.pending())
         keys = await self._store.claim_due(time.time())
         if keys:
             await self._apply(keys, self._expire)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from consumers.agent import Agent
@@ -30,7 +30,7 @@ def demo_agents() -> list[Agent]:
 
 
 @contextlib.contextmanager
-def embedded_servers(settings: Settings) -> AsyncIterator[Settings]:  # type: ignore[misc]
+def embedded_servers(settings: Settings) -> Iterator[Settings]:
     """Start tansu and Valkey; yield the settings pointing at them."""
     with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
         yield settings.model_copy(

@@ -228,3 +228,25 @@ async def test_two_router_workers_share_the_partitions(settings) -> None:
     decisions = [decision_decoder.decode(v) for v in await read_all(settings, settings.topics.decisions)]
     assert sorted(d.event_id for d in decisions) == sorted(e.event_id for e in events)
     assert len({d.worker for d in decisions}) == 2
+
+
+async def test_reply_for_an_unknown_event_is_dead_lettered(settings) -> None:
+    from consumers.bus import Outgoing, make_producer, publish
+    from schemas import AgentReply
+
+    stray = AgentReply(task_id="nope:0:WeatherAgent", event_id="nope", conversation_id="c9", agent="WeatherAgent")
+    agents = Recorder()
+    async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
+        producer = make_producer(settings.kafka)
+        await producer.start()
+        try:
+            await publish(producer, [Outgoing(topic=settings.topics.replies, value=encode(stray), key="c9")])
+        finally:
+            await producer.stop()
+        assert (await client.ask("c9", "weather?", timeout=30)).status == "complete"
+        await asyncio.sleep(0.5)
+    letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
+    assert [(x.stage, x.source_topic, x.original) for x in letters] == [
+        ("correlate", settings.topics.replies, encode(stray))
+    ]
+    assert "no correlation" in letters[0].error

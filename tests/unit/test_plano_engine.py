@@ -11,11 +11,15 @@ from router.plano import Generation, PlanoEngine
 from router.prompt import PromptBuilder
 from schemas import Message
 
-CATALOG = catalog_from_dict({"agents": [
-    {"name": "WeatherAgent", "description": "Weather forecasts"},
-    {"name": "CodeAgent", "description": "Writes code"},
-    {"name": "Helpdesk", "description": "Anything else", "default": True},
-]})
+CATALOG = catalog_from_dict(
+    {
+        "agents": [
+            {"name": "WeatherAgent", "description": "Weather forecasts"},
+            {"name": "CodeAgent", "description": "Writes code"},
+            {"name": "Helpdesk", "description": "Anything else", "default": True},
+        ]
+    }
+)
 
 
 class Scripted:
@@ -47,11 +51,13 @@ async def test_one_generator_call_per_batch_with_plano_prompts() -> None:
 
 
 async def test_cut_off_malformed_and_failed_answers_are_failed_decisions() -> None:
-    generator = Scripted([
-        Generation(text='{"route": ["Weath', finished=False),
-        Generation(text="I think WeatherAgent"),
-        Generation(text="", error="timed out after 5s"),
-    ])
+    generator = Scripted(
+        [
+            Generation(text='{"route": ["Weath', finished=False),
+            Generation(text="I think WeatherAgent"),
+            Generation(text="", error="timed out after 5s"),
+        ]
+    )
     results = await PlanoEngine(generator).decide([request("a"), request("b"), request("c")])
     assert [r.failed for r in results] == [True, True, True]
     assert "max_tokens" in (results[0].error or "")
