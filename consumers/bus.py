@@ -5,9 +5,10 @@ publishing, dead letters and offset commits. Everything else sees ``Record`` and
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -77,6 +78,26 @@ async def fetch(consumer: AIOKafkaConsumer, *, max_records: int, timeout_ms: int
     """One batch in partition order, records of a partition in offset order."""
     batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
     return [record for records in batches.values() for record in records]
+
+
+async def consume_batches(
+    consumer: AIOKafkaConsumer,
+    handle: Callable[[Sequence[Record]], Awaitable[None]],
+    stop: asyncio.Event,
+    *,
+    max_records: int,
+    wait_ms: int,
+    what: str,
+) -> None:
+    """The batch loop of every worker: fetch -> handle (retried while errors are retriable) ->
+    commit. Offsets move only after ``handle`` returned, i.e. after its outcome was published."""
+    from consumers.retry import retrying
+
+    while not stop.is_set():
+        records = await fetch(consumer, max_records=max_records, timeout_ms=wait_ms)
+        if records:
+            await retrying(functools.partial(handle, records), what=what)
+            await commit(consumer, next_offsets(records))
 
 
 async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:

@@ -164,7 +164,3 @@ class Outbox:
                     pending.pop(w.key)
         if pending:
             log.warning("outbox of %d correlations not cleared; a sweeper will retry", len(pending))
-
-
-def with_effects(state: Correlation, effects: list[Effect]) -> Correlation:
-    return msgspec.structs.replace(state, outbox=[*state.outbox, *effects])

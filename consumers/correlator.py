@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections import defaultdict
@@ -22,13 +21,13 @@ from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, next_offsets, publish
+from consumers.bus import Outgoing, Record, consume_batches, dead_letter, publish
 from consumers.context import ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Write, decode_state, with_effects
+from consumers.correlations import CorrelationStore, Outbox, Write, decode_state
 from consumers.metrics import METRICS
 from consumers.retry import retrying
 from consumers.settings import Settings
-from router.correlation import Correlation, Effect, Transition, on_deadline, on_reply
+from router.correlation import Correlation, Effect, Transition, on_deadline, on_reply, redeliver, stage
 from schemas import AgentReply, DecodeError, reply_decoder
 
 log = logging.getLogger(__name__)
@@ -61,13 +60,14 @@ class Correlator:
             group.create_task(self._sweep_loop(stop))
 
     async def _replies_loop(self, stop: asyncio.Event) -> None:
-        cfg = self._settings.correlator
-        wait = self._settings.router.batch_wait_ms
-        while not stop.is_set():
-            records = await fetch(self._consumer, max_records=cfg.max_batch, timeout_ms=wait)
-            if records:
-                await retrying(functools.partial(self.handle, records), what="correlate batch")
-                await commit(self._consumer, next_offsets(records))
+        await consume_batches(
+            self._consumer,
+            self.handle,
+            stop,
+            max_records=self._settings.correlator.max_batch,
+            wait_ms=self._settings.router.batch_wait_ms,
+            what="correlate batch",
+        )
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         interval = self._settings.correlator.sweep_interval_ms / 1000
@@ -115,12 +115,17 @@ class Correlator:
         return state, effects
 
     def _expire(self, state: Correlation, now: float, key: str) -> tuple[Correlation, list[Effect]]:
-        """Time agents out; re-run whatever the outbox still holds (its writer died or stalled)."""
+        """Time agents out; if the outbox is stale (its writer died), carry it out again."""
+        rerun: list[Effect] = []
+        if state.outbox and now - state.outbox_since >= self._store.lease_s:
+            state = redeliver(state, now)
+            rerun = list(state.outbox)
+            METRICS.outbox_rerun.inc(len(rerun))
         waiting = {s.agent for s in state.slots if s.status == "waiting"}
         transition = on_deadline(state, now)
         timed_out = [s for s in transition.state.slots if s.agent in waiting and s.status == "timed_out"]
         METRICS.agent_timeouts.inc(len(timed_out))
-        return self._observe(transition), list(state.outbox) + transition.effects
+        return self._observe(transition), rerun + transition.effects
 
     @staticmethod
     def _observe(transition: Transition) -> Correlation:
@@ -147,7 +152,7 @@ class Correlator:
                     continue
                 state, effects = change(decode_state(raw), now, key)
                 new_effects = [e for e in effects if e not in state.outbox]
-                writes.append((Write(key, raw, with_effects(state, new_effects)), effects))
+                writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
             stored = await self._store.write_many([w for w, _ in writes], now)
             pending = []
             for (write, effects), ok in zip(writes, stored, strict=True):

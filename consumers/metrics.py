@@ -30,6 +30,9 @@ class _Metrics:
         self.agent_timeouts = Counter("routeyard_agent_timeouts_total", "Agents that missed their deadline")
         self.tasks = Counter("routeyard_agent_tasks_total", "Tasks handled by the agent runtime", ["agent", "outcome"])
         self.retries = Counter("routeyard_retries_total", "Batches retried after a retriable error", ["what"])
+        self.outbox_rerun = Counter(
+            "routeyard_outbox_rerun_total", "Effects carried out again because their writer did not confirm them"
+        )
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
 
 

@@ -9,7 +9,6 @@ dispatched again; undecodable or invalid events go to the dead-letter topic with
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import re
@@ -21,14 +20,13 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, next_offsets, publish
+from consumers.bus import Outgoing, Record, consume_batches, dead_letter, publish
 from consumers.context import Append, ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Write, with_effects
+from consumers.correlations import CorrelationStore, Outbox, Write
 from consumers.metrics import METRICS
-from consumers.retry import retrying
 from consumers.settings import Settings
 from router.catalog import Catalog
-from router.correlation import Effect, start
+from router.correlation import Effect, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
 from router.plan import decide_routes, make_decision
 from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder
@@ -83,12 +81,9 @@ class RouterWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self._settings.router
-        while not stop.is_set():
-            records = await fetch(self._consumer, max_records=cfg.max_batch, timeout_ms=cfg.batch_wait_ms)
-            if not records:
-                continue
-            await retrying(functools.partial(self.handle, records), what="route batch")
-            await commit(self._consumer, next_offsets(records))
+        await consume_batches(
+            self._consumer, self.handle, stop, max_records=cfg.max_batch, wait_ms=cfg.batch_wait_ms, what="route batch"
+        )
 
     async def handle(self, records: Sequence[Record]) -> None:
         events, dead = self._decode(records)
@@ -183,7 +178,7 @@ class RouterWorker:
             now=now,
         )
         effects = [self._decision_effect(decision), *transition.effects]
-        return Write(key, None, with_effects(transition.state, effects)), effects
+        return Write(key, None, stage(transition.state, effects, now)), effects
 
     def _target(self, name: str) -> tuple[str, str, float]:
         spec = self._catalog.get(name)

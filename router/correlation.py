@@ -30,6 +30,7 @@ from schemas import (
     PriorReply,
     ResponseStatus,
     encode,
+    task_decoder,
 )
 
 SlotStatus = Literal["queued", "waiting", "ok", "error", "timed_out", "skipped"]
@@ -74,6 +75,8 @@ class Correlation(msgspec.Struct, frozen=True, kw_only=True):
     done: bool = False
     late_replies: int = 0
     outbox: list[Effect] = msgspec.field(default_factory=list)
+    outbox_since: float = 0.0
+    """When effects were last added to the outbox (an outbox older than a lease is stale)."""
 
     @property
     def routes(self) -> list[str]:
@@ -138,6 +141,36 @@ def on_reply(state: Correlation, reply: AgentReply, now: float) -> tuple[Transit
     slots = list(state.slots)
     slots[index] = msgspec.structs.replace(slot, status=reply.status, reply=reply)
     return _advance(msgspec.structs.replace(state, slots=slots), now), "recorded"
+
+
+def stage(state: Correlation, effects: list[Effect], now: float) -> Correlation:
+    """The state to store: ``effects`` added to its outbox, to be carried out after the write."""
+    if not effects:
+        return state
+    return msgspec.structs.replace(state, outbox=[*state.outbox, *effects], outbox_since=now)
+
+
+def redeliver(state: Correlation, now: float) -> Correlation:
+    """The outbox was never confirmed (its writer died): its tasks may never have left.
+
+    Their agents' clocks restart now, so a task published late is not already past its
+    deadline; the task ids stay the same, so an agent that did get the first copy skips this one.
+    """
+    slots = {s.task_id: s for s in state.slots}
+    deadlines: dict[str, float] = {}
+    outbox = []
+    for effect in state.outbox:
+        slot = slots.get(effect.id.removeprefix("task:"))
+        if effect.id.startswith("task:") and effect.value is not None and slot and slot.status == "waiting":
+            deadlines[slot.task_id] = now + slot.timeout_s
+            task = task_decoder.decode(effect.value)
+            refreshed = msgspec.structs.replace(task, deadline=datetime.fromtimestamp(deadlines[slot.task_id], UTC))
+            effect = msgspec.structs.replace(effect, value=encode(refreshed))
+        outbox.append(effect)
+    new_slots = [
+        msgspec.structs.replace(s, deadline=deadlines[s.task_id]) if s.task_id in deadlines else s for s in state.slots
+    ]
+    return msgspec.structs.replace(state, slots=new_slots, outbox=outbox, outbox_since=now)
 
 
 def on_deadline(state: Correlation, now: float) -> Transition:

@@ -461,3 +461,30 @@ def test_any_interleaving_ends_in_exactly_one_response(
     if mode == "parallel":
         assert response.skipped == []
         assert len(task_ids) == len(agents)
+
+
+def test_redeliver_restarts_the_clock_of_tasks_never_confirmed_published() -> None:
+    from router.correlation import redeliver, stage
+
+    opened = start(
+        event_id="e",
+        conversation_id="c",
+        tenant=None,
+        mode="parallel",
+        agents=[("A", "t.A", 5.0), ("B", "t.B", 7.0)],
+        context=[Message(role="user", content="hi")],
+        replies_topic="r",
+        response_topic="resp",
+        created_at=None,
+        metadata={},
+        now=100.0,
+    )
+    stored = stage(opened.state, opened.effects, 100.0)
+    assert stored.outbox_since == 100.0 and [s.deadline for s in stored.slots] == [105.0, 107.0]
+    # the writer died; a sweeper finds the outbox at t=112, after both original deadlines
+    again = redeliver(stored, 112.0)
+    assert [s.deadline for s in again.slots] == [117.0, 119.0]
+    tasks = [task_decoder.decode(e.value) for e in again.outbox if e.id.startswith("task:")]
+    assert [(t.task_id, t.deadline.timestamp()) for t in tasks] == [("e:0:A", 117.0), ("e:1:B", 119.0)]
+    assert [e.id for e in again.outbox] == [e.id for e in stored.outbox]  # same ids: agents dedupe
+    assert on_deadline(again, 112.0).response is None  # nothing times out at the moment of redelivery
