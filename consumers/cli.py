@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from aiokafka.errors import KafkaConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from consumers.agent import Agent
 from consumers.settings import Settings
@@ -44,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     except CatalogError as exc:
         print(f"routeyard: {exc}", file=sys.stderr)
         return 2
+    except (KafkaConnectionError, RedisConnectionError) as exc:
+        print(
+            f"routeyard: cannot connect: {exc} (check --bootstrap / --redis or ROUTEYARD_* settings)", file=sys.stderr
+        )
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -71,7 +71,11 @@ class RouteyardClient:
         await self.stop()
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:
+            await self._producer.stop()
+            raise
 
     async def stop(self) -> None:
         if self._reader is not None:
