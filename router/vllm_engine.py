@@ -18,7 +18,7 @@ Constraints (``VllmSettings.constraint``):
 
 - ``"json_schema"``: the schema itself. vLLM's ``disable_any_whitespace`` compiles it with compact
   separators, so the model must write ``{"route":["A"]}``.
-- ``"plano_grammar"`` (xgrammar only): the same schema compiled by xgrammar with ``json.dumps``
+- ``"plano_grammar"`` (the default; xgrammar only): the same schema compiled by xgrammar with ``json.dumps``
   spacing, ``{"route": ["A", "B"]}``, which is how the prompt shows the answer - what the model
   was trained to write.
 
@@ -73,7 +73,7 @@ class VllmSettings(msgspec.Struct, frozen=True, kw_only=True):
     enable_prefix_caching: bool = True
     block_size: int | None = None
     structured_output_backend: str = "xgrammar"
-    constraint: Constraint = "json_schema"
+    constraint: Constraint = "plano_grammar"
     max_routes: int | None = None
     """At most this many routes per answer (default: as many as the turn has agents)."""
     seed: int = 0
@@ -125,11 +125,13 @@ def _stat_logger_factory(counter: _PrefixCacheCounter) -> Any:
     """A per-engine vLLM stat logger that feeds ``counter`` from the scheduler's stats."""
     from vllm.v1.metrics.loggers import StatLoggerBase
 
-    class PrefixCacheLogger(StatLoggerBase):
+    class PrefixCacheLogger(StatLoggerBase):  # type: ignore[misc, unused-ignore]  # Any without vLLM
         def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
             pass
 
-        def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0):  # type: ignore[no-untyped-def]
+        def record(
+            self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+        ) -> None:
             stats = getattr(scheduler_stats, "prefix_cache_stats", None)
             if stats is not None:
                 counter.observe(stats.reset, stats.queries, stats.hits)
@@ -159,7 +161,7 @@ def _confidence(cumulative_logprob: float | None, n_tokens: int) -> float | None
 
 def _describe(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
-    return f"vLLM rejected the request: {type(cause).__name__}: {cause}".rstrip(": ")
+    return f"vLLM could not answer: {type(cause).__name__}: {cause}".rstrip(": ")
 
 
 class VllmGenerator:
@@ -200,6 +202,7 @@ class VllmGenerator:
             engine.shutdown()
             raise
         self._engine = engine
+        del engine  # vLLM's start-up keeps this frame alive; the engine must not outlive stop()
 
     async def stop(self) -> None:
         """Shut the engine down. Idempotent."""
@@ -217,6 +220,8 @@ class VllmGenerator:
             raise RuntimeError("VllmGenerator is not started: use 'async with VllmGenerator(...)'")
         if len(prompts) != len(agents):
             raise ValueError(f"{len(prompts)} prompts but {len(agents)} agent lists")
+        if self._engine.errored:
+            raise VllmEngineDead("the vLLM engine has stopped; see its log for the cause")
         tasks = [asyncio.create_task(self._one(p, tuple(a))) for p, a in zip(prompts, agents, strict=True)]
         try:
             return list(await asyncio.gather(*tasks))
