@@ -24,15 +24,36 @@ from consumers.router_worker import RouterWorker
 from consumers.settings import Settings
 from router.catalog import Catalog, load_catalog
 from router.engine import DecisionEngine
+from router.fallback import FallbackEngine
+from router.plano import PlanoEngine
 from router.rules import RulesEngine
 
 log = logging.getLogger(__name__)
 
 
-def build_engine(settings: Settings) -> DecisionEngine:
-    if settings.router.engine == "rules":
+def build_engine(settings: Settings) -> FallbackEngine:
+    """The configured engine followed by its fallbacks; the router's default agent comes last."""
+    cfg = settings.router
+    names = [cfg.engine, *[n for n in cfg.fallback if n != cfg.engine]]
+    return FallbackEngine([_engine(name, settings) for name in names], timeout_s=cfg.engine_timeout_s)
+
+
+def _engine(name: str, settings: Settings) -> DecisionEngine:
+    cfg = settings.router
+    if name == "rules":
         return RulesEngine()
-    raise ValueError(f"unknown engine {settings.router.engine!r}")
+    if name == "vllm":
+        from router.vllm_engine import VllmGenerator
+
+        generator = VllmGenerator(settings.vllm)
+        return PlanoEngine(
+            generator,
+            dialect=cfg.dialect,
+            max_tokens=cfg.prompt_max_tokens,
+            max_messages=cfg.prompt_max_messages,
+            name="vllm",
+        )
+    raise ValueError(f"unknown engine {name!r}")
 
 
 @contextlib.asynccontextmanager

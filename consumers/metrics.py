@@ -33,6 +33,9 @@ class _Metrics:
         self.outbox_rerun = Counter(
             "routeyard_outbox_rerun_total", "Effects carried out again because their writer did not confirm them"
         )
+        self.prefix_cache_hit_rate = Gauge(
+            "routeyard_prefix_cache_hit_rate", "Share of prompt tokens served from the engine's prefix cache"
+        )
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
 
 

@@ -133,6 +133,7 @@ class RouterWorker:
         results = await self._engine.decide(requests)
         latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         METRICS.batch_size.observe(len(requests))
+        self._observe_engine()
         writes = [
             self._open(events[i], keys[i], request, result, latency_ms)
             for i, request, result in zip(fresh, requests, results, strict=True)
@@ -151,7 +152,9 @@ class RouterWorker:
     ) -> tuple[Write, list[Effect]]:
         now = time.time()
         mode = event.mode or self._settings.router.mode
-        routing = decide_routes(result, request.agents, self._catalog)
+        routing = decide_routes(
+            result, request.agents, self._catalog, min_confidence=self._settings.router.min_confidence
+        )
         decision = make_decision(
             event,
             routing,
@@ -180,6 +183,12 @@ class RouterWorker:
         effects = [self._decision_effect(decision), *transition.effects]
         return Write(key, None, stage(transition.state, effects, now)), effects
 
+    def _observe_engine(self) -> None:
+        rate = getattr(self._engine, "prefix_cache_hit_rate", None)
+        value = rate() if callable(rate) else None
+        if value is not None:
+            METRICS.prefix_cache_hit_rate.set(value)
+
     def _target(self, name: str) -> tuple[str, str, float]:
         spec = self._catalog.get(name)
         assert spec is not None  # decide_routes keeps catalog names only
@@ -194,7 +203,12 @@ class RouterWorker:
         )
 
     def _count(self, decision: RoutingDecision) -> None:
-        outcome = "fallback" if decision.fallback_reason else ("routed" if decision.routes else "no_route")
+        if decision.abstained:
+            outcome = "abstained"
+        elif decision.fallback_reason:
+            outcome = "fallback"
+        else:
+            outcome = "routed" if decision.routes else "no_route"
         METRICS.decisions.labels(engine=decision.engine, outcome=outcome).inc()
         METRICS.decision_seconds.labels(engine=decision.engine).observe(decision.latency_ms / 1000)
         for name in decision.routes:

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.vllm_engine import VllmSettings
 from schemas import Topics
 
 
@@ -47,11 +48,20 @@ class RedisSettings(BaseModel):
     """Key prefix; default: the topic prefix without its trailing dot."""
 
 
+EngineName = Literal["rules", "vllm"]
+
+
 class RouterSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     catalog: Path = Path("agents.yaml")
-    engine: Literal["rules"] = "rules"
+    engine: EngineName = "rules"
+    fallback: list[EngineName] = []
+    """Engines to try, in order, for turns the first one could not decide (e.g. ["rules"])."""
+    engine_timeout_s: float | None = Field(default=30.0, gt=0)
+    """An engine that has not answered a batch by then counts as failed for it (-> fallback)."""
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    """Decisions less confident than this go to the default agent (abstention)."""
     mode: Literal["parallel", "sequential"] = "parallel"
     dialect: Literal["model_card", "plano"] = "model_card"
     max_batch: int = Field(default=128, ge=1, le=10_000)
@@ -91,6 +101,7 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     correlator: CorrelatorSettings = CorrelatorSettings()
     agent: AgentSettings = AgentSettings()
+    vllm: VllmSettings = VllmSettings()
     log_level: str = "INFO"
 
     @field_validator("topic_prefix")

@@ -7,8 +7,15 @@ Every engine (rules, in-process vLLM, OpenAI-compatible HTTP, semantic) implemen
         results = await engine.decide(requests)
 
 ``decide`` returns results in request order. A request the engine could not decide gets a
-result with ``error`` set (the router then applies its fallback), never an exception; an
-exception from ``decide`` means the engine itself is broken.
+result with ``error`` set (the router then applies its fallback), never an exception.
+
+Errors::
+
+    Exception           from ``decide``: the engine could not answer this batch (timeout,
+                        server unreachable, ...). Retriable by another engine: the fallback
+                        chain treats every request of the batch as failed.
+    EngineDead          the engine is gone for good (its process died). Not retriable: the
+                        worker exits non-zero without committing, and a supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ import msgspec
 
 from router.catalog import AgentSpec
 from schemas import Message
+
+
+class EngineDead(RuntimeError):
+    """The engine cannot decide anything any more. Not retriable: the worker must exit."""
 
 
 class RoutingRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +55,10 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float | None = None
     scores: dict[str, float] | None = None
     model: str | None = None
+    engine: str | None = None
+    """Which engine answered (set by the fallback chain; None: the engine that was asked)."""
+    fallback_reason: str | None = None
+    """Why earlier engines of the chain did not decide, when a later one did."""
 
     @property
     def failed(self) -> bool:

@@ -24,13 +24,18 @@ class Routing(msgspec.Struct, frozen=True, kw_only=True):
     dropped: list[str]
     default_used: bool
     fallback_reason: str | None
+    abstained: bool = False
 
 
-def decide_routes(result: EngineResult, agents: Sequence[AgentSpec], catalog: Catalog) -> Routing:
-    """Keep only agents the turn may use; send no-route or failed turns to the default agent.
+def decide_routes(
+    result: EngineResult, agents: Sequence[AgentSpec], catalog: Catalog, *, min_confidence: float | None = None
+) -> Routing:
+    """Keep only agents the turn may use; send no-route, failed or unsure turns to the default agent.
 
     The default agent applies when one is configured and is among ``agents`` (a turn restricted
-    to other agents does not fall to it). A failed decision with no default is a no-route.
+    to other agents does not fall to it). With ``min_confidence``, a decision whose confidence is
+    below it abstains: the default agent takes the turn (no route without one). A failed decision
+    with no default is a no-route. The reason is recorded in every such case.
     """
     allowed = [a.name for a in agents]
     if result.failed:
@@ -39,13 +44,22 @@ def decide_routes(result: EngineResult, agents: Sequence[AgentSpec], catalog: Ca
         reason: str | None = f"engine failed: {result.error}"
     else:
         selected, dropped = known_routes(result.routes, allowed)
-        reason = None
-    if selected:
+        reason = f"earlier engines failed: {result.fallback_reason}" if result.fallback_reason else None
+    unsure = min_confidence is not None and result.confidence is not None and result.confidence < min_confidence
+    if selected and not unsure:
         return Routing(routes=selected, selected=selected, dropped=dropped, default_used=False, fallback_reason=reason)
+    if selected:
+        reason = f"confidence {result.confidence:.3f} below {min_confidence:g}: abstained"
     default = catalog.default_agent
-    if default is not None and default.name in allowed:
-        return Routing(routes=[default.name], selected=[], dropped=dropped, default_used=True, fallback_reason=reason)
-    return Routing(routes=[], selected=[], dropped=dropped, default_used=False, fallback_reason=reason)
+    routes = [default.name] if default is not None and default.name in allowed else []
+    return Routing(
+        routes=routes,
+        selected=selected,
+        dropped=dropped,
+        default_used=bool(routes),
+        fallback_reason=reason,
+        abstained=bool(selected),
+    )
 
 
 def make_decision(
@@ -66,13 +80,14 @@ def make_decision(
         tenant=event.tenant,
         routes=routing.routes,
         mode=mode,
-        engine=engine,
+        engine=result.engine or engine,
         selected=routing.selected,
         dropped=routing.dropped,
         raw_output=result.raw_output,
         latency_ms=latency_ms,
         fallback_reason=routing.fallback_reason,
         default_used=routing.default_used,
+        abstained=routing.abstained,
         catalog_version=catalog_version,
         model=result.model,
         confidence=result.confidence,

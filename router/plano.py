@@ -15,7 +15,8 @@ a guess - so the router applies its fallback and records why.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 import msgspec
 
@@ -60,6 +61,24 @@ class PlanoEngine(EngineBase):
         self.prompts = PromptBuilder(dialect, max_tokens=max_tokens, max_messages=max_messages)
         if name:
             self.name = name
+
+    async def __aenter__(self) -> Self:
+        enter = getattr(self.generator, "__aenter__", None)
+        if enter is not None:
+            await enter()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        leave = getattr(self.generator, "__aexit__", None)
+        if leave is not None:
+            await leave(exc_type, exc, tb)
+
+    def prefix_cache_hit_rate(self) -> float | None:
+        """The backend's prefix-cache hit rate so far, where it reports one."""
+        rate = getattr(self.generator, "prefix_cache_hit_rate", None)
+        return rate() if callable(rate) else None
 
     async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
         prompts = [self.prompts.build(r.agents, r.conversation) for r in requests]

@@ -42,8 +42,9 @@ from functools import lru_cache
 from types import TracebackType
 from typing import Any, Literal, Self
 
-import msgspec
+from pydantic import BaseModel, ConfigDict, Field
 
+from router.engine import EngineDead
 from router.plano import Generation
 from router.route_schema import route_json_schema
 
@@ -52,12 +53,14 @@ __all__ = ["VllmEngineDead", "VllmGenerator", "VllmSettings"]
 Constraint = Literal["json_schema", "plano_grammar"]
 
 
-class VllmEngineDead(RuntimeError):
+class VllmEngineDead(EngineDead):
     """The vLLM engine process died. Not retriable: exit so a supervisor restarts the worker."""
 
 
-class VllmSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """How to run the model. ``engine_kwargs`` go to ``AsyncEngineArgs`` as they are."""
+class VllmSettings(BaseModel):
+    """How to run the model (``ROUTEYARD_VLLM__*``). ``engine_kwargs`` go to ``AsyncEngineArgs`` as they are."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     model: str = "katanemo/Plano-Orchestrator-4B"
     tokenizer: str | None = None
@@ -77,7 +80,7 @@ class VllmSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_routes: int | None = None
     """At most this many routes per answer (default: as many as the turn has agents)."""
     seed: int = 0
-    engine_kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
 
     def engine_args(self) -> dict[str, Any]:
         """Keyword arguments for ``AsyncEngineArgs``."""

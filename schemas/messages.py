@@ -84,6 +84,8 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     fallback_reason: str | None = None
     default_used: bool = False
+    abstained: bool = False
+    """The engine chose agents but with confidence under the threshold; the default agent took it."""
     catalog_version: str = ""
     model: str | None = None
     confidence: float | None = None

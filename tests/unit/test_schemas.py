@@ -85,6 +85,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         confidence=0.25,
         scores={"WeatherAgent": 0.25},
         worker="router-a:42",
+        abstained=True,
         decided_at=T0,
         v=7,
     ),
