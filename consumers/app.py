@@ -83,10 +83,12 @@ async def create_topics(settings: Settings, catalog: Catalog | None = None) -> N
     await ensure_topics(settings.kafka.bootstrap, dict.fromkeys(names, settings.kafka.partitions))
 
 
-async def run_router(settings: Settings, stop: asyncio.Event, catalog: Catalog | None = None) -> None:
+async def run_router(
+    settings: Settings, stop: asyncio.Event, catalog: Catalog | None = None, engine: DecisionEngine | None = None
+) -> None:
     catalog = catalog or load_catalog(settings.router.catalog)
     await create_topics(settings, catalog)
-    engine = build_engine(settings)
+    engine = engine or build_engine(settings)
     group = f"{settings.topic_prefix}router"
     # The engine starts before the worker joins the consumer group.
     async with (
