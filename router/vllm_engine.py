@@ -190,14 +190,15 @@ class VllmGenerator:
         await self.stop()
 
     async def start(self) -> None:
-        """Start the engine (loads the model; blocks this event loop while vLLM starts up)."""
+        """Start the engine. Loading runs in a thread, so the event loop keeps serving meanwhile."""
         if self._engine is not None:
             return
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(**self.settings.engine_args())
-        engine = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._prefix_cache)])
+        loggers = [_stat_logger_factory(self._prefix_cache)]
+        engine = await asyncio.to_thread(AsyncLLM.from_engine_args, args, stat_loggers=loggers)
         try:
             self._tokenizer = engine.get_tokenizer()
             self._template_kwargs = self._chat_template_kwargs(self._tokenizer)

@@ -10,7 +10,6 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from router.catalog import catalog_from_dict
@@ -112,7 +111,7 @@ def test_prompt_is_the_single_user_message_with_thinking_off(generator: VllmGene
 async def test_tiny_max_tokens_gives_failed_decisions_not_guesses(
     generator: VllmGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(generator, "settings", msgspec.structs.replace(generator.settings, max_tokens=3))
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"max_tokens": 3}))
     results = await PlanoEngine(generator).decide(batch(4, seed=3))
     assert [r.error for r in results] == ["answer cut off at max_tokens"] * 4
     assert all(r.routes == [] and r.raw_output for r in results)
@@ -121,7 +120,7 @@ async def test_tiny_max_tokens_gives_failed_decisions_not_guesses(
 async def test_plano_grammar_answers_with_json_dumps_spacing(
     generator: VllmGenerator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(generator, "settings", msgspec.structs.replace(generator.settings, constraint="plano_grammar"))
+    monkeypatch.setattr(generator, "settings", generator.settings.model_copy(update={"constraint": "plano_grammar"}))
     results = await PlanoEngine(generator).decide(batch(8, seed=5))
     assert assert_valid_or_cut_off(results) >= 6
     for result in results:
