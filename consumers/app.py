@@ -53,6 +53,16 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
             max_messages=cfg.prompt_max_messages,
             name="vllm",
         )
+    if name == "openai":
+        from router.openai_engine import OpenAIGenerator
+
+        return PlanoEngine(
+            OpenAIGenerator(settings.openai),
+            dialect=cfg.dialect,
+            max_tokens=cfg.prompt_max_tokens,
+            max_messages=cfg.prompt_max_messages,
+            name="openai",
+        )
     raise ValueError(f"unknown engine {name!r}")
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.openai_engine import OpenAISettings
 from router.vllm_engine import VllmSettings
 from schemas import Topics
 
@@ -48,7 +49,7 @@ class RedisSettings(BaseModel):
     """Key prefix; default: the topic prefix without its trailing dot."""
 
 
-EngineName = Literal["rules", "vllm"]
+EngineName = Literal["rules", "vllm", "openai"]
 
 
 class RouterSettings(BaseModel):
@@ -102,6 +103,7 @@ class Settings(BaseSettings):
     correlator: CorrelatorSettings = CorrelatorSettings()
     agent: AgentSettings = AgentSettings()
     vllm: VllmSettings = VllmSettings()
+    openai: OpenAISettings = OpenAISettings()
     log_level: str = "INFO"
 
     @field_validator("topic_prefix")

@@ -13,11 +13,13 @@ The schema is built once per (names, max_routes) and shared: callers must not mu
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["route_json_schema"]
+__all__ = ["mean_confidence", "plano_grammar", "route_json_schema"]
 
 
 def route_json_schema(names: Sequence[str], max_routes: int | None = None) -> dict[str, Any]:
@@ -40,3 +42,20 @@ def _schema(names: tuple[str, ...], max_routes: int | None) -> dict[str, Any]:
         "required": ["route"],
         "additionalProperties": False,
     }
+
+
+@lru_cache(maxsize=256)
+def plano_grammar(names: tuple[str, ...], max_routes: int | None) -> str:
+    """The route schema as xgrammar EBNF with ``json.dumps`` spacing and no other whitespace."""
+    import xgrammar
+
+    schema = json.dumps(route_json_schema(names, max_routes))
+    return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False))
+
+
+def mean_confidence(cumulative_logprob: float | None, n_tokens: int) -> float | None:
+    """exp(mean log-probability) of the generated tokens, in (0, 1]; None when unknown."""
+    if cumulative_logprob is None or n_tokens == 0 or not math.isfinite(cumulative_logprob):
+        return None
+    value = math.exp(cumulative_logprob / n_tokens)
+    return min(value, 1.0) if value > 0.0 else None

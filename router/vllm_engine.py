@@ -34,11 +34,8 @@ with ``error`` set, which ``PlanoEngine`` turns into a failed decision.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import uuid
 from collections.abc import Sequence
-from functools import lru_cache
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -46,7 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from router.engine import EngineDead
 from router.plano import Generation
-from router.route_schema import route_json_schema
+from router.route_schema import mean_confidence, plano_grammar, route_json_schema
 
 __all__ = ["VllmEngineDead", "VllmGenerator", "VllmSettings"]
 
@@ -145,23 +142,6 @@ def _stat_logger_factory(counter: _PrefixCacheCounter) -> Any:
     return PrefixCacheLogger
 
 
-@lru_cache(maxsize=256)
-def _plano_grammar(names: tuple[str, ...], max_routes: int | None) -> str:
-    """The route schema as xgrammar EBNF with ``json.dumps`` spacing and no other whitespace."""
-    import xgrammar
-
-    schema = json.dumps(route_json_schema(names, max_routes))
-    return str(xgrammar.Grammar.from_json_schema(schema, any_whitespace=False))
-
-
-def _confidence(cumulative_logprob: float | None, n_tokens: int) -> float | None:
-    """exp(mean log-probability) of the generated tokens, in (0, 1]; None when unknown."""
-    if cumulative_logprob is None or n_tokens == 0 or not math.isfinite(cumulative_logprob):
-        return None
-    value = math.exp(cumulative_logprob / n_tokens)
-    return min(value, 1.0) if value > 0.0 else None
-
-
 def _describe(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
     return f"vLLM could not answer: {type(cause).__name__}: {cause}".rstrip(": ")
@@ -255,7 +235,7 @@ class VllmGenerator:
 
         settings = self.settings
         if settings.constraint == "plano_grammar":
-            constraint = StructuredOutputsParams(grammar=_plano_grammar(names, settings.max_routes))
+            constraint = StructuredOutputsParams(grammar=plano_grammar(names, settings.max_routes))
         else:
             constraint = StructuredOutputsParams(json=route_json_schema(names, settings.max_routes))
         return SamplingParams(
@@ -285,5 +265,5 @@ class VllmGenerator:
         return Generation(
             text=completion.text,
             finished=completion.finish_reason != "length",
-            confidence=_confidence(completion.cumulative_logprob, len(completion.token_ids)),
+            confidence=mean_confidence(completion.cumulative_logprob, len(completion.token_ids)),
         )
