@@ -206,7 +206,8 @@ class VllmGenerator:
             raise ValueError(f"{len(prompts)} prompts but {len(agents)} agent lists")
         if self._engine.errored:
             raise VllmEngineDead("the vLLM engine has stopped; see its log for the cause")
-        tasks = [asyncio.create_task(self._one(p, tuple(a))) for p, a in zip(prompts, agents, strict=True)]
+        encoded = await asyncio.to_thread(self._encode, prompts)  # one tokenizer call for the batch
+        tasks = [asyncio.create_task(self._one(ids, tuple(a))) for ids, a in zip(encoded, agents, strict=True)]
         try:
             return list(await asyncio.gather(*tasks))
         except BaseException:
@@ -222,12 +223,18 @@ class VllmGenerator:
             raise ValueError("the model's tokenizer has no chat template")
         return {"enable_thinking": False} if "enable_thinking" in str(template) else {}
 
-    def _encode(self, prompt: str) -> list[int]:
-        messages = [{"role": "user", "content": prompt}]
-        text = self._tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, **self._template_kwargs
-        )
-        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False)
+    def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt as the single user message of the model's own chat template, tokenized."""
+        texts = [
+            self._tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}],
+                tokenize=False,
+                add_generation_prompt=True,
+                **self._template_kwargs,
+            )
+            for prompt in prompts
+        ]
+        ids: list[list[int]] = self._tokenizer(texts, add_special_tokens=False)["input_ids"]
         return ids
 
     def _sampling_params(self, names: tuple[str, ...]) -> Any:
@@ -246,11 +253,10 @@ class VllmGenerator:
             output_kind=RequestOutputKind.FINAL_ONLY,
         )
 
-    async def _one(self, prompt: str, names: tuple[str, ...]) -> Generation:
+    async def _one(self, ids: list[int], names: tuple[str, ...]) -> Generation:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            ids = await asyncio.to_thread(self._encode, prompt)
             (engine_input,) = await self._engine.renderer.render_cmpl_async([{"prompt_token_ids": ids}])
             final = None
             async for output in self._engine.generate(engine_input, self._sampling_params(names), uuid.uuid4().hex):

@@ -104,7 +104,7 @@ async def test_a_batch_gives_decisions_within_the_catalog(generator: VllmGenerat
 
 
 def test_prompt_is_the_single_user_message_with_thinking_off(generator: VllmGenerator) -> None:
-    text = generator._tokenizer.decode(generator._encode("route me"))
+    text = generator._tokenizer.decode(generator._encode(["route me"])[0])
     assert text == "<|im_start|>user\nroute me<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
 
 
