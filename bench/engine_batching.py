@@ -2,16 +2,17 @@
 
     python bench/engine_batching.py [--model DIR] [--requests N] [--data FILE]
 
-Both sides run the same model on the same machine, one after the other: first routeyard's
-in-process engine (the whole batch submitted at once), then `vllm serve` of the same folder
-asked one request at a time - Plano's pattern (one HTTP request per user message, no batching
-of its own). The catalog has 20 agents with real service descriptions and the conversations
-2-10 turns, both read from the SGD development file (../shared/data) when it is there.
+Both sides run the same model on the same machine: routeyard's in-process engine (the whole
+batch submitted at once), and `vllm serve` of the same folder asked one request at a time -
+Plano's pattern (one HTTP request per user message, no batching of its own). The catalog has
+real service descriptions and the conversations 2-10 turns, both read from the SGD development
+file (../shared/data; its 16 services give a 16-agent catalog).
 Without --model, a tiny random-weight Qwen3 is built offline: its answers are noise, but the
 work per request (prompt length, constrained decoding, max_tokens) is what a real model does.
 
-Prints one row per batch size: decisions/s and p50/p99 decision latency for each side, the
-ratio, and the prefix-cache hit rate each side reported.
+Both engines stay up and the measurements interleave round by round (medians reported), so the
+ratio holds on a shared machine. Prints one row per batch size: decisions/s and p50/p99 decision
+latency for each side, the ratio, and the prefix-cache hit rate each side reported.
 """
 
 from __future__ import annotations
@@ -98,50 +99,68 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def run_in_process(model: Path, requests: list[RoutingRequest], sizes: Sequence[int], per: int) -> dict:
-    settings = VllmSettings(
-        model=str(model), dtype="bfloat16", max_model_len=4096, enforce_eager=True, max_num_seqs=max(sizes)
+def vllm_settings(model: Path, sizes: Sequence[int], block_size: int | None) -> VllmSettings:
+    return VllmSettings(
+        model=str(model),
+        dtype="bfloat16",
+        max_model_len=4096,
+        enforce_eager=True,
+        max_num_seqs=max(sizes),
+        block_size=block_size,
+        engine_kwargs={"async_scheduling": True},
     )
-    results = {}
-    async with VllmGenerator(settings) as generator:
-        engine = PlanoEngine(generator)
-        await engine.decide(requests[:8])  # warm-up: first batches pay one-off costs
-        for size in sizes:
-            n = max(size, per)
-            rate, latencies = await batched(engine, requests[:n], size)
-            results[size] = (rate, latencies)
-            print(f"  in-process batch {size:>3}: {rate:7.1f} decisions/s over {n}", flush=True)
-        results["hit"] = generator.prefix_cache_hit_rate()
-    return results
 
 
-async def run_server(model: Path, requests: list[RoutingRequest], per: int, log: Path) -> dict:
+async def measure(model: Path, requests: list[RoutingRequest], args: argparse.Namespace, log: Path) -> dict:
+    """Both engines up at once; each round measures every batch size and the baseline back to back,
+    so background load on a shared machine hits both sides alike. Medians over rounds."""
     from tests.models.vllm_server import prefix_cache_hit_rate, serve
 
-    with serve(model, log) as server:
-        settings = OpenAISettings(base_url=server.base_url, model=server.model, max_concurrency=1)
-        async with OpenAIGenerator(settings) as generator:
-            engine = PlanoEngine(generator)
-            await one_at_a_time(engine, requests[:4])  # warm-up
-            rate, latencies = await one_at_a_time(engine, requests[:per])
-            print(f"  one at a time via HTTP: {rate:7.1f} decisions/s over {per}", flush=True)
-        return {"rate": rate, "latencies": latencies, "hit": prefix_cache_hit_rate(server)}
+    extra = ["--async-scheduling", *(["--block-size", str(args.block_size)] if args.block_size else [])]
+    rounds: list[dict] = []
+    with serve(model, log, extra=extra) as server:
+        http = OpenAIGenerator(OpenAISettings(base_url=server.base_url, model=server.model, max_concurrency=1))
+        inproc = VllmGenerator(vllm_settings(model, args.batches, args.block_size))
+        async with http, inproc:
+            batched_engine, single_engine = PlanoEngine(inproc), PlanoEngine(http)
+            await batched_engine.decide(requests[:8])  # warm-up: first batches pay one-off costs
+            await one_at_a_time(single_engine, requests[:4])
+            for r in range(args.rounds):
+                rounds.append(await one_round(batched_engine, single_engine, requests, args))
+                print(f"  round {r + 1}: " + ", ".join(f"b{k}={v[0]:.1f}/s" for k, v in rounds[-1].items()), flush=True)
+            hits = {"in-process": inproc.prefix_cache_hit_rate(), "server": prefix_cache_hit_rate(server)}
+    return {"rounds": rounds, "hits": hits}
 
 
-def table(inproc: dict, server: dict, sizes: Sequence[int]) -> str:
+async def one_round(
+    batched_engine: PlanoEngine, single_engine: PlanoEngine, requests: list[RoutingRequest], args: argparse.Namespace
+) -> dict:
+    row = {}
+    for size in args.batches:
+        row[size] = await batched(batched_engine, requests[: max(size, args.requests)], size)
+    row["single"] = await one_at_a_time(single_engine, requests[: args.requests])
+    return row
+
+
+def table(result: dict, sizes: Sequence[int]) -> str:
+    rounds = result["rounds"]
     rows = [
-        "| batch | batched dec/s | p50 ms | p99 ms | one-at-a-time dec/s | p50 ms | p99 ms | ratio |",
+        "| batch | batched dec/s | p50 ms | p99 ms | one-at-a-time dec/s | p50 ms | p99 ms | ratio (median) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    single = server["latencies"]
+    single_lat = [x for r in rounds for x in r["single"][1]]
+    single_rate = statistics.median(r["single"][0] for r in rounds)
     for size in sizes:
-        rate, lat = inproc[size]
+        rate = statistics.median(r[size][0] for r in rounds)
+        lat = [x for r in rounds for x in r[size][1]]
+        ratio = statistics.median(r[size][0] / r["single"][0] for r in rounds)
         rows.append(
-            f"| {size} | {rate:.1f} | {pct(lat, 0.5):.0f} | {pct(lat, 0.99):.0f} | {server['rate']:.1f} | "
-            f"{pct(single, 0.5):.0f} | {pct(single, 0.99):.0f} | {rate / server['rate']:.1f}x |"
+            f"| {size} | {rate:.1f} | {pct(lat, 0.5):.0f} | {pct(lat, 0.99):.0f} | {single_rate:.1f} | "
+            f"{pct(single_lat, 0.5):.0f} | {pct(single_lat, 0.99):.0f} | {ratio:.1f}x |"
         )
     hit = lambda v: "n/a" if v is None else f"{v:.0%}"  # noqa: E731
-    rows.append(f"\nprefix-cache hit rate: in-process {hit(inproc['hit'])}, server {hit(server['hit'])}")
+    hits = result["hits"]
+    rows.append(f"\nprefix-cache hit rate: in-process {hit(hits['in-process'])}, server {hit(hits['server'])}")
     return "\n".join(rows)
 
 
@@ -152,6 +171,13 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=20)
     parser.add_argument("--requests", type=int, default=32, help="decisions per measurement (at least the batch)")
     parser.add_argument("--batches", type=int, nargs="+", default=list(BATCHES))
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (medians)")
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=32,
+        help="KV block size for both sides (CPU default 128 caches less of the shared prefix)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="routeyard-bench-"))
     model = args.model
@@ -166,10 +192,14 @@ def main() -> None:
         f"{min(turns)}-{max(turns)} messages (mean {statistics.mean(turns):.1f})",
         flush=True,
     )
-    inproc = asyncio.run(run_in_process(model, requests, args.batches, args.requests))
-    server = asyncio.run(run_server(model, requests, args.requests, work / "server.log"))
+    print(
+        f"both sides: vLLM with prefix caching, async scheduling, block size {args.block_size}; "
+        f"{args.rounds} interleaved rounds",
+        flush=True,
+    )
+    result = asyncio.run(measure(model, requests, args, work / "server.log"))
     print()
-    print(table(inproc, server, args.batches))
+    print(table(result, args.batches))
 
 
 if __name__ == "__main__":

