@@ -10,6 +10,8 @@
     routeyard catalog check FILE           validate an agent catalog
     routeyard topics create                create routeyard's topics
     routeyard eval DATASET                 score an engine on routing cases (--compare: two)
+    routeyard replay                       route recorded conversations again with a candidate
+                                           engine or catalog; compare with the recorded decisions
 
 Settings come from ROUTEYARD_* variables; the flags below override the most common ones.
 """
@@ -24,6 +26,7 @@ import sys
 import time
 import typing
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -36,6 +39,9 @@ from consumers.settings import EngineName, Settings
 from router.catalog import CatalogError, load_catalog
 
 if TYPE_CHECKING:
+    from consumers.replay import Selection
+    from consumers.replay_report import ReplayReport
+    from router.catalog import Catalog
     from router.evaluation import Case
     from router.scoring import Report
 
@@ -134,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("--catalog", type=Path)
 
     _eval_parser(commands)
+    _replay_parser(commands)
     return parser
 
 
@@ -408,6 +415,86 @@ class _ProgressBar:
         self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {rate:,.0f}/s")
         self.stream.write("\n" if done >= total else "")
         self.stream.flush()
+
+
+# -- routeyard replay ----------------------------------------------------------------------------
+
+
+def _replay_parser(commands: Any) -> None:
+    replay = _command(
+        commands,
+        "replay",
+        _replay,
+        "route recorded conversations (of --prefix) again with a candidate engine or catalog, without "
+        "consumer groups or dispatching, and compare with the recorded decisions",
+    )
+    replay.add_argument("--engine", choices=ENGINES, help="candidate engine (default: ROUTEYARD_ROUTER__ENGINE)")
+    replay.add_argument("--fallback", nargs="+", choices=ENGINES, metavar="NAME", help="its fallback engines")
+    replay.add_argument("--catalog", type=Path, help="candidate agent catalog (default: ROUTEYARD_ROUTER__CATALOG)")
+    replay.add_argument("--since", type=_timestamp, metavar="TS", help="records at or after this ISO time (naive: UTC)")
+    replay.add_argument("--until", type=_timestamp, metavar="TS", help="records before this ISO time")
+    replay.add_argument("--skip", type=_count, default=0, metavar="N", help="skip the first N selected records")
+    replay.add_argument("--limit", type=_count, metavar="N", help="replay at most N turns")
+    replay.add_argument("--labels", type=Path, metavar="FILE", help='JSON Lines {"event_id", "expected_routes"}')
+    replay.add_argument(
+        "--dispatch-prefix", metavar="P", help="also republish the selected events to P's conversations topic"
+    )
+    replay.add_argument("--examples", type=_count, default=5, metavar="N", help="changed turns to show (default 5)")
+    replay.add_argument("--out", type=Path, metavar="DIR", help="write replay.json, turns.jsonl and replay.md here")
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO timestamp: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.replay import ReplayError, Selection, shadow_topics
+    from consumers.replay_report import LabelsError, load_labels, replay_markdown, write_report
+
+    fallback: list[str] = list(args.fallback if args.fallback is not None else settings.router.fallback)
+    candidate = _with_engine(settings, args.engine or settings.router.engine, fallback)
+    try:
+        labels = load_labels(args.labels) if args.labels else None
+        selection = Selection(since=args.since, until=args.until, skip=args.skip, limit=args.limit)
+        selection.check()
+        if args.dispatch_prefix is not None:
+            shadow_topics(settings.topic_prefix, args.dispatch_prefix)  # refuse before starting the engine
+        catalog = load_catalog(candidate.router.catalog)
+        report = asyncio.run(_run_replay(candidate, catalog, selection, labels, args.dispatch_prefix))
+    except (ReplayError, LabelsError) as exc:
+        print(f"routeyard: {exc}", file=sys.stderr)
+        return 2
+    markdown = replay_markdown(report, examples=args.examples)
+    print(markdown)
+    if args.out:
+        written = write_report(report, markdown, args.out)
+        print("wrote " + ", ".join(str(p) for p in written), file=sys.stderr)
+    return 0
+
+
+async def _run_replay(
+    settings: Settings,
+    catalog: Catalog,
+    selection: Selection,
+    labels: dict[str, list[str]] | None,
+    dispatch_prefix: str | None,
+) -> ReplayReport:
+    from consumers.app import build_engine
+    from consumers.replay import replay
+
+    async with build_engine(settings) as engine:
+        return await replay(settings, engine, catalog, selection, labels=labels, dispatch_prefix=dispatch_prefix)
 
 
 if __name__ == "__main__":

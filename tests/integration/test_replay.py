@@ -1,0 +1,254 @@
+"""``routeyard replay`` on real recorded traffic: 8 turns over 3 conversations routed live by the
+rules engine, then replayed with the rules engine and a changed catalog (a new keyword for the
+restaurant agent, a new calendar agent).
+
+Recorded -> candidate, by hand: e4 "Also text Anna about the meeting" Messaging -> Messaging,
+Calendar (added); e6 "Put the meeting in my calendar" none -> Calendar; e7 "What about dinner
+after?" none -> Restaurant (both no route -> route); the 5 others agree, among them the follow-up
+e3 "And tomorrow?", which names no agent and is routed to the weather agent only through the
+rebuilt context.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import yaml
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumers.app import build_engine
+from consumers.cli import main
+from consumers.embedded import EmbeddedBroker, EmbeddedValkey
+from consumers.replay import ReplayError, Selection, replay
+from consumers.replay_report import ReplayReport, change_kind, replay_markdown
+from consumers.settings import Settings
+from router.catalog import catalog_from_dict
+from router.engine import RoutingRequest
+from router.rules import RulesEngine
+from schemas import Message, Topics, event_decoder
+from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
+
+pytestmark = pytest.mark.integration
+
+LIVE = catalog(
+    spec("WeatherAgent", "weather", "forecast"),
+    spec("RestaurantAgent", "restaurant", "table"),
+    spec("MessagingAgent", "text", "message"),
+)
+CANDIDATE: dict[str, Any] = {
+    "agents": [
+        spec("WeatherAgent", "weather", "forecast"),
+        spec("RestaurantAgent", "restaurant", "table", "dinner"),
+        spec("MessagingAgent", "text", "message"),
+        spec("CalendarAgent", "meeting", "calendar"),
+    ]
+}
+TURNS = [  # (event id, conversation, text, recorded routes)
+    ("e1", "c-weather", "What's the weather in Paris?", ["WeatherAgent"]),
+    ("e2", "c-food", "Book a table for two", ["RestaurantAgent"]),
+    ("e3", "c-weather", "And tomorrow?", ["WeatherAgent"]),
+    ("e4", "c-food", "Also text Anna about the meeting", ["MessagingAgent"]),
+    ("e5", "c-weather", "Thanks!", []),
+    ("e6", "c-plan", "Put the meeting in my calendar", []),
+    ("e7", "c-plan", "What about dinner after?", []),
+    ("e8", "c-food", "thanks, bye", []),
+]
+CHANGED = {
+    "e4": ("added", ["MessagingAgent"], ["MessagingAgent", "CalendarAgent"]),
+    "e6": ("no_route_to_route", [], ["CalendarAgent"]),
+    "e7": ("no_route_to_route", [], ["RestaurantAgent"]),
+}
+LABELS = {  # recorded right on 6 (not e6, e7), candidate on 7 (not e4)
+    "e1": ["WeatherAgent"],
+    "e2": ["RestaurantAgent"],
+    "e3": ["WeatherAgent"],
+    "e4": ["MessagingAgent"],
+    "e5": [],
+    "e6": ["CalendarAgent"],
+    "e7": ["RestaurantAgent"],
+    "e8": [],
+    "not-replayed": ["WeatherAgent"],
+}
+
+
+@pytest.fixture(scope="module")
+async def live(broker: EmbeddedBroker, valkey: EmbeddedValkey) -> Settings:
+    """The live pipeline's settings, after it routed and answered TURNS (one at a time)."""
+    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+    agents = Recorder()
+    workers = [agents.agent(name) for name in ("WeatherAgent", "RestaurantAgent", "MessagingAgent")]
+    async with running(settings, LIVE, workers) as client:
+        for event_id, conversation, text, _ in TURNS:
+            await client.ask_many([client.event(conversation, text, event_id=event_id)], timeout=30)
+        await asyncio.sleep(0.3)  # decisions are published with the tasks; let the last ones land
+    return settings
+
+
+def candidate_settings(settings: Settings) -> Settings:
+    router = settings.router.model_copy(update={"engine": "rules", "fallback": []})
+    return settings.model_copy(update={"router": router})
+
+
+async def run_replay(settings: Settings, selection: Selection | None = None, **options: Any) -> ReplayReport:
+    candidate = candidate_settings(settings)
+    async with build_engine(candidate) as engine:
+        return await replay(candidate, engine, catalog_from_dict(CANDIDATE), selection, **options)
+
+
+async def record_counts(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
+    """Records on each topic (0 for a topic that does not exist), read with a plain consumer."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, fetch_max_wait_ms=25)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        counts = dict.fromkeys(topics, 0)
+        if partitions:
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            while batch := await consumer.getmany(timeout_ms=500):
+                for tp, records in batch.items():
+                    counts[tp.topic] += len(records)
+        return counts
+    finally:
+        await consumer.stop()
+
+
+def watched(settings: Settings) -> list[str]:
+    topics = settings.topics
+    agents = [topics.agent(a["name"]) for a in CANDIDATE["agents"]]
+    return [topics.conversations, topics.decisions, topics.responses, topics.replies, *agents]
+
+
+@pytest.fixture
+async def untouched(live: Settings) -> AsyncIterator[None]:
+    """Fails the test if anything was published on the live prefix's topics meanwhile."""
+    before = await record_counts(live, watched(live))
+    assert before[live.topics.conversations] == before[live.topics.decisions] == len(TURNS)
+    yield
+    assert await record_counts(live, watched(live)) == before
+
+
+async def test_replay_compares_a_changed_catalog_with_the_recorded_decisions(live: Settings, untouched: None) -> None:
+    report = await run_replay(live)
+    summary = report.summary
+    assert [t.event_id for t in report.turns] == [t[0] for t in TURNS]
+    assert [t.recorded.routes if t.recorded else None for t in report.turns] == [t[3] for t in TURNS]
+    assert (summary.selected, summary.compared, summary.agreed, summary.unrecorded) == (8, 8, 5, 0)
+    assert summary.agreement == 5 / 8
+    assert summary.changes == {"no_route_to_route": 2, "added": 1}
+    changed = {
+        t.event_id: (t.kind, t.recorded.routes, t.candidate.routes)
+        for t in report.turns
+        if t.kind != "same" and t.recorded and t.candidate
+    }
+    assert changed == CHANGED
+    assert {t.candidate.catalog_version for t in report.turns if t.candidate} == {catalog_from_dict(CANDIDATE).version}
+    assert summary.recorded == {f"rules, catalog {LIVE.version}": 8}
+    markdown = replay_markdown(report, examples=2)
+    assert "| agreement | 5/8 (62.5%) |" in markdown
+    assert "| added agent | 1 |" in markdown and "| no route -> route | 2 |" in markdown
+    assert "## Examples (2 of 3 changed turns)" in markdown
+    assert "| e4 | Also text Anna about the meeting | MessagingAgent | MessagingAgent, CalendarAgent |" in markdown
+
+
+async def test_the_follow_up_is_routed_with_the_rebuilt_context(live: Settings) -> None:
+    report = await run_replay(live, Selection(skip=2, limit=1))
+    (turn,) = report.turns
+    assert turn.event_id == "e3" and turn.kind == "same"
+    assert turn.candidate is not None and turn.candidate.routes == ["WeatherAgent"]
+    assert [(m.role, m.name, m.content) for m in turn.context] == [
+        ("user", None, "What's the weather in Paris?"),
+        ("assistant", "WeatherAgent", "WeatherAgent: What's the weather in Paris?"),
+        ("user", None, "And tomorrow?"),
+    ]
+    alone = RoutingRequest(
+        event_id="e3",
+        conversation=[Message(role="user", content="And tomorrow?")],
+        agents=catalog_from_dict(CANDIDATE).agents,
+    )
+    assert RulesEngine().route(alone).routes == []  # without the context it would not be routed
+
+
+async def test_selection_by_time_and_by_position(live: Settings) -> None:
+    future = await run_replay(live, Selection(since=datetime.now(UTC) + timedelta(days=1)))
+    assert (future.summary.source.read, future.summary.selected, future.turns) == (8, 0, [])
+    past = await run_replay(live, Selection(until=datetime.now(UTC) - timedelta(days=1)))
+    assert past.summary.selected == 0
+    window = await run_replay(live, Selection(since=datetime.now(UTC) - timedelta(hours=1), skip=5, limit=10))
+    assert [t.event_id for t in window.turns] == ["e6", "e7", "e8"]
+    with pytest.raises(ReplayError, match="not before"):
+        await run_replay(live, Selection(since=datetime.now(UTC), until=datetime.now(UTC) - timedelta(seconds=1)))
+
+
+def test_cli_scores_recorded_and_candidate_against_labels(
+    live: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    catalog_file, labels_file, out = tmp_path / "candidate.yaml", tmp_path / "labels.jsonl", tmp_path / "out"
+    catalog_file.write_text(yaml.safe_dump(CANDIDATE), encoding="utf-8")
+    labels_file.write_text("".join(json.dumps({"event_id": e, "expected_routes": r}) + "\n" for e, r in LABELS.items()))
+    argv = ["--bootstrap", live.kafka.bootstrap, "--prefix", live.topic_prefix, "replay", "--engine", "rules"]
+    code = main([*argv, "--catalog", str(catalog_file), "--labels", str(labels_file), "--out", str(out)])
+    markdown = capsys.readouterr().out
+    assert code == 0
+    assert "| exact set-match accuracy | 75.0% | 87.5% | +12.5 pp |" in markdown
+    assert "| no route: precision | 50.0% | 100.0% | +50.0 pp |" in markdown
+    assert "| added | 1 | 100.0% | 0.0% | -100.0 pp |" in markdown  # accuracy per change kind
+    assert "| no_route_to_route | 2 | 0.0% | 100.0% | +100.0 pp |" in markdown
+    document = json.loads((out / "replay.json").read_text())
+    recorded, candidate = document["scores"]["recorded"], document["scores"]["candidate"]
+    assert (recorded["n"], recorded["correct"], candidate["correct"]) == (8, 6, 7)
+    assert candidate["per_agent"]["CalendarAgent"] == {
+        "tp": 1, "fp": 1, "fn": 0, "precision": 0.5, "recall": 1.0, "f1": pytest.approx(2 / 3)
+    }  # fmt: skip
+    assert document["summary"]["agreed"] == 5 and document["summary"]["labelled"] == 8
+    turns = [json.loads(line) for line in (out / "turns.jsonl").read_text().splitlines()]
+    assert [(t["event_id"], t["kind"]) for t in turns if t["kind"] != "same"] == [
+        ("e4", "added"), ("e6", "no_route_to_route"), ("e7", "no_route_to_route")
+    ]  # fmt: skip
+    assert (out / "replay.md").read_text() == markdown
+
+
+async def test_dispatch_republishes_the_selected_events_to_a_shadow_prefix_only(
+    live: Settings, untouched: None
+) -> None:
+    shadow = f"{live.topic_prefix}shadow."
+    report = await run_replay(live, Selection(skip=1, limit=4), dispatch_prefix=shadow)
+    assert (report.summary.dispatch_topic, report.summary.dispatched) == (Topics(prefix=shadow).conversations, 4)
+    originals = {event_decoder.decode(v).event_id: v for v in await read_all(live, live.topics.conversations)}
+    republished = await read_all(live, Topics(prefix=shadow).conversations)
+    assert sorted(republished) == sorted(originals[e] for e in ("e2", "e3", "e4", "e5"))
+    with pytest.raises(ReplayError, match="live prefix"):
+        await run_replay(live, dispatch_prefix=live.topic_prefix)
+
+
+def test_cli_refuses_to_dispatch_to_the_live_prefix(live: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--bootstrap", live.kafka.bootstrap, "--prefix", live.topic_prefix, "replay", "--engine", "rules"]
+    assert main([*argv, "--dispatch-prefix", live.topic_prefix]) == 2
+    assert "refusing to dispatch to the live prefix" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("recorded", "candidate", "kind"),
+    [
+        (["A"], ["A"], "same"),
+        (["A"], ["A", "B"], "added"),
+        (["A", "B"], ["B"], "removed"),
+        ([], ["A"], "no_route_to_route"),
+        (["A"], [], "route_to_no_route"),
+        (["A", "B"], ["B", "A"], "reordered"),
+        (["A"], ["B"], "different"),
+        (["A", "B"], ["A", "C"], "different"),
+        (["A"], None, "rejected"),
+        (None, ["A"], "unrecorded"),
+    ],
+)
+def test_change_kinds(recorded: list[str] | None, candidate: list[str] | None, kind: str) -> None:
+    assert change_kind(recorded, candidate) == kind
