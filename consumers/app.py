@@ -53,6 +53,10 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
             max_messages=cfg.prompt_max_messages,
             name="vllm",
         )
+    if name == "semantic":
+        from router.semantic import SemanticEngine
+
+        return SemanticEngine(settings.semantic)
     if name == "openai":
         from router.openai_engine import OpenAIGenerator
 

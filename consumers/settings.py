@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.openai_engine import OpenAISettings
+from router.semantic import SemanticSettings
 from router.vllm_engine import VllmSettings
 from schemas import Topics
 
@@ -49,7 +50,7 @@ class RedisSettings(BaseModel):
     """Key prefix; default: the topic prefix without its trailing dot."""
 
 
-EngineName = Literal["rules", "vllm", "openai"]
+EngineName = Literal["rules", "vllm", "openai", "semantic"]
 
 
 class RouterSettings(BaseModel):
@@ -104,6 +105,7 @@ class Settings(BaseSettings):
     agent: AgentSettings = AgentSettings()
     vllm: VllmSettings = VllmSettings()
     openai: OpenAISettings = OpenAISettings()
+    semantic: SemanticSettings = SemanticSettings()
     log_level: str = "INFO"
 
     @field_validator("topic_prefix")
