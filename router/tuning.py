@@ -46,7 +46,8 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "context_turns": (1, 2, 3, 4, 6),
     "assistant_weight": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6),
     "extra_margin": (0.0, 0.01, 0.02, 0.04),
-    "clause_min_similarity": (0.5, 0.55, 0.6, 0.65, 0.7, 1.0),
+    "clause_min_similarity": (0.2, 0.25, 0.3, 0.4, 0.5, 1.0),
+    "clause_margin": (0.1, 0.15, 0.2, 0.25, 0.3),
 }
 """The candidate values tried for each setting (one setting at a time, the others held)."""
 

