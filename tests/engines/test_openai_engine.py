@@ -8,7 +8,6 @@ catalog agents or a failed decision that says why, never a guess.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -18,10 +17,8 @@ import pytest
 pytest.importorskip("vllm")
 httpx = pytest.importorskip("httpx")
 
-from router.catalog import catalog_from_dict  # noqa: E402
-from router.engine import EngineResult, RoutingRequest  # noqa: E402
+from router.engine import RoutingRequest  # noqa: E402
 from router.openai_engine import OpenAIGenerator, OpenAISettings  # noqa: E402
-from router.parse import known_routes  # noqa: E402
 from router.plano import PlanoEngine  # noqa: E402
 from router.prompt import PromptBuilder  # noqa: E402
 from schemas import Message  # noqa: E402
@@ -29,48 +26,9 @@ from schemas import Message  # noqa: E402
 if TYPE_CHECKING:
     from tests.models.vllm_server import VllmServer
 
+from tests.engines.workload import CATALOG, assert_valid_or_cut_off, batch  # noqa: E402
+
 pytestmark = [pytest.mark.vllm]
-
-CATALOG = catalog_from_dict(
-    {
-        "agents": [
-            {"name": "WeatherAgent", "description": "Weather forecasts and current conditions for any city"},
-            {"name": "FlightAgent", "description": "Searches, books and changes flights"},
-            {"name": "HotelAgent", "description": "Finds and books hotels and apartments"},
-            {"name": "CodeAgent", "description": "Writes, explains and debugs code in any language"},
-            {"name": "MathAgent", "description": "Solves equations and explains calculations"},
-            {"name": "BillingAgent", "description": "Invoices, refunds and payment problems"},
-            {"name": "ShippingAgent", "description": "Tracks parcels and changes delivery addresses"},
-            {"name": "CalendarAgent", "description": "Schedules, moves and cancels meetings"},
-            {"name": "TranslateAgent", "description": "Translates text between languages"},
-            {"name": "RecipeAgent", "description": "Suggests recipes from the ingredients at hand"},
-            {"name": "NewsAgent", "description": "Summarises today's news on a topic"},
-            {"name": "Helpdesk", "description": "Anything the other agents do not cover", "default": True},
-        ]
-    }
-)
-NAMES = set(CATALOG.names)
-TOPICS = [
-    "Will it rain in Lisbon tomorrow?",
-    "Book me a flight from Paris to Oslo on Friday and a hotel near the station.",
-    "Why does my Python script raise KeyError: 'id'?",
-    "I was charged twice for order 1182, please refund one.",
-    "Move my 3pm meeting with Ana to Thursday.",
-    "I have eggs, spinach and feta. What can I cook?",
-]
-
-
-def batch(size: int, seed: int) -> list[RoutingRequest]:
-    """``size`` conversations of 2-10 turns over the whole catalog, ending with a user turn."""
-    rng = random.Random(seed)
-    requests = []
-    for i in range(size):
-        turns = rng.randint(2, 10)
-        roles = ["user" if (turns - t) % 2 else "assistant" for t in range(turns)]
-        texts = [rng.choice(TOPICS) if r == "user" else f"Done ({rng.randint(1, 99)})." for r in roles]
-        conversation = [Message(role=r, content=t) for r, t in zip(roles, texts, strict=True)]
-        requests.append(RoutingRequest(event_id=f"e{i}", conversation=conversation, agents=CATALOG.agents))
-    return requests
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):
@@ -93,20 +51,6 @@ async def generator(server: VllmServer, transport: Any = None, **overrides: Any)
     settings = OpenAISettings(base_url=server.base_url, model=server.model, timeout_s=60, **overrides)
     async with OpenAIGenerator(settings, transport=transport) as started:
         yield started
-
-
-def assert_valid_or_cut_off(results: list[EngineResult]) -> int:
-    """Every result names catalog agents only or failed as cut off; returns how many are valid."""
-    valid = 0
-    for result in results:
-        if result.failed:
-            assert "cut off" in (result.error or ""), result
-            continue
-        _, dropped = known_routes(result.routes, NAMES)
-        assert dropped == [], result
-        assert result.confidence is not None and 0.0 < result.confidence <= 1.0, result
-        valid += 1
-    return valid
 
 
 async def test_a_batch_through_the_server_sends_plano_requests_and_gets_catalog_decisions(
