@@ -38,6 +38,17 @@ def build_engine(settings: Settings) -> FallbackEngine:
     return FallbackEngine([_engine(name, settings) for name in names], timeout_s=cfg.engine_timeout_s)
 
 
+def check_engine(settings: Settings) -> None:
+    """Fail before starting anything when the semantic engine's model or libraries are missing
+    (``EncoderUnavailable``, naming what to install); other engines report at start-up."""
+    cfg = settings.router
+    if "semantic" in (cfg.engine, *cfg.fallback):
+        from router.embedding import require_runtime, resolve_model
+
+        resolve_model(settings.semantic.model)
+        require_runtime()
+
+
 def _engine(name: str, settings: Settings) -> DecisionEngine:
     cfg = settings.router
     if name == "rules":

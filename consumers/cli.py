@@ -10,10 +10,12 @@
     routeyard catalog check FILE           validate an agent catalog
     routeyard topics create                create routeyard's topics
     routeyard eval DATASET                 score an engine on routing cases (--compare: two)
+    routeyard tune DATASET                 fit the semantic engine's thresholds on labelled cases
     routeyard replay                       route recorded conversations again with a candidate
                                            engine or catalog; compare with the recorded decisions
 
-Settings come from ROUTEYARD_* variables; the flags below override the most common ones.
+Settings come from ROUTEYARD_* variables (and --env-file); the flags below override the most common
+ones. `dev` and `demo` route with the semantic engine unless an engine is chosen.
 """
 
 from __future__ import annotations
@@ -36,11 +38,20 @@ from consumers import offline
 from consumers.agent import Agent
 from consumers.settings import EngineName, Settings
 from router.catalog import CatalogError, load_catalog
+from router.embedding import EncoderUnavailable
 
 if TYPE_CHECKING:
     pass
 
 ENGINES: tuple[str, ...] = typing.get_args(EngineName)
+
+
+DEV_ENGINE: EngineName = "semantic"
+"""The engine of `routeyard dev` and `demo` when none is chosen: it needs no GPU and no network."""
+
+
+class SettingsFileError(ValueError):
+    """--env-file names no file."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         result: int = args.func(args, settings)
         return result
-    except CatalogError as exc:
+    except (CatalogError, SettingsFileError) as exc:
         print(f"routeyard: {exc}", file=sys.stderr)
+        return 2
+    except EncoderUnavailable as exc:
+        print(f"routeyard: {exc} (or choose another engine: --engine rules)", file=sys.stderr)
         return 2
     except (KafkaConnectionError, RedisConnectionError) as exc:
         print(
@@ -66,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = Settings()
+    if args.env_file is not None and not args.env_file.is_file():
+        raise SettingsFileError(f"--env-file {args.env_file}: no such file")
+    settings = Settings(_env_file=args.env_file) if args.env_file else Settings()
     kafka, redis, router, top = {}, {}, {}, {}
     if args.bootstrap:
         kafka["bootstrap"] = args.bootstrap
@@ -77,6 +93,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     for name in ("catalog", "engine", "mode"):
         if getattr(args, name, None):
             router[name] = getattr(args, name)
+    if args.func in (_dev, _demo) and "engine" not in router and "engine" not in settings.router.model_fields_set:
+        router["engine"] = DEV_ENGINE
     data = settings.model_dump()
     data["redis"]["url"] = settings.redis.url.get_secret_value()
     for section, update in (("kafka", kafka), ("redis", redis), ("router", router)):
@@ -92,20 +110,23 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (ROUTEYARD_KAFKA__BOOTSTRAP)")
     parser.add_argument("--redis", help="Redis URL (ROUTEYARD_REDIS__URL)")
     parser.add_argument("--prefix", help="topic prefix (ROUTEYARD_TOPIC_PREFIX)")
+    parser.add_argument("--env-file", type=Path, metavar="FILE", help="read ROUTEYARD_* settings from this file too")
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     dev = _command(commands, "dev", _dev, "run the whole pipeline on embedded servers")
     dev.add_argument("--catalog", type=Path, help="agent catalog (default: the demo's)")
     dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
+    dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
     demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
     demo.add_argument("--mode", choices=["parallel", "sequential"])
+    demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
     worker = _command(commands, "worker", _worker, "run a router or correlator worker")
     worker.add_argument("role", choices=["router", "correlator"])
     worker.add_argument("--catalog", type=Path)
-    worker.add_argument("--engine")
+    worker.add_argument("--engine", choices=offline.ENGINES)
     worker.add_argument("--mode", choices=["parallel", "sequential"])
 
     agent = _command(commands, "agent", _agent, "run agents written with @agent")
@@ -157,15 +178,16 @@ def load_agent(target: str) -> Agent:
 
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.app import run_until_signal
+    from consumers.app import check_engine, run_until_signal
     from consumers.dev import demo_agents, dev_settings, embedded_servers, run_pipeline
 
+    check_engine(settings)
     agents = [load_agent(t) for t in args.agents] if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
     with embedded_servers(settings) as live:
         print(
             f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
-            f"prefix {live.topic_prefix!r}, {len(agents)} agents. Ctrl-C stops.",
+            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {len(agents)} agents. Ctrl-C stops.",
             flush=True,
         )
         run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop))
@@ -174,6 +196,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from consumers.app import check_engine
     from consumers.demo.run import play
 
     if args.bootstrap:
@@ -182,6 +205,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.dev import demo_agents, dev_settings, embedded_servers, run_pipeline
 
     settings, catalog = dev_settings(settings, None)
+    check_engine(settings)
 
     async def demo(live: Settings) -> None:
         stop, ready = asyncio.Event(), asyncio.Event()
@@ -195,7 +219,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
     with embedded_servers(settings) as live:
         print(
-            f"routeyard demo: embedded broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}",
+            f"routeyard demo: embedded broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
+            f"engine {live.router.engine}",
             flush=True,
         )
         asyncio.run(demo(live))
@@ -206,6 +231,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.app import run_correlator, run_router, run_until_signal
 
     if args.role == "router":
+        from consumers.app import check_engine
+
+        check_engine(settings)
         catalog = load_catalog(settings.router.catalog)
         run_until_signal(lambda stop: run_router(settings, stop, catalog))
     else:

@@ -32,6 +32,7 @@ Command = Callable[[Any, str, Callable[..., int], str], argparse.ArgumentParser]
 def add_commands(commands: Any, command: Command) -> None:
     """Register ``eval`` and ``replay`` with the CLI's sub-parsers (``command`` makes one)."""
     _eval_parser(commands, command)
+    _tune_parser(commands, command)
     _replay_parser(commands, command)
 
 
@@ -171,6 +172,70 @@ class _ProgressBar:
         self.stream.write(f"\r{self.label} [{bar}] {done}/{total} {rate:,.0f}/s")
         self.stream.write("\n" if done >= total else "")
         self.stream.flush()
+
+
+# -- routeyard tune -----------------------------------------------------------------------------
+
+
+def _tune_parser(commands: Any, command: Command) -> None:
+    tune = command(
+        commands,
+        "tune",
+        _tune,
+        "fit the semantic engine's thresholds and weights on a labelled routing dataset; "
+        "write them as an env file that workers, eval --compare and replay read",
+    )
+    tune.add_argument("dataset", type=Path)
+    tune.add_argument("--limit", type=_positive, default=2000, metavar="N", help="cases drawn at random (default 2000)")
+    tune.add_argument("--all", action="store_true", help="use every case (slow on large files)")
+    tune.add_argument(
+        "--holdout",
+        type=_fraction,
+        default=0.3,
+        metavar="F",
+        help="share of the cases kept out of the search and scored after it (default 0.3; 0: none)",
+    )
+    tune.add_argument("--seed", type=int, default=0, help="seed for the sample and the held-out split")
+    tune.add_argument("--out", type=Path, metavar="FILE", help="write the fitted settings here (env file)")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _tune(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        from router.tuning import tune
+    except ImportError as exc:  # pragma: no cover - numpy missing
+        print(f"routeyard: tune needs routeyard[semantic]: {exc}", file=sys.stderr)
+        return 2
+    from router.embedding import EncoderUnavailable
+
+    base = settings.semantic
+    print(f"routeyard tune: encoding {args.dataset.name} with {base.model} ...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    try:
+        result = tune(args.dataset, base, None if args.all else args.limit, args.seed, holdout=args.holdout)
+    except (OSError, ValueError, EncoderUnavailable) as exc:
+        print(f"routeyard: {exc}", file=sys.stderr)
+        return 2
+    changed = result.changed(base)
+    lines = [f"ROUTEYARD_SEMANTIC__{name.upper()}={value}" for name, value in sorted(changed.items())]
+    print(
+        f"# routeyard tune: {args.dataset.name}, {len(result.trials)} settings tried, "
+        f"{time.monotonic() - started:.0f} s\n"
+    )
+    print(result.table())
+    print("\nfitted settings (those that changed):" if lines else "\nthe current settings are already the best found")
+    print("\n".join(lines))
+    if args.out:
+        header = f"# fitted by routeyard tune on {args.dataset.name} (seed {args.seed})\n"
+        args.out.write_text(header + "".join(line + "\n" for line in lines), encoding="utf-8")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
 
 
 # -- routeyard replay ----------------------------------------------------------------------------

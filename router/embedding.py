@@ -27,6 +27,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +39,7 @@ __all__ = [
     "TorchEncoder",
     "VectorCache",
     "default_cache_dir",
+    "require_runtime",
     "resolve_model",
 ]
 
@@ -79,6 +81,12 @@ def resolve_model(model: str) -> Path:
     if not (path / "tokenizer.json").is_file():
         raise EncoderUnavailable(f"{model!r} is neither {DEFAULT_MODEL!r} nor a folder with a tokenizer.json")
     return path
+
+
+def require_runtime() -> None:
+    """Raise ``EncoderUnavailable`` unless ONNX Runtime, tokenizers and numpy import."""
+    for module in ("numpy", "onnxruntime", "tokenizers"):
+        _import(module, " (install routeyard[semantic])")
 
 
 def _import(module: str, purpose: str = "") -> Any:
@@ -198,24 +206,42 @@ class OnnxMiniLM:
         if not self.onnx_path.is_file():
             quantize_onnx(exported, self.onnx_path)
         self._np = _import("numpy")
-        self._session = _session(self.onnx_path, threads)
+        # Data parallel: one single-threaded session, run on ``threads`` batches at once (ONNX
+        # Runtime allows concurrent runs and releases the GIL). On 2 cores that encodes about 1.3x
+        # the texts per second of one session with 2 intra-op threads: small matrices split
+        # across threads waste more than they gain.
+        self._session = _session(self.onnx_path, 1)
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="onnx") if threads > 1 else None
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.dim = int(self._session.get_outputs()[0].shape[-1])
         self._tokenizer = _tokenizer(self._folder)
         self._batch_size = batch_size
 
     def encode(self, texts: Sequence[str]) -> Any:
-        """Encode in batches of similar lengths (padded to each batch's longest), in input order."""
+        """Encode in batches of similar lengths (padded to each batch's longest), in input order;
+        the batches run ``threads`` at a time."""
         np = self._np
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for chunk in self._batches(texts):
+
+        def run(chunk: list[int]) -> None:
             hidden, mask = self._forward([texts[i] for i in chunk])
-            out[chunk] = _normalise(np, self._pool(hidden, mask))
+            out[chunk] = _normalise(np, self._pooled(hidden, mask))
+
+        chunks = self._batches(texts)
+        if self._pool is None or len(chunks) < 2:
+            for chunk in chunks:
+                run(chunk)
+        else:
+            for future in [self._pool.submit(run, chunk) for chunk in chunks]:
+                future.result()
         return out
 
     def _batches(self, texts: Sequence[str]) -> list[list[int]]:
+        """Index lists of similar lengths; a few texts are still split so every thread gets some."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        return [order[start : start + self._batch_size] for start in range(0, len(order), self._batch_size)]
+        size = max(1, min(self._batch_size, -(-len(order) // self._threads)))
+        return [order[start : start + size] for start in range(0, len(order), size)]
 
     def _forward(self, texts: list[str]) -> tuple[Any, Any]:
         """Token states (batch, tokens, dim) and the attention mask."""
@@ -227,7 +253,7 @@ class OnnxMiniLM:
         hidden = self._session.run(None, {name: feeds[name] for name in self._inputs})[0]
         return hidden, mask
 
-    def _pool(self, hidden: Any, mask: Any) -> Any:
+    def _pooled(self, hidden: Any, mask: Any) -> Any:
         if self._folder.cls_pooling:
             return hidden[:, 0]
         weights = mask[:, :, None].astype(self._np.float32)

@@ -78,14 +78,30 @@ class TuneResult:
     best: Accuracy
     trials: list[tuple[str, float, float]] = field(default_factory=list)
     """(setting, value, accuracy) for every candidate tried, in order."""
+    held_out: tuple[Accuracy, Accuracy] | None = None
+    """(baseline, tuned) on cases the search never saw, when some were held out."""
+
+    def changed(self, base: SemanticSettings) -> dict[str, Any]:
+        """The fitted settings that differ from ``base``."""
+        fitted = self.settings.model_dump()
+        return {k: v for k, v in fitted.items() if v != getattr(base, k)}
 
     def table(self) -> str:
         """The accuracy table: baseline and tuned, overall and per key tag."""
         tags = [t for t in KEY_TAGS if t in self.best.by_tag]
-        rows = [("", "overall", *tags, "no-route F1")]
-        for label, acc in (("baseline", self.baseline), ("tuned", self.best)):
+        rows = [("", "cases", "overall", *tags, "no-route F1")]
+        runs = [("baseline (fit)", self.baseline), ("tuned (fit)", self.best)]
+        if self.held_out is not None:
+            runs += [("baseline (held out)", self.held_out[0]), ("tuned (held out)", self.held_out[1])]
+        for label, acc in runs:
             rows.append(
-                (label, f"{acc.overall:.3f}", *(f"{acc.by_tag[t]:.3f}" for t in tags), f"{acc.no_route_f1:.3f}")
+                (
+                    label,
+                    str(acc.cases),
+                    f"{acc.overall:.3f}",
+                    *(f"{acc.by_tag[t]:.3f}" if t in acc.by_tag else "-" for t in tags),
+                    f"{acc.no_route_f1:.3f}",
+                )
             )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
@@ -176,10 +192,27 @@ def tune(
     *,
     grid: Mapping[str, Sequence[float]] = DEFAULT_GRID,
     encoder: Encoder | None = None,
+    holdout: float = 0.0,
 ) -> TuneResult:
-    """Fit ``base``'s thresholds on (a sample of ``limit`` cases of) a labelled dataset."""
+    """Fit ``base``'s thresholds on (a sample of ``limit`` cases of) a labelled dataset.
+
+    With ``holdout`` (a fraction, below 1) that share of the sample is kept out of the search and
+    scored with the baseline and the fitted settings: the figure to trust, since a search over this
+    many settings fits the cases it sees a little.
+    """
+    if not 0.0 <= holdout < 1.0:
+        raise ValueError(f"holdout must be in [0, 1), got {holdout}")
     base = base or SemanticSettings()
     cases = load_cases(path, limit, seed)
+    if not cases:
+        raise ValueError(f"{path}: no cases")
+    kept = len(cases) - int(len(cases) * holdout) if holdout else len(cases)
+    if kept < 1:
+        raise ValueError(f"holdout {holdout} leaves no case to fit on")
+    if held_count := len(cases) - kept:
+        cases = random.Random(seed).sample(cases, len(cases))  # the held-out share: a random one
+    cases, held = cases[:kept], cases[kept:]
+    assert len(held) == held_count
     widest = base.model_copy(
         update={
             "context_turns": max([base.context_turns, *grid.get("context_turns", ())]),
@@ -188,4 +221,8 @@ def tune(
     )
     turns = prepare(cases, widest, encoder)
     best, trials = search(cases, turns, base, grid)
-    return TuneResult(best, accuracy(cases, turns, base), accuracy(cases, turns, best), trials)
+    held_out = None
+    if held:
+        held_turns = prepare(held, widest, encoder)
+        held_out = (accuracy(held, held_turns, base), accuracy(held, held_turns, best))
+    return TuneResult(best, accuracy(cases, turns, base), accuracy(cases, turns, best), trials, held_out)

@@ -7,6 +7,7 @@ Nothing is marked automatically; tests that use `broker`, `valkey` or `redis_cli
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -40,3 +41,17 @@ async def redis_client(valkey: EmbeddedValkey) -> AsyncIterator[redis.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder for the semantic engine's ONNX export (made once per session, by the first test
+    that needs it): tests never write to the user's ~/.cache."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture
+def semantic_env(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """ROUTEYARD_SEMANTIC__CACHE_DIR pointing there, for tests that run the CLI."""
+    monkeypatch.setenv("ROUTEYARD_SEMANTIC__CACHE_DIR", str(onnx_cache))
+    return onnx_cache

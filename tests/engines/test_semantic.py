@@ -76,11 +76,6 @@ class CountingEncoder:
 
 
 @pytest.fixture(scope="module")
-def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("onnx-cache")
-
-
-@pytest.fixture(scope="module")
 def exact(onnx_cache: Path) -> OnnxMiniLM:
     """The fp32 model, exported into a fresh cache folder (a few seconds; printed with -s)."""
     started = time.perf_counter()
@@ -277,3 +272,43 @@ def test_tune_fits_thresholds_on_a_labelled_file(encoder: OnnxMiniLM, tmp_path: 
 
 def _turns(texts: list[str]) -> list[dict[str, str]]:
     return [{"role": "assistant" if i % 2 else "user", "content": t} for i, t in enumerate(texts)]
+
+
+def test_tune_command_writes_settings_workers_read(
+    encoder: OnnxMiniLM, semantic_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """`routeyard tune` fits on part of the file, scores the rest, and writes an env file that
+    `--env-file` (workers, eval, replay) reads back."""
+    from consumers.cli import main
+    from consumers.settings import Settings
+
+    agents = [{"name": a.name, "description": a.description} for a in AGENTS]
+    labelled = [
+        (["What's the weather in Paris?"], ["WeatherAgent"]),
+        (["Is it going to rain in Oslo tomorrow?"], ["WeatherAgent"]),
+        (["book a table for two tonight"], ["RestaurantAgent"]),
+        (["find me an Italian restaurant nearby"], ["RestaurantAgent"]),
+        (["send a text to Anna"], ["MessagingAgent"]),
+        (["book a flight from Paris to Rome"], ["FlightAgent"]),
+        (["what's my account balance?"], ["BankingAgent"]),
+        (["How windy will it be in Chicago?"], ["WeatherAgent"]),
+    ] * 2
+    path = tmp_path / "cases.jsonl"
+    lines = [
+        {"id": str(i), "agents": agents, "conversation": _turns(turns), "expected_routes": gold, "tags": ["x"]}
+        for i, (turns, gold) in enumerate(labelled)
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines))
+    monkeypatch.setenv("ROUTEYARD_SEMANTIC__MIN_SIMILARITY", "0.95")  # routes nothing: tune must lower it
+    out = tmp_path / "tuned.env"
+    assert main(["tune", str(path), "--holdout", "0.25", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "tuned (held out)" in printed and "baseline (fit)" in printed
+    assert "ROUTEYARD_SEMANTIC__MIN_SIMILARITY=" in out.read_text()
+    monkeypatch.delenv("ROUTEYARD_SEMANTIC__MIN_SIMILARITY")
+    tuned = Settings(_env_file=out)  # type: ignore[call-arg]
+    assert tuned.semantic.min_similarity < 0.95
+
+    assert main(["tune", str(tmp_path / "missing.jsonl")]) == 2
+    with pytest.raises(SystemExit):
+        main(["tune", str(path), "--holdout", "1.5"])

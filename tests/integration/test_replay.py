@@ -252,3 +252,38 @@ def test_cli_refuses_to_dispatch_to_the_live_prefix(live: Settings, capsys: pyte
 )
 def test_change_kinds(recorded: list[str] | None, candidate: list[str] | None, kind: str) -> None:
     assert change_kind(recorded, candidate) == kind
+
+
+SEMANTIC_CANDIDATE: dict[str, Any] = {
+    "agents": [
+        {"name": "WeatherAgent", "description": "Weather forecasts: temperature, rain and wind for a city and day."},
+        {"name": "RestaurantAgent", "description": "Finds restaurants and books tables for lunch or dinner."},
+        {"name": "MessagingAgent", "description": "Sends text messages and SMS to the user's contacts."},
+        {"name": "CalendarAgent", "description": "Adds meetings and events to the user's calendar."},
+    ]
+}
+
+
+def test_replay_with_the_semantic_engine_as_candidate(
+    live: Settings, semantic_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shadow-test the CPU engine on traffic the rules engine routed: the meeting turn it missed
+    goes to the new calendar agent, the follow-up and the goodbyes stay as they were."""
+    catalog_file, labels_file, out = tmp_path / "candidate.yaml", tmp_path / "labels.jsonl", tmp_path / "out"
+    catalog_file.write_text(yaml.safe_dump(SEMANTIC_CANDIDATE), encoding="utf-8")
+    labels_file.write_text("".join(json.dumps({"event_id": e, "expected_routes": r}) + "\n" for e, r in LABELS.items()))
+    argv = ["--bootstrap", live.kafka.bootstrap, "--prefix", live.topic_prefix, "replay", "--engine", "semantic"]
+    code = main([*argv, "--catalog", str(catalog_file), "--labels", str(labels_file), "--out", str(out)])
+    markdown = capsys.readouterr().out
+    assert code == 0, markdown
+    turns = {t["event_id"]: t for t in map(json.loads, (out / "turns.jsonl").read_text().splitlines())}
+    assert list(turns) == [t[0] for t in TURNS]
+    candidate = {e: t["candidate"]["routes"] for e, t in turns.items()}
+    assert {t["candidate"]["engine"] for t in turns.values()} == {"semantic"}
+    assert all(t["candidate"]["scores"] for e, t in turns.items() if e not in ("e5", "e8"))  # why, per agent
+    assert candidate["e3"] == ["WeatherAgent"]  # "And tomorrow?": from the rebuilt context
+    assert candidate["e5"] == candidate["e8"] == []  # "Thanks!", "thanks, bye"
+    assert candidate["e6"] == ["CalendarAgent"] and turns["e6"]["kind"] == "no_route_to_route"
+    document = json.loads((out / "replay.json").read_text())
+    scores = document["scores"]
+    assert scores["candidate"]["correct"] > scores["recorded"]["correct"] == 6
