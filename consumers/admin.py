@@ -5,6 +5,9 @@ carry `.retriable`); a topic that exists already is fine; metadata that never sh
 `TimeoutError`.
 
 Metadata is always read for all topics: asking tansu about one named topic auto-creates it.
+
+Both functions take the ``KafkaSettings`` (TLS and SASL applied, as for every other client) or a
+bare bootstrap string (plaintext, for tests and tools).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
-__all__ = ["delete_topics", "ensure_topics"]
+from consumers.bus import security_options
+from consumers.settings import KafkaSettings
+
+__all__ = ["delete_topics", "ensure_topics", "make_admin"]
 
 
 async def ensure_topics(
-    bootstrap: str, topics: Mapping[str, int], *, replication: int = 1, timeout: float = 10.0
+    kafka: KafkaSettings | str, topics: Mapping[str, int], *, replication: int = 1, timeout: float = 10.0
 ) -> None:
     """Create each topic with its partition count unless it exists, then wait until all are visible.
 
@@ -32,7 +38,7 @@ async def ensure_topics(
         raise ValueError(f"partition counts must be >= 1: {bad}")
     if not topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(kafka)
     await admin.start()
     try:
         response = await admin.create_topics([NewTopic(t, n, replication) for t, n in topics.items()])
@@ -44,12 +50,12 @@ async def ensure_topics(
         await admin.close()
 
 
-async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+async def delete_topics(kafka: KafkaSettings | str, names: Iterable[str]) -> None:
     """Delete the named topics; one that does not exist is ignored."""
     names = list(names)
     if not names:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = make_admin(kafka)
     await admin.start()
     try:
         response = await admin.delete_topics(names)
@@ -58,6 +64,13 @@ async def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
     for name, code, _ in _failures(response.topic_error_codes):
         if for_code(code) is not UnknownTopicOrPartitionError:
             raise for_code(code)(f"deleting topic {name!r}")
+
+
+def make_admin(kafka: KafkaSettings | str) -> AIOKafkaAdminClient:
+    settings = KafkaSettings(bootstrap=kafka) if isinstance(kafka, str) else kafka
+    return AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap, client_id=settings.client_id, **security_options(settings)
+    )
 
 
 def _failures(entries: Iterable[tuple[Any, ...]]) -> Iterable[tuple[str, int, str | None]]:

@@ -83,7 +83,12 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
 
 @contextlib.asynccontextmanager
 async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis.url.get_secret_value(), socket_timeout=10, socket_connect_timeout=5)
+    client = Redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        **settings.redis.client_options(),
+    )
     try:
         await client.ping()
         yield client
@@ -105,7 +110,7 @@ async def create_topics(settings: Settings, catalog: Catalog | None = None) -> N
     names = topics.core()
     if catalog is not None:
         names += [a.topic or topics.agent(a.name) for a in catalog.agents]
-    await ensure_topics(settings.kafka.bootstrap, dict.fromkeys(names, settings.kafka.partitions))
+    await ensure_topics(settings.kafka, dict.fromkeys(names, settings.kafka.partitions))
 
 
 async def run_router(
@@ -156,7 +161,7 @@ async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
 async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> None:
     topic = agent.topic or settings.topics.agent(agent.name)
     await ensure_topics(
-        settings.kafka.bootstrap,
+        settings.kafka,
         {topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions},
     )
     group = f"{settings.topic_prefix}agent.{agent.name}"

@@ -30,17 +30,25 @@ class Outgoing(msgspec.Struct, frozen=True):
     headers: list[tuple[str, bytes]] | None = None
 
 
-def _security(settings: KafkaSettings) -> dict[str, Any]:
+def security_options(settings: KafkaSettings) -> dict[str, Any]:
+    """The TLS and SASL keyword arguments of every aiokafka client routeyard creates."""
     options: dict[str, Any] = {"security_protocol": settings.security_protocol}
     if settings.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(
-            cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None
-        )
+        options["ssl_context"] = _ssl_context(settings)
     if settings.sasl_mechanism:
         options["sasl_mechanism"] = settings.sasl_mechanism
         options["sasl_plain_username"] = settings.sasl_username
         options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
     return options
+
+
+def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+    context.check_hostname = settings.ssl_check_hostname
+    if settings.ssl_certfile:
+        password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
+        context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile), password=password)
+    return context
 
 
 def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
@@ -52,7 +60,7 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
         enable_idempotence=False,
         linger_ms=settings.linger_ms,
         compression_type=None if settings.compression == "none" else settings.compression,
-        **_security(settings),
+        **security_options(settings),
     )
 
 
@@ -67,7 +75,7 @@ def make_consumer(settings: KafkaSettings, topics: Sequence[str], group: str | N
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
         max_poll_interval_ms=settings.max_poll_interval_ms,
-        **_security(settings),
+        **security_options(settings),
     )
     if topics:
         consumer.subscribe(list(topics))

@@ -324,7 +324,7 @@ def shadow_topics(live_prefix: str, prefix: str) -> Topics:
 
 async def dispatch(kafka: KafkaSettings, shadow: Topics, entries: Sequence[Entry], partitions: int) -> int:
     """Republish ``entries`` to the shadow conversations topic; returns how many."""
-    await ensure_topics(kafka.bootstrap, {shadow.conversations: partitions})
+    await ensure_topics(kafka, {shadow.conversations: partitions})
     producer = make_producer(kafka)
     await producer.start()
     try:

@@ -9,11 +9,14 @@ ROUTEYARD_ROUTER__MODE=sequential
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from router.openai_engine import OpenAISettings
 from router.semantic import SemanticSettings
@@ -40,14 +43,86 @@ class KafkaSettings(BaseModel):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
+    """CA bundle that signed the brokers' certificates (default: the system's)."""
+    ssl_certfile: Path | None = None
+    """Client certificate (PEM) for mutual TLS; with ``ssl_keyfile``."""
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_complete(self) -> KafkaSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+            raise ValueError(f"{self.security_protocol} needs sasl_mechanism, sasl_username and sasl_password")
+        if self.sasl_mechanism and not sasl:
+            raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
 
 
 class RedisSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """``redis://`` or ``rediss://`` (TLS); credentials may sit in it or in username/password."""
     namespace: str | None = None
     """Key prefix; default: the topic prefix without its trailing dot."""
+    username: str | None = None
+    """ACL user and password (or in the URL, but not in both)."""
+    password: SecretStr | None = None
+    ssl_ca_certs: Path | None = None
+    """CA bundle for a ``rediss://`` server (default: the system's)."""
+    ssl_certfile: Path | None = None
+    """Client certificate for mutual TLS; with ``ssl_keyfile``."""
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> RedisSettings:
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ValueError("redis ssl_certfile and ssl_keyfile go together")
+        url = urlsplit(self.url.get_secret_value())
+        if (self.ssl_ca_certs or self.ssl_certfile) and url.scheme != "rediss":
+            raise ValueError("redis TLS options need a rediss:// url")
+        if (self.username or self.password) and (url.username or url.password):
+            raise ValueError("redis credentials are given both in the url and as username/password: keep one")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Redis.from_url(url, ...)``: ACL credentials and TLS files."""
+        options: dict[str, Any] = {}
+        if self.username:
+            options["username"] = self.username
+        if self.password:
+            options["password"] = self.password.get_secret_value()
+        if urlsplit(self.url.get_secret_value()).scheme == "rediss":
+            options["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+                value = getattr(self, name)
+                if value is not None:
+                    options[name] = str(value)
+        return options
+
+
+SECRETS_DIR_VARIABLE = "ROUTEYARD_SECRETS_DIR"
+
+
+class SecretFiles(EnvSettingsSource):
+    """Settings from the files of ``ROUTEYARD_SECRETS_DIR`` (e.g. a mounted Kubernetes secret): each
+    file is named like the variable it stands for (``ROUTEYARD_KAFKA__SASL_PASSWORD``) and holds its
+    value; a trailing newline is ignored. No variable set: nothing is read."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        folder = os.environ.get(SECRETS_DIR_VARIABLE)
+        if not folder:
+            return {}
+        path = Path(folder)
+        if not path.is_dir():
+            raise ValueError(f"{SECRETS_DIR_VARIABLE}={folder}: not a directory")
+        files = (f for f in path.iterdir() if f.is_file() and f.name.upper().startswith("ROUTEYARD_"))
+        return {f.name.lower(): f.read_text().rstrip("\r\n") for f in files}
 
 
 EngineName = Literal["rules", "vllm", "openai", "semantic"]
@@ -107,6 +182,18 @@ class Settings(BaseSettings):
     openai: OpenAISettings = OpenAISettings()
     semantic: SemanticSettings = SemanticSettings()
     log_level: str = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Variables win over the env file, which wins over files in ROUTEYARD_SECRETS_DIR."""
+        return init_settings, env_settings, dotenv_settings, SecretFiles(settings_cls)
 
     @field_validator("topic_prefix")
     @classmethod
