@@ -9,6 +9,9 @@ impossible catalog fails at boot with a clear message, never mid-stream::
         timeout: 30s            # seconds, or "500ms", "30s", "5m", "1h"
         topic: weather.tasks    # optional; default <prefix>agent.<name>
         default: true           # at most one: takes the turns no agent was chosen for
+        retries: 2              # optional; further attempts after an error reply or a timeout
+                                # (default: ROUTEYARD_RETRY__AGENT_RETRIES, 0 unless set)
+        fallback: OtherAgent    # optional; takes this agent's turns while its circuit is open
         rules:                  # optional, for the rules engine
           keywords: [weather, forecast]
           patterns: ['\\brain(ing)?\\b']
@@ -26,16 +29,20 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router.errors import RouteyardError
 from schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
+_LATER_FIELDS = ("retries", "fallback")
 
 
-class CatalogError(ValueError):
+class CatalogError(RouteyardError, ValueError):
     """The catalog file is missing, unreadable or invalid. Not retriable: fix the file."""
+
+    fatal = True
 
 
 def parse_duration(value: Any) -> float:
@@ -81,6 +88,10 @@ class AgentSpec(BaseModel):
     default: bool = False
     examples: tuple[str, ...] = ()
     rules: AgentRules = AgentRules()
+    retries: int | None = Field(default=None, ge=0, le=10)
+    """Further attempts after an error reply or a timeout (None: the configured default)."""
+    fallback: str | None = None
+    """The agent that takes this agent's turns while its circuit breaker is open."""
 
     @field_validator("name")
     @classmethod
@@ -140,6 +151,7 @@ class Catalog(BaseModel):
                 raise ValueError(f"default agent {self.default!r} is not in the catalog")
             if defaults and defaults != [self.default]:
                 raise ValueError(f"default: {self.default!r} conflicts with {defaults[0]!r} marked default")
+        _check_fallbacks({a.name: a.fallback for a in self.agents})
         return self
 
     def get(self, name: str) -> AgentSpec | None:
@@ -160,8 +172,22 @@ class Catalog(BaseModel):
     @property
     def version(self) -> str:
         """A short content hash: decisions record which catalog they were made with."""
-        payload = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True)
+        data = self.model_dump(mode="json", by_alias=True)
+        for agent in data["agents"]:  # fields added later count only when set: old versions stay
+            for name in _LATER_FIELDS:
+                if agent.get(name) is None:
+                    agent.pop(name, None)
+        payload = json.dumps(data, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def fallbacks(self, name: str) -> list[str]:
+        """The agent's fallback chain, nearest first (validated acyclic at load)."""
+        chain: list[str] = []
+        spec = self.get(name)
+        while spec is not None and spec.fallback is not None:
+            chain.append(spec.fallback)
+            spec = self.get(spec.fallback)
+        return chain
 
     def restrict(self, names: Sequence[str] | None) -> tuple[AgentSpec, ...]:
         """The agents a turn may be routed to: all, or those of ``names`` that exist."""
@@ -176,6 +202,23 @@ class Catalog(BaseModel):
             cached = {a.name: a for a in self.agents}
             object.__setattr__(self, "_index", cached)  # frozen model: cache outside validation
         return cached
+
+
+def _check_fallbacks(fallbacks: dict[str, str | None]) -> None:
+    for name, fallback in fallbacks.items():
+        if fallback is None:
+            continue
+        if fallback not in fallbacks:
+            raise ValueError(f"agent {name!r}: fallback {fallback!r} is not in the catalog")
+        if fallback == name:
+            raise ValueError(f"agent {name!r} cannot be its own fallback")
+        seen = [name]
+        current: str | None = fallback
+        while current is not None:
+            if current in seen:
+                raise ValueError(f"agent {name!r}: fallback cycle {' -> '.join([*seen, current])}")
+            seen.append(current)
+            current = fallbacks.get(current)
 
 
 def catalog_from_dict(data: Any, *, source: str = "<catalog>") -> Catalog:

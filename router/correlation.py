@@ -7,7 +7,16 @@ effects out, so a crash between the two is repaired by re-running the outbox:
 
     start(...)        -> tasks for the first agent(s), or an immediate no-route response
     on_reply(...)     -> record a reply; next task (sequential) or the response when all are in
-    on_deadline(...)  -> agents past their deadline time out; the response if nothing is left
+    on_deadline(...)  -> agents past their deadline time out (or are retried); retries that are
+                         due are sent; the response if nothing is left
+
+Retries: an agent with ``retries`` left whose attempt errors or times out is sent a new task (a
+new attempt, with its own task id ``<task_id>@<attempt>`` and its own full timeout) after an
+exponential backoff. Each attempt yields exactly one ``Outcome`` (ok, error or timeout), which
+the caller feeds to the agent's circuit breaker. The first ok reply of any attempt wins: an
+earlier attempt answering ok after a retry was sent completes the agent, and whatever arrives
+after that is counted as late. Nothing is ever published twice: the response is produced once,
+when no agent is waiting, queued or retrying.
 
 Sequential mode runs agents in the decided order, each receiving the earlier replies. An
 agent that errors does not stop the chain (the next agent sees the error); an agent that times
@@ -16,6 +25,7 @@ out does (the rest are reported as ``skipped``): the caller has already waited t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -33,8 +43,9 @@ from schemas import (
     task_decoder,
 )
 
-SlotStatus = Literal["queued", "waiting", "ok", "error", "timed_out", "skipped"]
+SlotStatus = Literal["queued", "waiting", "retrying", "ok", "error", "timed_out", "skipped"]
 ReplyOutcome = Literal["recorded", "duplicate", "late", "unknown"]
+OutcomeKind = Literal["ok", "error", "timeout"]
 
 
 class Effect(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,14 +62,52 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
     context: list[Message] | None = None
 
 
+class Target(msgspec.Struct, frozen=True, kw_only=True):
+    """An agent a turn goes to, with its per-attempt timeout and retry budget."""
+
+    agent: str
+    topic: str
+    timeout_s: float
+    retries: int = 0
+    backoff_s: float = 0.0
+    """Wait before the first retry; doubled for each further one, up to ``backoff_max_s``."""
+    backoff_max_s: float = 0.0
+
+
 class Slot(msgspec.Struct, frozen=True, kw_only=True):
     agent: str
     topic: str
     timeout_s: float
     task_id: str
+    """The first attempt's task id; attempt n > 1 uses ``attempt_task_id(task_id, n)``."""
     status: SlotStatus = "queued"
     deadline: float | None = None
     reply: AgentReply | None = None
+    attempt: int = 1
+    """The attempt sent last (or to send next, while ``retrying``)."""
+    retries: int = 0
+    backoff_s: float = 0.0
+    backoff_max_s: float = 0.0
+    retry_at: float | None = None
+    """While ``retrying``: when the next attempt is sent."""
+
+    @property
+    def current_task_id(self) -> str:
+        return attempt_task_id(self.task_id, self.attempt)
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How one attempt ended, for the agent's circuit breaker and metrics."""
+
+    agent: str
+    kind: OutcomeKind
+    attempt: int
+    retry: bool = False
+    """A further attempt was scheduled because of this one."""
+
+
+def attempt_task_id(task_id: str, attempt: int) -> str:
+    return task_id if attempt <= 1 else f"{task_id}@{attempt}"
 
 
 class Correlation(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,14 +133,16 @@ class Correlation(msgspec.Struct, frozen=True, kw_only=True):
 
     def next_wakeup(self) -> float | None:
         """When ``on_deadline`` next has something to do (None: nothing is waited for)."""
-        deadlines = [s.deadline for s in self.slots if s.status == "waiting" and s.deadline is not None]
-        return min(deadlines) if deadlines else None
+        times = [s.deadline for s in self.slots if s.status == "waiting" and s.deadline is not None]
+        times += [s.retry_at for s in self.slots if s.status == "retrying" and s.retry_at is not None]
+        return min(times) if times else None
 
 
 class Transition(msgspec.Struct, frozen=True, kw_only=True):
     state: Correlation
     effects: list[Effect]
     response: ConversationResponse | None = None
+    outcomes: list[Outcome] = msgspec.field(default_factory=list)
 
 
 def start(
@@ -100,7 +151,7 @@ def start(
     conversation_id: str,
     tenant: str | None,
     mode: Mode,
-    agents: list[tuple[str, str, float]],
+    agents: Sequence[Target | tuple[str, str, float]],
     context: list[Message],
     replies_topic: str,
     response_topic: str,
@@ -108,10 +159,19 @@ def start(
     metadata: dict[str, str],
     now: float,
 ) -> Transition:
-    """Open a correlation for a routed turn. ``agents``: (name, topic, timeout_s) in route order."""
+    """Open a correlation for a routed turn. ``agents``: targets (or (name, topic, timeout_s)) in route order."""
+    targets = [a if isinstance(a, Target) else Target(agent=a[0], topic=a[1], timeout_s=a[2]) for a in agents]
     slots = [
-        Slot(agent=name, topic=topic, timeout_s=timeout, task_id=f"{event_id}:{step}:{name}")
-        for step, (name, topic, timeout) in enumerate(agents)
+        Slot(
+            agent=t.agent,
+            topic=t.topic,
+            timeout_s=t.timeout_s,
+            task_id=f"{event_id}:{step}:{t.agent}",
+            retries=t.retries,
+            backoff_s=t.backoff_s,
+            backoff_max_s=t.backoff_max_s,
+        )
+        for step, t in enumerate(targets)
     ]
     state = Correlation(
         event_id=event_id,
@@ -129,18 +189,51 @@ def start(
 
 
 def on_reply(state: Correlation, reply: AgentReply, now: float) -> tuple[Transition, ReplyOutcome]:
-    index = next((i for i, s in enumerate(state.slots) if s.task_id == reply.task_id), None)
-    if index is None:
+    """Record a reply. The current attempt's reply settles the agent (or schedules a retry on an
+    error); an earlier attempt's ok reply settles it too (the first good one wins); anything for
+    an agent already settled, or an earlier attempt's error, is a duplicate or late."""
+    found = _find(state.slots, reply.task_id)
+    if found is None:
         return Transition(state=state, effects=[]), "unknown"
+    index, attempt = found
     slot = state.slots[index]
-    if slot.status != "waiting":
-        if slot.reply is not None and slot.reply.task_id == reply.task_id and slot.status in ("ok", "error"):
+    current = slot.status == "waiting" and attempt == slot.attempt
+    rescue = slot.status in ("waiting", "retrying") and reply.status == "ok"
+    if not (current or rescue):
+        if slot.reply is not None and slot.reply.task_id == reply.task_id:
             return Transition(state=state, effects=[]), "duplicate"
         late = msgspec.structs.replace(state, late_replies=state.late_replies + 1)
         return Transition(state=late, effects=[]), "late"
     slots = list(state.slots)
-    slots[index] = msgspec.structs.replace(slot, status=reply.status, reply=reply)
-    return _advance(msgspec.structs.replace(state, slots=slots), now), "recorded"
+    outcomes: list[Outcome] = []
+    if current:
+        slots[index] = _settle(slot, reply.status, reply, now)
+        retry = slots[index].status == "retrying"
+        outcomes.append(Outcome(agent=slot.agent, kind=reply.status, attempt=attempt, retry=retry))
+    else:  # an earlier attempt (already counted as failed) answered ok after all
+        slots[index] = msgspec.structs.replace(slot, status="ok", reply=reply, retry_at=None)
+    transition = _advance(msgspec.structs.replace(state, slots=slots), now)
+    return msgspec.structs.replace(transition, outcomes=outcomes), "recorded"
+
+
+def _find(slots: Sequence[Slot], task_id: str) -> tuple[int, int] | None:
+    """(slot index, attempt) of the slot a task id belongs to."""
+    base, _, suffix = task_id.rpartition("@")
+    attempt = int(suffix) if base and suffix.isdigit() else 1
+    base = base if attempt > 1 else task_id
+    for i, slot in enumerate(slots):
+        if slot.task_id == base and attempt <= slot.attempt:
+            return i, attempt
+    return None
+
+
+def _settle(slot: Slot, kind: OutcomeKind, reply: AgentReply | None, now: float) -> Slot:
+    """The slot after its current attempt ended: done, or retrying if attempts are left."""
+    if kind != "ok" and slot.attempt <= slot.retries:
+        delay = min(slot.backoff_max_s, slot.backoff_s * 2.0 ** (slot.attempt - 1))
+        return msgspec.structs.replace(slot, status="retrying", reply=reply, retry_at=now + delay)
+    status: SlotStatus = "timed_out" if kind == "timeout" else kind
+    return msgspec.structs.replace(slot, status=status, reply=reply)
 
 
 def stage(state: Correlation, effects: list[Effect], now: float) -> Correlation:
@@ -156,7 +249,7 @@ def redeliver(state: Correlation, now: float) -> Correlation:
     Their agents' clocks restart now, so a task published late is not already past its
     deadline; the task ids stay the same, so an agent that did get the first copy skips this one.
     """
-    slots = {s.task_id: s for s in state.slots}
+    slots = {s.current_task_id: s for s in state.slots}
     deadlines: dict[str, float] = {}
     outbox = []
     for effect in state.outbox:
@@ -174,13 +267,21 @@ def redeliver(state: Correlation, now: float) -> Correlation:
 
 
 def on_deadline(state: Correlation, now: float) -> Transition:
-    slots = [
-        msgspec.structs.replace(s, status="timed_out")
-        if s.status == "waiting" and s.deadline is not None and s.deadline <= now
-        else s
-        for s in state.slots
-    ]
-    return _advance(msgspec.structs.replace(state, slots=slots), now)
+    """Attempts past their deadline time out (retried if attempts are left); due retries are sent.
+
+    A final timeout drops an earlier attempt's error reply: the agent is reported timed out.
+    """
+    slots = list(state.slots)
+    outcomes: list[Outcome] = []
+    for i, s in enumerate(slots):
+        if s.status == "waiting" and s.deadline is not None and s.deadline <= now:
+            slots[i] = _settle(s, "timeout", s.reply, now)
+            retry = slots[i].status == "retrying"
+            if not retry:
+                slots[i] = msgspec.structs.replace(slots[i], reply=None)
+            outcomes.append(Outcome(agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry))
+    transition = _advance(msgspec.structs.replace(state, slots=slots), now)
+    return msgspec.structs.replace(transition, outcomes=outcomes)
 
 
 def _advance(state: Correlation, now: float) -> Transition:
@@ -193,26 +294,31 @@ def _advance(state: Correlation, now: float) -> Transition:
         _advance_chain(state, slots, effects, now)
     else:
         for i, slot in enumerate(slots):
-            if slot.status == "queued":
+            if _ready(slot, now):
                 slots[i] = _dispatch(state, slot, step=i, prior=[], effects=effects, now=now)
     state = msgspec.structs.replace(state, slots=slots)
-    if any(s.status in ("queued", "waiting") for s in slots):
+    if any(s.status in ("queued", "waiting", "retrying") for s in slots):
         return Transition(state=state, effects=effects)
     response = _response(state, now)
     effects.extend(_finish_effects(state, response))
     return Transition(state=msgspec.structs.replace(state, done=True), effects=effects, response=response)
 
 
+def _ready(slot: Slot, now: float) -> bool:
+    """Queued, or retrying with its backoff over."""
+    return slot.status == "queued" or (slot.status == "retrying" and (slot.retry_at or 0.0) <= now)
+
+
 def _advance_chain(state: Correlation, slots: list[Slot], effects: list[Effect], now: float) -> None:
     for i, slot in enumerate(slots):
-        if slot.status == "waiting":
+        if slot.status == "waiting" or (slot.status == "retrying" and not _ready(slot, now)):
             return
         if slot.status == "timed_out":
             for j in range(i + 1, len(slots)):
                 if slots[j].status == "queued":
                     slots[j] = msgspec.structs.replace(slots[j], status="skipped")
             return
-        if slot.status == "queued":
+        if _ready(slot, now):
             prior = [
                 PriorReply(agent=s.agent, status=s.reply.status, content=s.reply.content or s.reply.error or "")
                 for s in slots[:i]
@@ -226,8 +332,10 @@ def _dispatch(
     state: Correlation, slot: Slot, *, step: int, prior: list[PriorReply], effects: list[Effect], now: float
 ) -> Slot:
     deadline = now + slot.timeout_s
+    attempt = slot.attempt + 1 if slot.status == "retrying" else slot.attempt
+    task_id = attempt_task_id(slot.task_id, attempt)
     task = AgentTask(
-        task_id=slot.task_id,
+        task_id=task_id,
         event_id=state.event_id,
         conversation_id=state.conversation_id,
         tenant=state.tenant,
@@ -237,10 +345,11 @@ def _dispatch(
         deadline=datetime.fromtimestamp(deadline, UTC),
         prior_replies=prior,
         step=step,
+        attempt=attempt,
         metadata=state.metadata,
     )
-    effects.append(Effect(id=f"task:{slot.task_id}", topic=slot.topic, key=state.conversation_id, value=encode(task)))
-    return msgspec.structs.replace(slot, status="waiting", deadline=deadline)
+    effects.append(Effect(id=f"task:{task_id}", topic=slot.topic, key=state.conversation_id, value=encode(task)))
+    return msgspec.structs.replace(slot, status="waiting", deadline=deadline, attempt=attempt, retry_at=None)
 
 
 def response_status(slots: list[Slot]) -> ResponseStatus:

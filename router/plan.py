@@ -5,7 +5,7 @@ Plain functions over typed values; the router worker calls ``decide_routes`` for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
@@ -25,6 +25,7 @@ class Routing(msgspec.Struct, frozen=True, kw_only=True):
     default_used: bool
     fallback_reason: str | None
     abstained: bool = False
+    circuit_open: list[str] = msgspec.field(default_factory=list)
 
 
 def decide_routes(
@@ -62,6 +63,48 @@ def decide_routes(
     )
 
 
+def avoid_open_circuits(
+    routing: Routing, admit: Callable[[str], bool], catalog: Catalog, allowed: Sequence[str]
+) -> Routing:
+    """Move routes away from agents whose circuit breaker is open.
+
+    ``admit(name)`` says whether a turn may go to an agent now (asked at most once per name).
+    A refused agent's turn goes to the first admitted agent of its ``fallback`` chain, else to
+    the default agent, among ``allowed``; with neither it is dropped. The reason is recorded.
+    """
+    answers: dict[str, bool] = {}
+
+    def ok(name: str) -> bool:
+        if name not in answers:
+            answers[name] = admit(name)
+        return answers[name]
+
+    routes: list[str] = []
+    opened: list[str] = []
+    notes: list[str] = []
+    for name in routing.routes:
+        if ok(name):
+            routes += [] if name in routes else [name]
+            continue
+        opened.append(name)
+        substitute = _substitute(name, ok, catalog, allowed)
+        notes.append(f"{name} -> {substitute}" if substitute else f"{name} dropped")
+        if substitute and substitute not in routes:
+            routes.append(substitute)
+    if not opened:
+        return routing
+    reason = "circuit open: " + ", ".join(notes)
+    if routing.fallback_reason:
+        reason = f"{routing.fallback_reason}; {reason}"
+    return msgspec.structs.replace(routing, routes=routes, circuit_open=opened, fallback_reason=reason)
+
+
+def _substitute(name: str, ok: Callable[[str], bool], catalog: Catalog, allowed: Sequence[str]) -> str | None:
+    default = catalog.default_agent
+    candidates = [*catalog.fallbacks(name), *([default.name] if default is not None else [])]
+    return next((c for c in candidates if c != name and c in allowed and ok(c)), None)
+
+
 def make_decision(
     event: ConversationEvent,
     routing: Routing,
@@ -88,6 +131,7 @@ def make_decision(
         fallback_reason=routing.fallback_reason,
         default_used=routing.default_used,
         abstained=routing.abstained,
+        circuit_open=routing.circuit_open,
         catalog_version=catalog_version,
         model=result.model,
         confidence=result.confidence,

@@ -92,6 +92,9 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     scores: dict[str, float] | None = None
     worker: str = ""
     """Which router worker decided (host:pid/instance)."""
+    circuit_open: list[str] = msgspec.field(default_factory=list)
+    """Agents the engine chose whose circuit breaker was open: their turns went to their
+    ``fallback`` agent or the default agent, or were dropped (``fallback_reason`` says which)."""
     decided_at: datetime = msgspec.field(default_factory=utcnow)
     v: int = SCHEMA_VERSION
 

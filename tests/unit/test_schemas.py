@@ -86,6 +86,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         scores={"WeatherAgent": 0.25},
         worker="router-a:42",
         abstained=True,
+        circuit_open=["WeatherAgent"],
         decided_at=T0,
         v=7,
     ),
