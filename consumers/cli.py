@@ -13,6 +13,7 @@
     routeyard tune DATASET                 fit the semantic engine's thresholds on labelled cases
     routeyard replay                       route recorded conversations again with a candidate
                                            engine or catalog; compare with the recorded decisions
+    routeyard dlq list|show|replay         look at dead letters; re-drive them, each once
 
 Settings come from ROUTEYARD_* variables (and --env-file); the flags below override the most common
 ones. `dev` and `demo` route with the semantic engine unless an engine is chosen.
@@ -34,7 +35,7 @@ import msgspec
 from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from consumers import offline
+from consumers import dlq, offline
 from consumers.agent import Agent
 from consumers.settings import EngineName, Settings
 from router.catalog import CatalogError, load_catalog
@@ -156,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("--catalog", type=Path)
 
     offline.add_commands(commands, _command)
+    dlq.add_commands(commands, _command)
     return parser
 
 
