@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from consumers.admin import ensure_topics
 from consumers.agent import Agent, AgentRunner
 from consumers.bus import make_consumer, make_producer
+from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
 from consumers.correlations import CorrelationStore
 from consumers.correlator import Correlator
@@ -135,6 +136,7 @@ async def run_router(
             producer=producer,
             context=context,
             store=store,
+            circuits=CircuitStore(redis, settings.namespace, settings.circuit),
         )
         log.info(
             "router worker up: engine=%s catalog=%s (%d agents)",
@@ -153,7 +155,10 @@ async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
         _kafka(settings, [settings.topics.replies], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
-        correlator = Correlator(settings=settings, consumer=consumer, producer=producer, context=context, store=store)
+        circuits = CircuitStore(redis, settings.namespace, settings.circuit)
+        correlator = Correlator(
+            settings=settings, consumer=consumer, producer=producer, context=context, store=store, circuits=circuits
+        )
         log.info("correlator up")
         await correlator.run(stop)
 

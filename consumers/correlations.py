@@ -2,7 +2,8 @@
 its effects.
 
 Keys:
-    {ns}:{tenant}:corr:{event_id}   the Correlation (JSON), kept ``ttl`` after it is done
+    {ns}:{tenant}:corr:{event_id}   the Correlation (JSON), kept ``ttl`` after its next wake-up
+                                    (or after it is done)
     {ns}:wake                       sorted set: correlation key -> when a sweeper must look at it
 
 Every write stores the new state *with the effects it implies in its outbox*, then the effects
@@ -84,7 +85,9 @@ class CorrelationStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for w in writes:
                 wake = self._wake(w.state, now)
-                args = [w.expected or b"", _encoder.encode(w.state), self._ttl, "" if wake is None else wake]
+                # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
+                ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
+                args = [w.expected or b"", _encoder.encode(w.state), ttl, "" if wake is None else wake]
                 await self._cas(keys=[w.key, self.wake_key], args=args, client=pipe)
             return [bool(r) for r in await pipe.execute()]
 

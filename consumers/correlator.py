@@ -7,7 +7,9 @@ Two loops in one process:
 - sweeper: every ``sweep_interval_ms``, claim correlations whose wake time passed (an agent's
   deadline, or an outbox nobody confirmed), time agents out, and carry out what is due.
 
-Late and duplicate replies change nothing that was published; they are counted.
+Late and duplicate replies change nothing that was published; they are counted (late ones on
+the correlation too, and logged at DEBUG without content). Each attempt's outcome (ok reply;
+error reply or timeout) goes to the agent's circuit breaker once its correlation is stored.
 """
 
 from __future__ import annotations
@@ -22,19 +24,30 @@ from collections.abc import Callable, Iterable, Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, publish
+from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Write, decode_state
 from consumers.metrics import METRICS
 from consumers.retry import retrying
 from consumers.settings import Settings
-from router.correlation import Correlation, Effect, Transition, on_deadline, on_reply, redeliver, stage
+from router.correlation import (
+    Correlation,
+    Effect,
+    Outcome,
+    Transition,
+    on_deadline,
+    on_reply,
+    redeliver,
+    stage,
+)
 from schemas import AgentReply, DecodeError, reply_decoder
 
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 10
 
-Change = Callable[[Correlation, float, str], tuple[Correlation, list[Effect]]]
+Step = tuple[Correlation, list[Effect], list[Outcome]]
+Change = Callable[[Correlation, float, str], Step]
 
 
 class Correlator:
@@ -46,8 +59,10 @@ class Correlator:
         producer: AIOKafkaProducer,
         context: ContextStore,
         store: CorrelationStore,
+        circuits: CircuitStore | None = None,
     ) -> None:
         self._settings = settings
+        self._circuits = circuits
         self._topics = settings.topics
         self._consumer = consumer
         self._producer = producer
@@ -105,27 +120,28 @@ class Correlator:
             await self._apply(keys, self._expire)
         return len(keys)
 
-    def _record(self, state: Correlation, replies: list[AgentReply], now: float) -> tuple[Correlation, list[Effect]]:
+    def _record(self, state: Correlation, replies: list[AgentReply], now: float) -> Step:
         effects: list[Effect] = []
+        outcomes: list[Outcome] = []
         for reply in replies:
             transition, outcome = on_reply(state, reply, now)
             METRICS.replies.labels(outcome=outcome).inc()
+            if outcome == "late":
+                log.debug("late reply from %s for event %s (task %s)", reply.agent, reply.event_id, reply.task_id)
             state = self._observe(transition)
             effects += transition.effects
-        return state, effects
+            outcomes += transition.outcomes
+        return state, effects, outcomes
 
-    def _expire(self, state: Correlation, now: float, key: str) -> tuple[Correlation, list[Effect]]:
+    def _expire(self, state: Correlation, now: float, key: str) -> Step:
         """Time agents out; if the outbox is stale (its writer died), carry it out again."""
         rerun: list[Effect] = []
         if state.outbox and now - state.outbox_since >= self._store.lease_s:
             state = redeliver(state, now)
             rerun = list(state.outbox)
             METRICS.outbox_rerun.inc(len(rerun))
-        waiting = {s.agent for s in state.slots if s.status == "waiting"}
         transition = on_deadline(state, now)
-        timed_out = [s for s in transition.state.slots if s.agent in waiting and s.status == "timed_out"]
-        METRICS.agent_timeouts.inc(len(timed_out))
-        return self._observe(transition), rerun + transition.effects
+        return self._observe(transition), rerun + transition.effects, transition.outcomes
 
     @staticmethod
     def _observe(transition: Transition) -> Correlation:
@@ -140,6 +156,7 @@ class Correlator:
         """
         pending, missing = list(keys), []
         done: dict[str, tuple[Correlation, list[Effect]]] = {}
+        outcomes: dict[str, list[Outcome]] = {}
         for _ in range(CAS_ATTEMPTS):
             if not pending:
                 break
@@ -150,7 +167,7 @@ class Correlator:
                 if raw is None:
                     missing.append(key)
                     continue
-                state, effects = change(decode_state(raw), now, key)
+                state, effects, outcomes[key] = change(decode_state(raw), now, key)
                 new_effects = [e for e in effects if e not in state.outbox]
                 writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
             stored = await self._store.write_many([w for w, _ in writes], now)
@@ -163,4 +180,15 @@ class Correlator:
         if pending:
             raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
         await self._outbox.carry_out(done)
+        await self._feedback([o for key in done for o in outcomes[key]])
         return missing
+
+    async def _feedback(self, outcomes: list[Outcome]) -> None:
+        """Stored attempts' outcomes: metrics, and each agent's circuit breaker."""
+        for o in outcomes:
+            if o.kind == "timeout":
+                METRICS.agent_timeouts.inc()
+            if o.retry:
+                METRICS.task_retries.labels(agent=o.agent).inc()
+        if self._circuits is not None:
+            await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes], time.time())

@@ -37,6 +37,18 @@ class _Metrics:
             "routeyard_prefix_cache_hit_rate", "Share of prompt tokens served from the engine's prefix cache"
         )
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
+        self.task_retries = Counter(
+            "routeyard_agent_task_retries_total", "Agent tasks sent again after an error reply or a timeout", ["agent"]
+        )
+        self.circuit_changes = Counter(
+            "routeyard_circuit_changes_total", "Circuit breaker state changes seen by this process", ["agent", "state"]
+        )
+        self.circuit_open = Gauge(
+            "routeyard_circuit_open", "1 while the agent's breaker is open or half-open (as last seen here)", ["agent"]
+        )
+        self.circuit_rerouted = Counter(
+            "routeyard_circuit_rerouted_total", "Routes moved away from an agent whose breaker was open", ["agent"]
+        )
 
 
 METRICS = _Metrics()

@@ -21,14 +21,16 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, publish
+from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Write
 from consumers.metrics import METRICS
 from consumers.settings import Settings
 from router.catalog import Catalog
-from router.correlation import Effect, stage, start
+from router.circuit import Gate, probe_lease
+from router.correlation import Effect, Target, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
-from router.plan import decide_routes, make_decision
+from router.plan import avoid_open_circuits, decide_routes, make_decision
 from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder
 
 log = logging.getLogger(__name__)
@@ -67,8 +69,10 @@ class RouterWorker:
         producer: AIOKafkaProducer,
         context: ContextStore,
         store: CorrelationStore,
+        circuits: CircuitStore | None = None,
     ) -> None:
         self._settings = settings
+        self._circuits = circuits
         self._topics = settings.topics
         self._catalog = catalog
         self._engine = engine
@@ -134,13 +138,16 @@ class RouterWorker:
         latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         METRICS.batch_size.observe(len(requests))
         self._observe_engine()
+        gate = await self._gate()
         writes = [
-            self._open(events[i], keys[i], request, result, latency_ms)
+            self._open(events[i], keys[i], request, result, latency_ms, gate)
             for i, request, result in zip(fresh, requests, results, strict=True)
         ]
         stored = await self._store.write_many([w for w, _ in writes], time.time())
         items = {w.key: (w.state, effects) for (w, effects), ok in zip(writes, stored, strict=True) if ok}
         await self._outbox.carry_out(items)
+        if self._circuits is not None and gate.unused_probes():
+            await self._circuits.release(gate.unused_probes())
 
     def _open(
         self,
@@ -149,12 +156,18 @@ class RouterWorker:
         request: RoutingRequest,
         result: EngineResult,
         latency_ms: float,
+        gate: Gate | None = None,
     ) -> tuple[Write, list[Effect]]:
         now = time.time()
         mode = event.mode or self._settings.router.mode
         routing = decide_routes(
             result, request.agents, self._catalog, min_confidence=self._settings.router.min_confidence
         )
+        if gate is not None:
+            allowed = [a.name for a in request.agents]
+            routing = avoid_open_circuits(routing, gate.take, self._catalog, allowed)
+            for name in routing.circuit_open:
+                METRICS.circuit_rerouted.labels(agent=name).inc()
         decision = make_decision(
             event,
             routing,
@@ -189,10 +202,33 @@ class RouterWorker:
         if value is not None:
             METRICS.prefix_cache_hit_rate.set(value)
 
-    def _target(self, name: str) -> tuple[str, str, float]:
+    async def _gate(self) -> Gate:
+        """Which agents this batch may use (their circuit breakers), read once per batch."""
+        if self._circuits is None:
+            return Gate()
+        retry = self._settings.retry
+        leases = {
+            a.name: probe_lease(a.timeout_s, self._retries(a.name), retry.backoff_max_s) for a in self._catalog.agents
+        }
+        return await self._circuits.gate(leases, time.time())
+
+    def _retries(self, name: str) -> int:
+        spec = self._catalog.get(name)
+        retries = spec.retries if spec is not None else None
+        return self._settings.retry.agent_retries if retries is None else retries
+
+    def _target(self, name: str) -> Target:
         spec = self._catalog.get(name)
         assert spec is not None  # decide_routes keeps catalog names only
-        return name, spec.topic or self._topics.agent(name), spec.timeout_s
+        retry = self._settings.retry
+        return Target(
+            agent=name,
+            topic=spec.topic or self._topics.agent(name),
+            timeout_s=spec.timeout_s,
+            retries=self._retries(name),
+            backoff_s=retry.backoff_s,
+            backoff_max_s=retry.backoff_max_s,
+        )
 
     def _decision_effect(self, decision: RoutingDecision) -> Effect:
         return Effect(

@@ -169,6 +169,46 @@ class AgentSettings(BaseModel):
     dedup_ttl_s: int = Field(default=24 * 3600, ge=60)
 
 
+class RetrySettings(BaseModel):
+    """Retries of agent tasks after an error reply or a timeout (``retries:`` in the catalog wins).
+
+    Off by default: a timed-out attempt may still be running, so an agent with side effects
+    (booking, paying, messaging) would repeat them. Turn it on per agent where that is safe.
+    Each attempt gets the agent's full timeout; the n-th retry waits
+    ``min(backoff_max_s, backoff_s * 2**(n-1))`` first.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    agent_retries: int = Field(default=0, ge=0, le=10)
+    backoff_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=30.0, ge=0)
+
+
+class CircuitSettings(BaseModel):
+    """Per-agent circuit breakers, shared in Redis by router workers and the correlator."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = True
+    threshold: int = Field(default=5, ge=1)
+    """Consecutive failed attempts (error replies or timeouts) that open an agent's breaker."""
+    cooldown_s: float = Field(default=30.0, gt=0)
+    """How long an open breaker sends the agent's turns elsewhere before one probe turn."""
+
+
+class ObservabilitySettings(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve /metrics, /healthz and /readyz here (the images set 9464; None: off; 0: any free port)."""
+    host: str = "0.0.0.0"
+    stall_after_s: float = Field(default=120.0, gt=0)
+    """/healthz fails when a started worker loop has not come back for this long."""
+    lag_interval_s: float = Field(default=5.0, gt=0)
+    """How often routeyard_consumer_lag is refreshed."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROUTEYARD_", env_nested_delimiter="__", frozen=True)
 
@@ -178,6 +218,8 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     correlator: CorrelatorSettings = CorrelatorSettings()
     agent: AgentSettings = AgentSettings()
+    retry: RetrySettings = RetrySettings()
+    circuit: CircuitSettings = CircuitSettings()
     vllm: VllmSettings = VllmSettings()
     openai: OpenAISettings = OpenAISettings()
     semantic: SemanticSettings = SemanticSettings()

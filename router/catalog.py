@@ -29,7 +29,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from router.errors import RouteyardError
 from schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -39,10 +38,8 @@ MAX_TIMEOUT_S = 24 * 3600.0
 _LATER_FIELDS = ("retries", "fallback")
 
 
-class CatalogError(RouteyardError, ValueError):
+class CatalogError(ValueError):
     """The catalog file is missing, unreadable or invalid. Not retriable: fix the file."""
-
-    fatal = True
 
 
 def parse_duration(value: Any) -> float:
