@@ -99,7 +99,13 @@ async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
 
 def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationStore]:
     cfg = settings.router
-    context = ContextStore(redis, settings.namespace, max_messages=cfg.context_max_messages, ttl_s=cfg.context_ttl_s)
+    context = ContextStore(
+        redis,
+        settings.namespace,
+        max_messages=cfg.context_max_messages,
+        ttl_s=cfg.context_ttl_s,
+        max_bytes=cfg.context_max_bytes,
+    )
     store = CorrelationStore(
         redis, settings.namespace, ttl_s=cfg.dedup_ttl_s, lease_s=settings.correlator.outbox_lease_s
     )

@@ -1,11 +1,16 @@
 """Conversation context in Redis: the last messages of each conversation, appended once per id.
 
 Keys (``ns`` = namespace, tenant ``_`` when none):
-    {ns}:{tenant}:ctx:{conversation_id}   list of JSON messages, trimmed to ``max_messages``
+    {ns}:{tenant}:ctx:{conversation_id}   list of JSON messages, trimmed to ``max_messages`` and
+                                          ``max_bytes`` (oldest dropped first; the newest stays)
     {ns}:{tenant}:seen:{conversation_id}  sorted set of applied append ids (bounded)
 
 An append carries an id (the event id for a user turn, ``ctx:<event>`` for agents' replies);
 appending the same id twice is a no-op, so redelivered events never duplicate a turn.
+
+Tenants are isolated by key: every key of a conversation carries its tenant, so a turn of tenant A
+never reads or extends tenant B's context, even with the same conversation id. Tenant names never
+contain ``:`` and never are ``_`` (the router worker rejects such events).
 """
 
 from __future__ import annotations
@@ -19,12 +24,21 @@ from redis.asyncio import Redis
 from schemas import Message
 
 SEEN_IDS_KEPT = 512
+DEFAULT_MAX_BYTES = 512 * 1024
+"""Bytes of stored messages kept per conversation (JSON as stored)."""
 
 _APPEND = """
 local fresh = redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
 if fresh == 1 then
-  for i = 7, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+  for i = 8, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
   redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+  local items = redis.call('LRANGE', KEYS[1], 0, -1)
+  local budget, bytes, keep = tonumber(ARGV[7]), 0, #items
+  for i = #items, 1, -1 do
+    bytes = bytes + string.len(items[i])
+    if bytes > budget then keep = math.max(1, #items - i) break end
+  end
+  if keep < #items then redis.call('LTRIM', KEYS[1], -keep, -1) end
   redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[5]) - 1)
 end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -49,10 +63,13 @@ def tenant_part(tenant: str | None) -> str:
 
 
 class ContextStore:
-    def __init__(self, redis: Redis, namespace: str, *, max_messages: int, ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, namespace: str, *, max_messages: int, ttl_s: int, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self._redis = redis
         self._ns = namespace
         self._max = max_messages
+        self._max_bytes = max_bytes
         self._ttl = ttl_s
         self._script = redis.register_script(_APPEND)
 
@@ -67,7 +84,7 @@ class ContextStore:
         now = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for a in appends:
-                args = [a.append_id, self._max, self._ttl, now, SEEN_IDS_KEPT, "1" if read else "0"]
+                args = [a.append_id, self._max, self._ttl, now, SEEN_IDS_KEPT, "1" if read else "0", self._max_bytes]
                 args += [_encoder.encode(m) for m in a.messages]
                 await self._script(keys=self.keys(a.tenant, a.conversation_id), args=args, client=pipe)
             results = await pipe.execute()

@@ -31,11 +31,12 @@ from router.circuit import Gate, probe_lease
 from router.correlation import Effect, Target, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
 from router.plan import avoid_open_circuits, decide_routes, make_decision
-from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder
+from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder, valid_topic
 
 log = logging.getLogger(__name__)
 
-_TENANT = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""Never ``_`` (the key part of "no tenant") and never ``:`` (the key separator): see consumers.context."""
 MAX_ID_LENGTH = 256
 
 
@@ -43,19 +44,52 @@ class InvalidEvent(ValueError):
     """The event decoded but cannot be routed. Not retriable: it goes to the dead-letter topic."""
 
 
-def validate(event: ConversationEvent, catalog: Catalog) -> None:
-    if not 0 < len(event.event_id) <= MAX_ID_LENGTH:
-        raise InvalidEvent(f"event_id must have 1-{MAX_ID_LENGTH} characters")
-    if not 0 < len(event.conversation_id) <= MAX_ID_LENGTH:
-        raise InvalidEvent(f"conversation_id must have 1-{MAX_ID_LENGTH} characters")
+def validate(
+    event: ConversationEvent, catalog: Catalog, settings: Settings | None = None, *, now: datetime | None = None
+) -> None:
+    """Raise ``InvalidEvent`` with the reason if the event must not be routed. Without ``settings``
+    only the checks that need no configuration run (ids, tenant form, user message, agents)."""
+    for name, value in (("event_id", event.event_id), ("conversation_id", event.conversation_id)):
+        if not 0 < len(value) <= MAX_ID_LENGTH:
+            raise InvalidEvent(f"{name} must have 1-{MAX_ID_LENGTH} characters")
     if event.tenant is not None and not _TENANT.match(event.tenant):
-        raise InvalidEvent("tenant must be 1-64 letters, digits, '_', '.' or '-'")
+        raise InvalidEvent("tenant must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     if not any(m.role == "user" and m.content.strip() for m in event.messages):
         raise InvalidEvent("the turn has no user message with text")
     if event.agents is not None:
         unknown = sorted(set(event.agents) - set(catalog.names))
         if unknown:
             raise InvalidEvent(f"unknown agents in the turn's restriction: {', '.join(unknown)}")
+    if settings is not None:
+        _check_tenant_allowed(event.tenant, settings.router.tenants)
+        _check_created_at(event.created_at, settings, now or datetime.now(UTC))
+        _check_reply_topic(event.reply_topic, catalog, settings)
+
+
+def _check_tenant_allowed(tenant: str | None, allowed: frozenset[str] | None) -> None:
+    if allowed is not None and (tenant or "") not in allowed:
+        raise InvalidEvent(f"tenant {tenant!r} is not in router.tenants" if tenant else "the event has no tenant")
+
+
+def _check_created_at(created_at: datetime, settings: Settings, now: datetime) -> None:
+    moment = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    ahead = (moment - now).total_seconds()
+    if ahead > settings.router.max_clock_skew_s:
+        raise InvalidEvent(f"created_at is {ahead:.0f}s in the future (more than router.max_clock_skew_s)")
+    limit = settings.router.max_event_age_s
+    if limit is not None and -ahead > limit:
+        raise InvalidEvent(f"created_at is {-ahead:.0f}s old (more than router.max_event_age_s)")
+
+
+def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) -> None:
+    """A response may go to a client's own topic, never into routeyard's own stream or an agent's."""
+    if topic is None:
+        return
+    topics = settings.topics
+    internal = {topics.conversations, topics.decisions, topics.replies, topics.dead_letters}
+    internal |= {spec.topic or topics.agent(spec.name) for spec in catalog.agents}
+    if not valid_topic(topic) or topic in internal or topic.startswith(topics.agent("")):
+        raise InvalidEvent("reply_topic must be a valid topic name outside routeyard's own topics")
 
 
 class RouterWorker:
@@ -106,7 +140,7 @@ class RouterWorker:
                 if record.value is None or len(record.value) > limit:
                     raise InvalidEvent(f"event is empty or larger than {limit} bytes")
                 event = event_decoder.decode(record.value)
-                validate(event, self._catalog)
+                validate(event, self._catalog, self._settings)
             except (DecodeError, InvalidEvent) as exc:
                 log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="decode", error=exc))

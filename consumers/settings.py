@@ -151,6 +151,15 @@ class RouterSettings(BaseModel):
     dedup_ttl_s: int = Field(default=24 * 3600, ge=60)
     """How long finished events are remembered, so redeliveries are recognised."""
     max_event_bytes: int = Field(default=256 * 1024, ge=1024)
+    context_max_bytes: int = Field(default=512 * 1024, ge=1024)
+    """Bytes of messages kept per conversation in Redis; the oldest go first (the newest always stays)."""
+    tenants: frozenset[str] | None = None
+    """Allow-list of tenants (None: any well-formed tenant). With a list, events without a tenant
+    are accepted only if it contains "" ."""
+    max_clock_skew_s: float = Field(default=300.0, gt=0)
+    """An event whose ``created_at`` is further in the future than this is rejected."""
+    max_event_age_s: float | None = Field(default=None, gt=0)
+    """An event created longer ago than this is rejected (None: no limit, e.g. to replay a backlog)."""
 
 
 class CorrelatorSettings(BaseModel):

@@ -1,0 +1,73 @@
+"""The router worker's checks on a decoded event: each bad event is refused with a reason that says why."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from consumers.router_worker import InvalidEvent, validate
+from consumers.settings import Settings
+from router.catalog import catalog_from_dict
+from schemas import ConversationEvent, Message
+
+CATALOG = catalog_from_dict({"agents": [{"name": "WeatherAgent", "description": "weather", "topic": "weather.tasks"}]})
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+SETTINGS = Settings.model_validate({"topic_prefix": "ry."})
+
+
+def event(**fields: Any) -> ConversationEvent:
+    base: dict[str, Any] = {
+        "event_id": "e1",
+        "conversation_id": "c1",
+        "messages": [Message(role="user", content="weather?")],
+        "created_at": NOW,
+    }
+    return ConversationEvent(**{**base, **fields})
+
+
+def reason(e: ConversationEvent, settings: Settings = SETTINGS) -> str:
+    with pytest.raises(InvalidEvent) as caught:
+        validate(e, CATALOG, settings, now=NOW)
+    return str(caught.value)
+
+
+def test_a_good_event_passes() -> None:
+    validate(event(tenant="acme", reply_topic="acme.responses"), CATALOG, SETTINGS, now=NOW)
+    validate(event(created_at=NOW - timedelta(days=30)), CATALOG, SETTINGS, now=NOW)  # a backlog is fine
+
+
+@pytest.mark.parametrize("tenant", ["_", ".x", "a:b", "", "x" * 65, "acme corp"])
+def test_malformed_tenants(tenant: str) -> None:
+    assert "tenant must be" in reason(event(tenant=tenant))
+
+
+def test_tenant_allow_list() -> None:
+    strict = SETTINGS.model_copy(update={"router": SETTINGS.router.model_copy(update={"tenants": frozenset({"acme"})})})
+    validate(event(tenant="acme"), CATALOG, strict, now=NOW)
+    assert "'globex' is not in router.tenants" in reason(event(tenant="globex"), strict)
+    assert "no tenant" in reason(event(), strict)
+
+
+def test_created_at_in_the_future_or_too_old() -> None:
+    assert "in the future" in reason(event(created_at=NOW + timedelta(hours=1)))
+    assert "in the future" in reason(event(created_at=datetime(9999, 1, 1)))  # naive: read as UTC
+    aged = SETTINGS.model_copy(update={"router": SETTINGS.router.model_copy(update={"max_event_age_s": 3600})})
+    assert "old" in reason(event(created_at=NOW - timedelta(hours=2)), aged)
+
+
+@pytest.mark.parametrize(
+    "topic",
+    ["ry.conversations", "ry.decisions", "ry.replies", "ry.deadletter", "ry.agent.Other", "weather.tasks", "a b"],
+)
+def test_reply_topic_never_points_into_routeyard(topic: str) -> None:
+    assert "reply_topic" in reason(event(reply_topic=topic))
+
+
+def test_ids_messages_and_agents() -> None:
+    assert "event_id" in reason(event(event_id=""))
+    assert "conversation_id" in reason(event(conversation_id="c" * 257))
+    assert "no user message" in reason(event(messages=[Message(role="assistant", content="hi")]))
+    assert "no user message" in reason(event(messages=[Message(role="user", content="  \n")]))
+    assert "unknown agents" in reason(event(agents=["WeatherAgent", "Ghost"]))
