@@ -20,16 +20,16 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from redis.asyncio import Redis
 
 from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, publish
 from consumers.context import tenant_part
 from consumers.metrics import METRICS
-from consumers.retry import retrying
+from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
 from schemas import AgentReply, AgentTask, DecodeError, encode, task_decoder
 
@@ -72,7 +72,7 @@ class OffsetTracker:
         self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
 
     def end(self, record: Record) -> None:
-        self._running[TopicPartition(record.topic, record.partition)].discard(record.offset)
+        self._running.get(TopicPartition(record.topic, record.partition), set()).discard(record.offset)
 
     def committable(self) -> dict[TopicPartition, int]:
         ready = {}
@@ -85,6 +85,16 @@ class OffsetTracker:
 
     def committed(self, offsets: dict[TopicPartition, int]) -> None:
         self._committed.update(offsets)
+
+    def running(self, partitions: Iterable[TopicPartition]) -> int:
+        return sum(len(self._running.get(tp, ())) for tp in partitions)
+
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+        """The partitions went to another member: stop tracking (and committing) them."""
+        for tp in partitions:
+            self._running.pop(tp, None)
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
 
     @property
     def in_flight(self) -> int:
@@ -109,24 +119,51 @@ class AgentRunner:
         self._ns = settings.namespace
         self._tracker = OffsetTracker()
         self._slots = asyncio.Semaphore(settings.agent.concurrency)
+        self._backoff = backoff_for(settings)
         self._failure: BaseException | None = None
+        self._tasks: dict[asyncio.Task[None], Record] = {}
+        """Every task in flight, with its record: owned here, awaited or cancelled on drain."""
+        self.listener = _Revocations(self)
 
-    async def run(self, stop: asyncio.Event, drain_timeout_s: float = 30.0) -> None:
-        tasks: set[asyncio.Task[None]] = set()
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch while there are free slots, run each task in its own (tracked) asyncio task,
+        commit up to the oldest task still running. On ``stop``: stop fetching, wait up to
+        ``lifecycle.shutdown_timeout_s`` for the tasks in hand, cancel the rest (their records
+        are not committed, so another instance redoes them), commit what finished."""
         try:
             while not stop.is_set():
                 if self._failure is not None:
                     raise RuntimeError(f"agent {self.agent.name}: a task could not complete") from self._failure
-                await self._intake(tasks)
+                await self._intake()
                 await self._commit()
         finally:
-            if tasks:
-                _, late = await asyncio.wait(tasks, timeout=drain_timeout_s)
-                for t in late:
-                    t.cancel()
+            self._consumer.pause(*self._consumer.assignment())
+            await self._drain(set(self._tasks), self._settings.lifecycle.shutdown_timeout_s)
             await self._commit()
 
-    async def _intake(self, tasks: set[asyncio.Task[None]]) -> None:
+    async def release(self, partitions: Collection[TopicPartition]) -> None:
+        """Partitions are being revoked (a rebalance): finish their tasks within the shutdown
+        timeout, cancel the rest, commit what finished, and stop tracking them. The member that
+        gets them next starts after the last finished task, so no task runs in two runtimes."""
+        mine = {t for t, r in self._tasks.items() if TopicPartition(r.topic, r.partition) in partitions}
+        await self._drain(mine, self._settings.lifecycle.shutdown_timeout_s)
+        offsets = {tp: o for tp, o in self._tracker.committable().items() if tp in partitions}
+        if offsets:
+            await commit(self._consumer, offsets)
+        self._tracker.forget(partitions)
+
+    async def _drain(self, tasks: set[asyncio.Task[None]], timeout_s: float) -> None:
+        if not tasks:
+            return
+        log.info("agent %s: draining %d in-flight tasks (up to %.0fs)", self.agent.name, len(tasks), timeout_s)
+        _, late = await asyncio.wait(tasks, timeout=timeout_s)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("agent %s: %d tasks abandoned at the drain timeout", self.agent.name, len(late))
+            await asyncio.wait(late)
+
+    async def _intake(self) -> None:
         wait = self._settings.kafka.fetch_max_wait_ms
         if self._slots.locked():
             # Backpressure: no free slot. Pause every partition but keep polling, so the group
@@ -140,8 +177,8 @@ class AgentRunner:
             await self._slots.acquire()
             self._tracker.begin(record)
             task = asyncio.create_task(self._one(record))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            self._tasks[task] = record
+            task.add_done_callback(self._tasks.pop)
 
     def _free_slots(self) -> int:
         return max(1, self._settings.agent.concurrency - self._tracker.in_flight)
@@ -153,7 +190,7 @@ class AgentRunner:
 
     async def _one(self, record: Record) -> None:
         try:
-            await retrying(functools.partial(self._handle, record), what="agent task")
+            await retrying(functools.partial(self._handle, record), what="agent task", backoff=self._backoff)
         except Exception as exc:
             log.exception(
                 "agent %s: task at %s[%d]@%d failed to complete; it will be redelivered",
@@ -216,3 +253,16 @@ class AgentRunner:
             content=content,
             error=error,
         )
+
+
+class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Drains an agent runtime's tasks of the partitions a rebalance takes away."""
+
+    def __init__(self, runner: AgentRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
+        await self._runner.release(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
+        return None

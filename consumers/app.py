@@ -25,6 +25,7 @@ from consumers.router_worker import RouterWorker
 from consumers.settings import Settings
 from router.catalog import Catalog, load_catalog
 from router.engine import DecisionEngine
+from router.errors import RouteyardError
 from router.fallback import FallbackEngine
 from router.plano import PlanoEngine
 from router.rules import RulesEngine
@@ -150,7 +151,7 @@ async def run_router(
             catalog.version,
             len(catalog.agents),
         )
-        await worker.run(stop)
+        await drained(worker.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
 
 
 async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
@@ -166,7 +167,7 @@ async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
             settings=settings, consumer=consumer, producer=producer, context=context, store=store, circuits=circuits
         )
         log.info("correlator up")
-        await correlator.run(stop)
+        await drained(correlator.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
 
 
 async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> None:
@@ -176,10 +177,13 @@ async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> No
         {topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions},
     )
     group = f"{settings.topic_prefix}agent.{agent.name}"
-    async with redis_client(settings) as redis, _kafka(settings, [topic], group) as (consumer, producer):
+    async with redis_client(settings) as redis, _kafka(settings, [], group) as (consumer, producer):
         runner = AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, redis=redis)
+        # Subscribed here, with the runner's listener: a rebalance drains the revoked partitions.
+        consumer.subscribe([topic], listener=runner.listener)
         log.info("agent %s up on %s", agent.name, topic)
-        await runner.run(stop)
+        # The runner drains within the timeout itself; the margin covers its last commit.
+        await drained(runner.run(stop), stop, settings.lifecycle.shutdown_timeout_s + 5)
 
 
 @contextlib.asynccontextmanager
@@ -195,6 +199,35 @@ async def _kafka(settings: Settings, topics: list[str], group: str) -> AsyncIter
             await consumer.stop()
     finally:
         await producer.stop()
+
+
+class ShutdownTimeout(RouteyardError):
+    """In-flight work did not finish within ``lifecycle.shutdown_timeout_s`` of the stop signal.
+    It was cancelled uncommitted (so it is redelivered); the process exits non-zero."""
+
+    fatal = True
+
+
+async def drained(work: Awaitable[None], stop: asyncio.Event, timeout_s: float) -> None:
+    """Await ``work``; once ``stop`` is set, give it ``timeout_s`` to drain, then cancel it."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=timeout_s)
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ShutdownTimeout(f"in-flight work not drained {timeout_s:g}s after the stop signal; cancelled")
+        task.result()
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:

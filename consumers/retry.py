@@ -1,60 +1,118 @@
-"""Retry with bounded exponential backoff for errors that say they are retriable.
+"""The one place that maps an exception to an action.
 
-Redis and broker connection errors are retriable: the batch is retried in place (its offsets
-are not committed meanwhile). Anything else propagates and ends the process, so a supervisor
-restarts it and the uncommitted records are redelivered.
+    classify(exc) -> Action.RETRY        a dependency is down or busy (Redis/broker connection,
+                                          timeouts, retriable Kafka errors, DependencyUnavailable):
+                                          retry the same work in place with bounded exponential
+                                          backoff and full jitter; offsets do not move meanwhile.
+                     Action.DEAD_LETTER  the input is at fault (RouteyardError that is neither
+                                          retriable nor fatal, undecodable bytes): the record
+                                          goes to the dead-letter topic with the error.
+                     Action.EXIT         anything else (EngineDead, CatalogError, auth failures,
+                                          bugs): the process exits non-zero without committing;
+                                          a supervisor restarts it and the records are redelivered.
+
+A retriable error that outlasts the retry budget (``Backoff.budget_s``) also ends in EXIT: the
+process restarts rather than spinning forever, and nothing was committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
+import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
+import msgspec
 from aiokafka.errors import KafkaError
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.metrics import METRICS
+from consumers.settings import Settings
+from router.errors import RouteyardError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RETRIABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
+
+class Action(enum.Enum):
+    RETRY = "retry"
+    DEAD_LETTER = "dead_letter"
+    EXIT = "exit"
+
+
+_RETRIABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,  # includes BusyLoadingError (a restarted server loading its AOF)
     RedisTimeoutError,
     BusyLoadingError,
-    ConnectionError,
-    asyncio.TimeoutError,
+    ReadOnlyError,  # a replica promoted a moment late
+    ConnectionError,  # OSError family: refused, reset, broken pipe
+    TimeoutError,  # asyncio.TimeoutError is TimeoutError on 3.11
 )
+_NEVER_RETRY: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
+_BAD_INPUT: tuple[type[BaseException], ...] = (msgspec.DecodeError, UnicodeDecodeError)
+
+
+def classify(exc: BaseException) -> Action:
+    if isinstance(exc, RouteyardError):
+        if exc.retriable:
+            return Action.RETRY
+        return Action.EXIT if exc.fatal else Action.DEAD_LETTER
+    if isinstance(exc, _NEVER_RETRY):
+        return Action.EXIT
+    if isinstance(exc, KafkaError):
+        return Action.RETRY if getattr(exc, "retriable", False) else Action.EXIT
+    if isinstance(exc, _RETRIABLE):
+        return Action.RETRY
+    if isinstance(exc, _BAD_INPUT):
+        return Action.DEAD_LETTER
+    return Action.EXIT
 
 
 def is_retriable(exc: BaseException) -> bool:
-    if isinstance(exc, KafkaError):
-        return bool(getattr(exc, "retriable", False))
-    return isinstance(exc, RETRIABLE)
+    return classify(exc) is Action.RETRY
 
 
-async def retrying(
-    call: Callable[[], Awaitable[T]],
-    *,
-    what: str,
-    attempts: int = 30,
-    base_s: float = 0.1,
-    max_s: float = 5.0,
-) -> T:
-    delay = base_s
-    for attempt in range(1, attempts + 1):
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with full jitter, each delay capped at ``max_s``, given up after
+    ``budget_s`` of retrying (then the error propagates and the process exits)."""
+
+    base_s: float = 0.1
+    max_s: float = 5.0
+    budget_s: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_s, self.base_s * 2 ** min(attempt, 30)))
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, what: str, backoff: Backoff = DEFAULT_BACKOFF) -> T:
+    """Await ``call()`` until it succeeds; retry while ``classify`` says RETRY and the budget
+    lasts; anything else propagates at once."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
         try:
             return await call()
         except Exception as exc:
-            if not is_retriable(exc) or attempt == attempts:
+            if classify(exc) is not Action.RETRY or time.monotonic() - started > backoff.budget_s:
                 raise
+            delay = backoff.delay(attempt)
+            attempt += 1
             METRICS.retries.labels(what=what).inc()
-            log.warning("%s failed (%s: %s); retry %d in %.1fs", what, type(exc).__name__, exc, attempt, delay)
+            log.warning("%s failed (%s: %s); retry %d in %.2fs", what, type(exc).__name__, exc, attempt, delay)
             await asyncio.sleep(delay)
-            delay = min(max_s, delay * 2)
-    raise AssertionError("unreachable")
+
+
+def backoff_for(settings: Settings) -> Backoff:
+    cfg = settings.lifecycle
+    return Backoff(max_s=cfg.retry_max_delay_s, budget_s=cfg.retry_budget_s)

@@ -20,16 +20,18 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from consumers.bus import Outgoing, Record, consume_batches, dead_letter, publish
+from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Write
 from consumers.metrics import METRICS
+from consumers.retry import backoff_for
 from consumers.settings import Settings
 from router.catalog import Catalog
 from router.circuit import Gate, probe_lease
 from router.correlation import Effect, Target, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
+from router.errors import RouteyardError
 from router.plan import avoid_open_circuits, decide_routes, make_decision
 from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder, valid_topic
 
@@ -40,7 +42,7 @@ _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_ID_LENGTH = 256
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(RouteyardError, ValueError):
     """The event decoded but cannot be routed. Not retriable: it goes to the dead-letter topic."""
 
 
@@ -120,7 +122,14 @@ class RouterWorker:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self._settings.router
         await consume_batches(
-            self._consumer, self.handle, stop, max_records=cfg.max_batch, wait_ms=cfg.batch_wait_ms, what="route batch"
+            self._consumer,
+            self.handle,
+            stop,
+            max_records=cfg.max_batch,
+            wait_ms=cfg.batch_wait_ms,
+            what="route batch",
+            poison=dead_letterer(self._producer, self._topics.dead_letters, stage="route"),
+            backoff=backoff_for(self._settings),
         )
 
     async def handle(self, records: Sequence[Record]) -> None:

@@ -178,6 +178,19 @@ class AgentSettings(BaseModel):
     dedup_ttl_s: int = Field(default=24 * 3600, ge=60)
 
 
+class LifecycleSettings(BaseModel):
+    """How a worker process stops and how long it keeps retrying an unavailable dependency."""
+
+    model_config = ConfigDict(frozen=True)
+
+    shutdown_timeout_s: float = Field(default=30.0, gt=0)
+    """On SIGTERM/SIGINT: stop fetching, finish in-flight work within this time, then exit."""
+    retry_budget_s: float = Field(default=300.0, gt=0)
+    """How long a batch is retried while Redis or the broker is unavailable before the process
+    exits (non-zero, uncommitted) for a supervisor to restart it."""
+    retry_max_delay_s: float = Field(default=5.0, gt=0)
+
+
 class RetrySettings(BaseModel):
     """Retries of agent tasks after an error reply or a timeout (``retries:`` in the catalog wins).
 
@@ -227,6 +240,7 @@ class Settings(BaseSettings):
     router: RouterSettings = RouterSettings()
     correlator: CorrelatorSettings = CorrelatorSettings()
     agent: AgentSettings = AgentSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
     retry: RetrySettings = RetrySettings()
     circuit: CircuitSettings = CircuitSettings()
     vllm: VllmSettings = VllmSettings()

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from router.errors import RouteyardError
 from schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -38,8 +39,10 @@ MAX_TIMEOUT_S = 24 * 3600.0
 _LATER_FIELDS = ("retries", "fallback")
 
 
-class CatalogError(ValueError):
+class CatalogError(RouteyardError, ValueError):
     """The catalog file is missing, unreadable or invalid. Not retriable: fix the file."""
+
+    fatal = True
 
 
 def parse_duration(value: Any) -> float:

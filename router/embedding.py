@@ -31,6 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from router.errors import RouteyardError
+
 __all__ = [
     "DEFAULT_MODEL",
     "Encoder",
@@ -50,8 +52,10 @@ _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
 
 
-class EncoderUnavailable(RuntimeError):
+class EncoderUnavailable(RouteyardError, RuntimeError):
     """The embedding model cannot be loaded (missing folder or library). Not retriable."""
+
+    fatal = True
 
 
 @runtime_checkable

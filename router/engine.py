@@ -27,11 +27,14 @@ from typing import Protocol, Self, runtime_checkable
 import msgspec
 
 from router.catalog import AgentSpec
+from router.errors import RouteyardError
 from schemas import Message
 
 
-class EngineDead(RuntimeError):
+class EngineDead(RouteyardError, RuntimeError):
     """The engine cannot decide anything any more. Not retriable: the worker must exit."""
+
+    fatal = True
 
 
 class RoutingRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,0 +1,109 @@
+"""SIGTERM mid-load: a worker stops fetching, finishes and commits the batch in hand, exits 0
+within ``lifecycle.shutdown_timeout_s``; its successor loses nothing and answers nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from consumers.embedded import EmbeddedBroker, EmbeddedValkey
+from router.catalog import load_catalog
+from schemas import response_decoder
+from tests.integration.stack import Recorder, make_settings, read_all, running, spec
+
+pytestmark = pytest.mark.integration
+
+CONVERSATIONS = 200
+SHUTDOWN_TIMEOUT_S = 10
+
+
+def start(role: str, settings, catalog_path: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(
+        os.environ,
+        ROUTEYARD_TOPIC_PREFIX=settings.topic_prefix,
+        ROUTEYARD_KAFKA__BOOTSTRAP=settings.kafka.bootstrap,
+        ROUTEYARD_KAFKA__SESSION_TIMEOUT_MS="6000",
+        ROUTEYARD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
+        ROUTEYARD_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        ROUTEYARD_REDIS__URL=settings.redis.url.get_secret_value(),
+        ROUTEYARD_ROUTER__CATALOG=str(catalog_path),
+        ROUTEYARD_ROUTER__MAX_BATCH="8",
+        ROUTEYARD_CORRELATOR__MAX_BATCH="8",
+        ROUTEYARD_CORRELATOR__SWEEP_INTERVAL_MS="50",
+        ROUTEYARD_LIFECYCLE__SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
+    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "worker", role], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+async def _terminate(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    began = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(proc.wait, SHUTDOWN_TIMEOUT_S + 10)
+    return code, time.monotonic() - began
+
+
+async def test_sigterm_drains_router_and_correlator_and_exits_zero(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, tmp_path: Path
+) -> None:
+    settings = make_settings(broker, valkey, prefix)
+    catalog_path = tmp_path / "agents.yaml"
+    catalog_path.write_text(
+        yaml.safe_dump({"agents": [spec("WeatherAgent", "weather"), spec("RestaurantAgent", "table")]})
+    )
+    catalog = load_catalog(catalog_path)
+    agents = Recorder()
+    log = tmp_path / "workers.log"
+    procs = {role: start(role, settings, catalog_path, log) for role in ("router", "correlator")}
+    exits: dict[str, tuple[int, float]] = {}
+    try:
+        recorders = [agents.agent("WeatherAgent", delay=0.01), agents.agent("RestaurantAgent", delay=0.01)]
+        async with running(settings, catalog, recorders, routers=0, correlator=False) as client:
+            events = [
+                client.event(f"term-{i}", "weather and a table?" if i % 2 else "weather?") for i in range(CONVERSATIONS)
+            ]
+            streaming = asyncio.create_task(_stream(client, events))
+            for role, share in (("router", 4), ("correlator", 2)):
+                await _progress(agents, CONVERSATIONS // share)
+                exits[role] = await _terminate(procs[role])
+                procs[role] = start(role, settings, catalog_path, log)
+            responses = await streaming
+    finally:
+        for proc in procs.values():
+            proc.kill()
+            proc.wait()
+    tail = log.read_text()[-3000:]
+    for role, (code, took) in exits.items():
+        assert code == 0, (role, code, tail)
+        assert took < SHUTDOWN_TIMEOUT_S + 5, (role, took)
+    assert {r.status for r in responses} == {"complete"}, tail
+    on_topic = collections.Counter(
+        response_decoder.decode(v).event_id for v in await read_all(settings, settings.topics.responses)
+    )
+    assert sorted(on_topic) == sorted(e.event_id for e in events)
+    assert max(on_topic.values()) == 1, [k for k, n in on_topic.items() if n > 1]
+
+
+async def _stream(client, events, chunk: int = 5, pause: float = 0.05):
+    asks = []
+    for i in range(0, len(events), chunk):
+        asks.append(asyncio.create_task(client.ask_many(events[i : i + chunk], timeout=180)))
+        await asyncio.sleep(pause)
+    return [r for batch in await asyncio.gather(*asks) for r in batch]
+
+
+async def _progress(agents: Recorder, at_least: int) -> None:
+    async with asyncio.timeout(90):
+        while len(agents.tasks.get("WeatherAgent", [])) < at_least:
+            await asyncio.sleep(0.01)
