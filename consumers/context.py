@@ -84,7 +84,15 @@ class ContextStore:
         now = time.time()
         async with self._redis.pipeline(transaction=False) as pipe:
             for a in appends:
-                args = [a.append_id, self._max, self._ttl, now, SEEN_IDS_KEPT, "1" if read else "0", self._max_bytes]
+                args: list[bytes | str | int | float] = [
+                    a.append_id,
+                    self._max,
+                    self._ttl,
+                    now,
+                    SEEN_IDS_KEPT,
+                    "1" if read else "0",
+                    self._max_bytes,
+                ]
                 args += [_encoder.encode(m) for m in a.messages]
                 await self._script(keys=self.keys(a.tenant, a.conversation_id), args=args, client=pipe)
             results = await pipe.execute()
