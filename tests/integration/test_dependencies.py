@@ -1,5 +1,7 @@
 """Dependencies going away mid-stream: the workers back off and resume, and every conversation
-is still answered exactly once.
+is still answered exactly once. Redis: killed and restarted with its AOF. The broker: every
+connection to it dropped and refused for seconds (a TCP proxy the broker advertises), the broker
+itself intact.
 
 Each test starts its own Valkey (it restarts it), on a random loopback port. No broker-restart
 test: the embedded tansu stores in memory (notes/infra.md), so a restart loses topics, messages
@@ -70,6 +72,98 @@ async def test_redis_down_for_seconds_mid_stream_loses_nothing_and_answers_once(
             assert valkey.port == port
             responses = await streaming
         assert down_at < CONVERSATIONS, "Redis went down too late to test anything"
+        assert {r.status for r in responses} == {"complete"}
+        on_topic = await _responses_by_event(settings)
+        assert sorted(on_topic) == sorted(e.event_id for e in events)
+        assert max(on_topic.values()) == 1, [k for k, n in on_topic.items() if n > 1]
+
+
+class _Proxy:
+    """A TCP forwarder in front of the broker that can drop every connection and refuse new
+    ones for a while: the network between routeyard and Kafka failing, the broker itself fine."""
+
+    def __init__(self, target_port: int) -> None:
+        from consumers.embedded import free_port
+
+        self.port = free_port()
+        self.target_port = target_port
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+        self.dropped = 0
+        """Connections aborted by ``cut``."""
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Close the listener and every open connection (clients see resets and refusals)."""
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._links):
+            writer.transport.abort()
+        self.dropped += len(self._links)
+        self._links.clear()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._links |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            self._links.discard(writer)
+            writer.transport.abort()
+
+
+class _AdvertisedBroker(EmbeddedBroker):
+    """tansu listening on its own port but telling clients to connect through the proxy."""
+
+    def __init__(self, proxy_port: int) -> None:
+        self.proxy_port = proxy_port
+        super().__init__()
+
+    def _command(self) -> list[str]:
+        command = super()._command()
+        at = command.index("--advertised-listener-url") + 1
+        command[at] = f"tcp://127.0.0.1:{self.proxy_port}"
+        return command
+
+
+async def test_broker_connection_dropped_for_seconds_mid_stream_loses_nothing_and_answers_once(
+    valkey: EmbeddedValkey, prefix: str
+) -> None:
+    from consumers.embedded import free_port
+
+    proxy_port = free_port()
+    with _AdvertisedBroker(proxy_port) as broker:
+        proxy = _Proxy(broker.port)
+        proxy.port = proxy_port
+        await proxy.start()
+        settings = _settings(broker, valkey, prefix)
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"bootstrap": f"127.0.0.1:{proxy_port}"})}
+        )
+        agents = Recorder()
+        async with running(settings, catalog(spec("WeatherAgent", "weather")), [agents.agent("WeatherAgent")]) as c:
+            events = [c.event(f"net-{i}", "weather?") for i in range(CONVERSATIONS)]
+            streaming = asyncio.create_task(_stream(c, events))
+            await _progress(agents, "WeatherAgent", CONVERSATIONS // 4)
+            await proxy.cut()
+            down_at = len(agents.tasks["WeatherAgent"])
+            await asyncio.sleep(3)
+            await proxy.start()
+            responses = await streaming
+        assert down_at < CONVERSATIONS, "the network went down too late to test anything"
+        assert proxy.dropped >= 6, "the workers' connections did not go through the proxy"
         assert {r.status for r in responses} == {"complete"}
         on_topic = await _responses_by_event(settings)
         assert sorted(on_topic) == sorted(e.event_id for e in events)
