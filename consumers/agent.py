@@ -17,6 +17,7 @@ correlator reports that agent as timed out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from redis.asyncio import Redis
 
+from consumers import tracing
 from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, publish
 from consumers.context import tenant_part
 from consumers.metrics import METRICS
@@ -102,6 +104,9 @@ class OffsetTracker:
 
 
 class AgentRunner:
+    tick: Callable[[], None] | None = None
+    """Called on every turn of the intake loop (the process's liveness probe)."""
+
     def __init__(
         self,
         agent: Agent,
@@ -119,6 +124,7 @@ class AgentRunner:
         self._ns = settings.namespace
         self._tracker = OffsetTracker()
         self._slots = asyncio.Semaphore(settings.agent.concurrency)
+        self._freed = asyncio.Event()
         self._backoff = backoff_for(settings)
         self._failure: BaseException | None = None
         self._tasks: dict[asyncio.Task[None], Record] = {}
@@ -134,6 +140,8 @@ class AgentRunner:
             while not stop.is_set():
                 if self._failure is not None:
                     raise RuntimeError(f"agent {self.agent.name}: a task could not complete") from self._failure
+                if self.tick is not None:
+                    self.tick()
                 await self._intake()
                 await self._commit()
         finally:
@@ -169,7 +177,11 @@ class AgentRunner:
             # Backpressure: no free slot. Pause every partition but keep polling, so the group
             # does not evict this member while long tasks run (max_poll_interval_ms).
             self._consumer.pause(*self._consumer.assignment())
-            await fetch(self._consumer, max_records=1, timeout_ms=wait)
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):  # back as soon as a task ends, not a fetch wait later
+                await asyncio.wait_for(self._freed.wait(), 1.0)
+            if self._slots.locked():
+                await fetch(self._consumer, max_records=1, timeout_ms=0)  # still polling: stays in the group
             return
         self._consumer.resume(*self._consumer.paused())
         records = await fetch(self._consumer, max_records=self._free_slots(), timeout_ms=wait)
@@ -204,6 +216,7 @@ class AgentRunner:
             self._tracker.end(record)
         finally:
             self._slots.release()
+            self._freed.set()
 
     async def _handle(self, record: Record) -> None:
         try:
@@ -217,12 +230,18 @@ class AgentRunner:
         if await self._redis.exists(done_key):
             METRICS.tasks.labels(agent=self.agent.name, outcome="duplicate").inc()
             return
-        reply = await self._run_handler(task)
-        if reply is not None:
-            await publish(
-                self._producer,
-                [Outgoing(topic=task.reply_topic, value=encode(reply), key=task.conversation_id)],
-            )
+        with tracing.span("routeyard.agent", tracing.carrier(record.headers), agent=self.agent.name) as span:
+            span.set(task_id=task.task_id, attempt=task.attempt)
+            reply = await self._run_handler(task)
+            span.set(status=reply.status if reply is not None else "timed_out")
+            if reply is not None:
+                out = Outgoing(
+                    topic=task.reply_topic,
+                    value=encode(reply),
+                    key=task.conversation_id,
+                    headers=tracing.headers(span.context()),
+                )
+                await publish(self._producer, [out])
         await self._redis.set(done_key, b"1", ex=self._settings.agent.dedup_ttl_s)
 
     async def _run_handler(self, task: AgentTask) -> AgentReply | None:

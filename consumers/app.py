@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
+from consumers import tracing
 from consumers.admin import ensure_topics
 from consumers.agent import Agent, AgentRunner
 from consumers.bus import make_consumer, make_producer
@@ -21,6 +24,7 @@ from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
 from consumers.correlations import CorrelationStore
 from consumers.correlator import Correlator
+from consumers.observability import HEALTH, serving, watch_lag
 from consumers.router_worker import RouterWorker
 from consumers.settings import Settings
 from router.catalog import Catalog, load_catalog
@@ -151,7 +155,9 @@ async def run_router(
             catalog.version,
             len(catalog.agents),
         )
-        await drained(worker.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
+        with _observed("router", settings, consumer, group, stop) as tick:
+            worker.tick = tick
+            await drained(worker.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
 
 
 async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
@@ -167,7 +173,9 @@ async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
             settings=settings, consumer=consumer, producer=producer, context=context, store=store, circuits=circuits
         )
         log.info("correlator up")
-        await drained(correlator.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
+        with _observed("correlator", settings, consumer, group, stop) as tick:
+            correlator.tick = tick
+            await drained(correlator.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
 
 
 async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> None:
@@ -182,8 +190,25 @@ async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> No
         # Subscribed here, with the runner's listener: a rebalance drains the revoked partitions.
         consumer.subscribe([topic], listener=runner.listener)
         log.info("agent %s up on %s", agent.name, topic)
-        # The runner drains within the timeout itself; the margin covers its last commit.
-        await drained(runner.run(stop), stop, settings.lifecycle.shutdown_timeout_s + 5)
+        with _observed(f"agent {agent.name}", settings, consumer, group, stop) as tick:
+            runner.tick = tick
+            # The runner drains within the timeout itself; the margin covers its last commit.
+            await drained(runner.run(stop), stop, settings.lifecycle.shutdown_timeout_s + 5)
+
+
+@contextlib.contextmanager
+def _observed(
+    name: str, settings: Settings, consumer: AIOKafkaConsumer, group: str, stop: asyncio.Event
+) -> Iterator[Callable[[], None]]:
+    """The component is ready (/readyz) for the block, its loop ticks feed /healthz, and its
+    consumer lag is published; yields the tick."""
+    HEALTH.ready(name)
+    lag = asyncio.ensure_future(watch_lag(consumer, group, stop, settings.observability.lag_interval_s))
+    try:
+        yield functools.partial(HEALTH.progress, name)
+    finally:
+        HEALTH.ready(name, False)
+        lag.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -230,14 +255,22 @@ async def drained(work: Awaitable[None], stop: asyncio.Event, timeout_s: float) 
                 await task
 
 
-def run_until_signal(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` so it drains and exits cleanly."""
+def run_until_signal(
+    main: Callable[[asyncio.Event], Awaitable[None]], settings: Settings | None = None, service: str = "worker"
+) -> None:
+    """Run ``main(stop)``; SIGINT/SIGTERM set ``stop`` so it drains and exits cleanly. With
+    ``settings`` whose ``observability.port`` is set, /metrics, /healthz and /readyz are served
+    meanwhile (and tracing is set up from the OTEL_* variables)."""
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        cfg = settings.observability if settings is not None else None
+        if settings is not None:
+            tracing.setup(service)
+        async with serving(HEALTH, cfg.host if cfg else "", cfg.port if cfg else None):
+            await main(stop)
 
     asyncio.run(runner())

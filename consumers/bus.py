@@ -104,8 +104,10 @@ async def consume_batches(
     what: str,
     poison: Poison | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
+    tick: Callable[[], None] | None = None,
 ) -> None:
     """The batch loop of every worker: fetch -> handle -> commit, one batch at a time.
+    ``tick`` is called on every turn of the loop (liveness: /healthz).
 
     Backpressure: nothing is fetched while a batch is being handled or retried (aiokafka keeps
     heartbeating meanwhile), so in-flight work is at most ``max_records`` records. Offsets move
@@ -113,6 +115,8 @@ async def consume_batches(
     between batches, so a shutdown finishes the batch in hand and commits it.
     """
     while not stop.is_set():
+        if tick is not None:
+            tick()
         records = await fetch(consumer, max_records=max_records, timeout_ms=wait_ms)
         if records:
             await handle_batch(handle, records, what=what, poison=poison, backoff=backoff)

@@ -192,7 +192,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
             f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {len(agents)} agents. Ctrl-C stops.",
             flush=True,
         )
-        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop))
+        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop), live, "dev")
     print("routeyard dev: stopped", flush=True)
     return 0
 
@@ -237,9 +237,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
         check_engine(settings)
         catalog = load_catalog(settings.router.catalog)
-        run_until_signal(lambda stop: run_router(settings, stop, catalog))
+        run_until_signal(lambda stop: run_router(settings, stop, catalog), settings, "router")
     else:
-        run_until_signal(lambda stop: run_correlator(settings, stop))
+        run_until_signal(lambda stop: run_correlator(settings, stop), settings, "correlator")
     return 0
 
 
@@ -253,7 +253,7 @@ def _agent(args: argparse.Namespace, settings: Settings) -> int:
             for agent in agents:
                 group.create_task(run_agent(agent, settings, stop))
 
-    run_until_signal(run_all)
+    run_until_signal(run_all, settings, "agent")
     return 0
 
 

@@ -21,6 +21,7 @@ from typing import Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumers import tracing
 from consumers.bus import Outgoing, fetch, make_consumer, make_producer, publish
 from consumers.settings import KafkaSettings
 from schemas import (
@@ -114,11 +115,25 @@ class RouteyardClient:
         )
 
     async def publish(self, events: Sequence[ConversationEvent]) -> None:
-        """Publish turns (keyed by conversation id) and wait for the broker's acknowledgement."""
-        await publish(
-            self._producer,
-            [Outgoing(topic=self.topics.conversations, value=encode(e), key=e.conversation_id) for e in events],
-        )
+        """Publish turns (keyed by conversation id) and wait for the broker's acknowledgement.
+        Each starts a trace (or continues the caller's current one): ``traceparent`` in its headers."""
+        spans = [tracing.started("routeyard.publish", conversation=e.conversation_id) for e in events]
+        try:
+            await publish(
+                self._producer,
+                [
+                    Outgoing(
+                        topic=self.topics.conversations,
+                        value=encode(e),
+                        key=e.conversation_id,
+                        headers=tracing.headers(span.context()),
+                    )
+                    for e, span in zip(events, spans, strict=True)
+                ],
+            )
+        finally:
+            for span in spans:
+                span.end()
 
     async def send(self, conversation_id: str, messages: str | Sequence[Message], **options: object) -> str:
         """Publish one turn without waiting for its response; returns the event id."""

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from consumers.bus import Outgoing, publish
 from consumers.context import Append, ContextStore, tenant_part
+from consumers.retry import retrying
 from router.correlation import Correlation, Effect
 
 log = logging.getLogger(__name__)
@@ -139,12 +140,15 @@ class Outbox:
         await publish(
             self._producer,
             [
-                Outgoing(topic=e.topic, value=e.value, key=e.key)
+                Outgoing(topic=e.topic, value=e.value, key=e.key, headers=e.headers)
                 for _, e in effects
                 if e.topic is not None and e.value is not None
             ],
         )
-        await self.clear({key: {e.id for e in added} for key, (_, added) in items.items()})
+        done = {key: {e.id for e in added} for key, (_, added) in items.items()}
+        # Retried here: redoing the whole batch would find the states stored and leave the outbox
+        # to a sweeper, which would publish it all again after the lease.
+        await retrying(lambda: self.clear(done), what="outbox clear")
 
     async def clear(self, ids: dict[str, set[str]], attempts: int = 8) -> None:
         pending = {k: v for k, v in ids.items() if v}

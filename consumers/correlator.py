@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from consumers import tracing
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
@@ -38,6 +39,7 @@ from router.correlation import (
     on_deadline,
     on_reply,
     redeliver,
+    response_status,
     stage,
 )
 from schemas import AgentReply, DecodeError, reply_decoder
@@ -51,6 +53,9 @@ Change = Callable[[Correlation, float, str], Step]
 
 
 class Correlator:
+    tick: Callable[[], None] | None = None
+    """Called on every turn of the batch loop (the process's liveness probe)."""
+
     def __init__(
         self,
         *,
@@ -84,6 +89,7 @@ class Correlator:
             what="correlate batch",
             poison=dead_letterer(self._producer, self._topics.dead_letters, stage="correlate"),
             backoff=backoff_for(self._settings),
+            tick=self.tick,
         )
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
@@ -97,6 +103,7 @@ class Correlator:
         replies: dict[str, list[AgentReply]] = defaultdict(list)
         sources: dict[str, list[Record]] = defaultdict(list)
         dead: list[Outgoing] = []
+        spans = []
         for record in records:
             try:
                 reply = reply_decoder.decode(record.value or b"")
@@ -106,7 +113,12 @@ class Correlator:
             key = self._store.key(reply.tenant, reply.event_id)
             replies[key].append(reply)
             sources[key].append(record)
-        strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now))
+            spans.append(tracing.started("routeyard.reply", tracing.carrier(record.headers), agent=reply.agent))
+        try:
+            strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now))
+        finally:
+            for span in spans:
+                span.end()
         for key in strays:  # no correlation: never routed here, or expired long ago
             METRICS.replies.labels(outcome="unknown").inc(len(sources[key]))
             why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
@@ -182,6 +194,7 @@ class Correlator:
         if pending:
             raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
         await self._outbox.carry_out(done)
+        _responded([state for state, effects in done.values() if any(e.id.startswith("response:") for e in effects)])
         await self._feedback([o for key in done for o in outcomes[key]])
         return missing
 
@@ -194,3 +207,16 @@ class Correlator:
                 METRICS.task_retries.labels(agent=o.agent).inc()
         if self._circuits is not None:
             await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes], time.time())
+
+
+def _responded(states: list[Correlation]) -> None:
+    """Responses just published: end-to-end latency, and the trace's last span."""
+    now = time.time()
+    for state in states:
+        status = response_status(state.slots)
+        took = now - state.created_at.timestamp() if state.created_at is not None else None
+        if took is not None and took >= 0:
+            METRICS.end_to_end_seconds.labels(status=status).observe(took)
+        span = tracing.started("routeyard.respond", state.trace, status=status, routes=state.routes)
+        span.set(end_to_end_ms=round(took * 1000, 3) if took is not None else None)
+        span.end()

@@ -49,6 +49,15 @@ class _Metrics:
         self.circuit_rerouted = Counter(
             "routeyard_circuit_rerouted_total", "Routes moved away from an agent whose breaker was open", ["agent"]
         )
+        self.consumer_lag = Gauge(
+            "routeyard_consumer_lag", "Records behind the end of the topic, for this process", ["group", "topic"]
+        )
+        self.end_to_end_seconds = Histogram(
+            "routeyard_end_to_end_seconds",
+            "Event created -> response published",
+            ["status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
 
 
 METRICS = _Metrics()

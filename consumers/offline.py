@@ -34,6 +34,7 @@ def add_commands(commands: Any, command: Command) -> None:
     _eval_parser(commands, command)
     _tune_parser(commands, command)
     _replay_parser(commands, command)
+    _explain_parser(commands, command)
 
 
 # -- routeyard eval ------------------------------------------------------------------------------
@@ -316,3 +317,40 @@ async def _run_replay(
 
     async with build_engine(settings) as engine:
         return await replay(settings, engine, catalog, selection, labels=labels, dispatch_prefix=dispatch_prefix)
+
+
+# -- routeyard explain ---------------------------------------------------------------------------
+
+
+def _explain_parser(commands: Any, command: Command) -> None:
+    explain = command(
+        commands,
+        "explain",
+        _explain,
+        "why a turn went where it went: its recorded decision (engine, model, catalog, raw output, "
+        "scores, fallback reason, latency) and how it ended",
+    )
+    explain.add_argument("event_id")
+    explain.add_argument(
+        "--conversation", metavar="ID", help="the event's conversation id: read only its partition (faster)"
+    )
+    explain.add_argument("--json", action="store_true", help="print the records found as JSON")
+
+
+def _explain(args: argparse.Namespace, settings: Settings) -> int:
+    import msgspec
+
+    from consumers.explain import explain_markdown, find_event
+
+    found = asyncio.run(find_event(settings.kafka, settings.topics, args.event_id, args.conversation))
+    if args.json:
+        document = {
+            "event": found.event,
+            "decisions": found.decisions,
+            "responses": found.responses,
+            "dead_letters": found.dead_letters,
+        }
+        print(msgspec.json.format(msgspec.json.encode(document)).decode())
+    else:
+        print(explain_markdown(found))
+    return 0 if found.found else 1

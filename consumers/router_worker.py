@@ -15,11 +15,12 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from consumers import tracing
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
@@ -95,6 +96,9 @@ def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) 
 
 
 class RouterWorker:
+    tick: Callable[[], None] | None = None
+    """Called on every turn of the batch loop (the process's liveness probe)."""
+
     def __init__(
         self,
         *,
@@ -130,18 +134,30 @@ class RouterWorker:
             what="route batch",
             poison=dead_letterer(self._producer, self._topics.dead_letters, stage="route"),
             backoff=backoff_for(self._settings),
+            tick=self.tick,
         )
 
     async def handle(self, records: Sequence[Record]) -> None:
-        events, dead = self._decode(records)
+        started_ns = time.time_ns()
+        events, sources, dead = self._decode(records)
         if events:
-            await self._route(events)
+            spans = {
+                e.event_id: tracing.started("routeyard.route", tracing.carrier(r.headers), at_ns=started_ns)
+                for e, r in zip(events, sources, strict=True)
+            }
+            try:
+                await self._route(events, spans)
+            finally:
+                for span in spans.values():
+                    span.end()
         if dead:
             await publish(self._producer, dead)
             METRICS.dead_letters.labels(stage="route").inc(len(dead))
 
-    def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Outgoing]]:
+    def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Outgoing]]:
+        """The valid events with the records they came from, and dead letters for the rest."""
         events: list[ConversationEvent] = []
+        sources: list[Record] = []
         dead: list[Outgoing] = []
         limit = self._settings.router.max_event_bytes
         for record in records:
@@ -155,9 +171,10 @@ class RouterWorker:
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="decode", error=exc))
                 continue
             events.append(event)
-        return events, dead
+            sources.append(record)
+        return events, sources, dead
 
-    async def _route(self, events: list[ConversationEvent]) -> None:
+    async def _route(self, events: list[ConversationEvent], spans: dict[str, tracing.Span] | None = None) -> None:
         keys = [self._store.key(e.tenant, e.event_id) for e in events]
         existing = await self._store.get_many(keys)
         contexts = await self._context.append_many(
@@ -182,8 +199,9 @@ class RouterWorker:
         METRICS.batch_size.observe(len(requests))
         self._observe_engine()
         gate = await self._gate()
+        spans = spans or {}
         writes = [
-            self._open(events[i], keys[i], request, result, latency_ms, gate)
+            self._open(events[i], keys[i], request, result, latency_ms, gate, spans.get(events[i].event_id))
             for i, request, result in zip(fresh, requests, results, strict=True)
         ]
         stored = await self._store.write_many([w for w, _ in writes], time.time())
@@ -200,6 +218,7 @@ class RouterWorker:
         result: EngineResult,
         latency_ms: float,
         gate: Gate | None = None,
+        span: tracing.Span | None = None,
     ) -> tuple[Write, list[Effect]]:
         now = time.time()
         mode = event.mode or self._settings.router.mode
@@ -223,6 +242,17 @@ class RouterWorker:
             worker=self.worker_id,
         )
         self._count(decision)
+        if span is not None:
+            span.set(
+                routes=list(decision.routes),
+                engine=decision.engine,
+                mode=mode,
+                decision_ms=round(latency_ms, 3),
+                confidence=decision.confidence,
+                fallback_reason=decision.fallback_reason,
+                catalog_version=decision.catalog_version,
+            )
+        trace = span.context() if span is not None else {}
         transition = start(
             event_id=event.event_id,
             conversation_id=event.conversation_id,
@@ -235,8 +265,9 @@ class RouterWorker:
             created_at=event.created_at,
             metadata=event.metadata,
             now=now,
+            trace=trace,
         )
-        effects = [self._decision_effect(decision), *transition.effects]
+        effects = [self._decision_effect(decision, trace), *transition.effects]
         return Write(key, None, stage(transition.state, effects, now)), effects
 
     def _observe_engine(self) -> None:
@@ -273,12 +304,13 @@ class RouterWorker:
             backoff_max_s=retry.backoff_max_s,
         )
 
-    def _decision_effect(self, decision: RoutingDecision) -> Effect:
+    def _decision_effect(self, decision: RoutingDecision, trace: dict[str, str] | None = None) -> Effect:
         return Effect(
             id=f"decision:{decision.event_id}",
             topic=self._topics.decisions,
             key=decision.conversation_id,
             value=encode(decision),
+            headers=tracing.headers(trace),
         )
 
     def _count(self, decision: RoutingDecision) -> None:

@@ -174,7 +174,8 @@ class CorrelatorSettings(BaseModel):
 class AgentSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
-    concurrency: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=64, ge=1)
+    """Tasks handled at once per agent process (most agent work waits on I/O: LLMs, APIs)."""
     dedup_ttl_s: int = Field(default=24 * 3600, ge=60)
 
 
@@ -243,6 +244,7 @@ class Settings(BaseSettings):
     lifecycle: LifecycleSettings = LifecycleSettings()
     retry: RetrySettings = RetrySettings()
     circuit: CircuitSettings = CircuitSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     vllm: VllmSettings = VllmSettings()
     openai: OpenAISettings = OpenAISettings()
     semantic: SemanticSettings = SemanticSettings()

@@ -60,6 +60,8 @@ class Effect(msgspec.Struct, frozen=True, kw_only=True):
     key: str | None = None
     value: bytes | None = None
     context: list[Message] | None = None
+    headers: list[tuple[str, bytes]] | None = None
+    """Record headers (the trace context)."""
 
 
 class Target(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,6 +128,11 @@ class Correlation(msgspec.Struct, frozen=True, kw_only=True):
     outbox: list[Effect] = msgspec.field(default_factory=list)
     outbox_since: float = 0.0
     """When effects were last added to the outbox (an outbox older than a lease is stale)."""
+    trace: dict[str, str] = msgspec.field(default_factory=dict)
+    """The W3C trace context (traceparent, tracestate) every record of this turn carries."""
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return [(k, v.encode("ascii")) for k, v in sorted(self.trace.items())] if self.trace else None
 
     @property
     def routes(self) -> list[str]:
@@ -158,6 +165,7 @@ def start(
     created_at: datetime | None,
     metadata: dict[str, str],
     now: float,
+    trace: dict[str, str] | None = None,
 ) -> Transition:
     """Open a correlation for a routed turn. ``agents``: targets (or (name, topic, timeout_s)) in route order."""
     targets = [a if isinstance(a, Target) else Target(agent=a[0], topic=a[1], timeout_s=a[2]) for a in agents]
@@ -184,6 +192,7 @@ def start(
         response_topic=response_topic,
         created_at=created_at,
         metadata=metadata,
+        trace=trace or {},
     )
     return _advance(state, now)
 
@@ -348,7 +357,15 @@ def _dispatch(
         attempt=attempt,
         metadata=state.metadata,
     )
-    effects.append(Effect(id=f"task:{task_id}", topic=slot.topic, key=state.conversation_id, value=encode(task)))
+    effects.append(
+        Effect(
+            id=f"task:{task_id}",
+            topic=slot.topic,
+            key=state.conversation_id,
+            value=encode(task),
+            headers=state.headers(),
+        )
+    )
     return msgspec.structs.replace(slot, status="waiting", deadline=deadline, attempt=attempt, retry_at=None)
 
 
@@ -389,6 +406,7 @@ def _finish_effects(state: Correlation, response: ConversationResponse) -> list[
             topic=state.response_topic,
             key=state.conversation_id,
             value=encode(response),
+            headers=state.headers(),
         )
     )
     return effects

@@ -1,0 +1,82 @@
+"""A conversation's path, end to end, as an operator sees it: one trace across the Kafka hops
+(client -> router worker -> agent -> correlator -> response) with the decision on the route span,
+and /metrics, /readyz of the running process counting it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+
+pytest.importorskip("opentelemetry.sdk")
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from consumers.embedded import EmbeddedBroker, EmbeddedValkey
+from consumers.observability import HEALTH, serving
+from tests.integration.stack import Recorder, catalog, make_settings, running, spec
+from tests.unit.test_observability import get
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()
+
+
+def by_name(finished: tuple[ReadableSpan, ...], trace_id: int) -> dict[str, ReadableSpan]:
+    return {s.name: s for s in finished if s.context is not None and s.context.trace_id == trace_id}
+
+
+async def test_one_trace_and_the_metrics_of_a_conversation(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, spans: InMemorySpanExporter
+) -> None:
+    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+    agents = Recorder()
+    async with serving(HEALTH, "127.0.0.1", 0) as server:
+        assert server is not None
+        async with running(settings, catalog(spec("WeatherAgent", "weather")), [agents.agent("WeatherAgent")]) as c:
+            (response,) = await c.ask_many([c.event("c-trace", "Weather in Lima?", event_id="ev-trace")], timeout=30)
+            assert response.status == "complete"
+            status, body = await get(server.port, "/readyz")
+            assert status == 200, body
+            assert '"router": "ready"' in body and '"agent WeatherAgent": "ready"' in body
+            assert '"correlator": "ready"' in body
+            await asyncio.sleep(0.3)  # the respond span ends just after the response is published
+            _, metrics = await get(server.port, "/metrics")
+        assert 'routeyard_decisions_total{engine="rules",outcome="routed"}' in metrics
+        assert 'routeyard_routes_total{agent="WeatherAgent"}' in metrics
+        assert 'routeyard_end_to_end_seconds_count{status="complete"}' in metrics
+        assert "routeyard_consumer_lag" in metrics
+
+    finished = spans.get_finished_spans()
+    publish = next(
+        s for s in finished if s.name == "routeyard.publish" and s.attributes["routeyard.conversation"] == "c-trace"
+    )
+    path = by_name(finished, publish.context.trace_id)
+    assert {"routeyard.publish", "routeyard.route", "routeyard.agent", "routeyard.reply", "routeyard.respond"} <= set(
+        path
+    )
+    route, agent, reply, respond = (path[f"routeyard.{n}"] for n in ("route", "agent", "reply", "respond"))
+    assert route.parent is not None and route.parent.span_id == publish.context.span_id
+    assert agent.parent is not None and agent.parent.span_id == route.context.span_id
+    assert reply.parent is not None and reply.parent.span_id == agent.context.span_id
+    assert respond.parent is not None and respond.parent.span_id == route.context.span_id
+    assert route.attributes["routeyard.routes"] == ("WeatherAgent",)
+    assert route.attributes["routeyard.engine"] == "rules"
+    assert route.attributes["routeyard.decision_ms"] >= 0
+    assert agent.attributes["routeyard.agent"] == "WeatherAgent"
+    assert respond.attributes["routeyard.status"] == "complete"
