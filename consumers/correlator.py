@@ -47,6 +47,9 @@ from schemas import AgentReply, DecodeError, reply_decoder
 log = logging.getLogger(__name__)
 
 CAS_ATTEMPTS = 10
+CATCH_UP_PATIENCE_S = 60.0
+GROUP_JOIN_GRACE_S = 15.0
+"""With no replies partition assigned this long after start, another correlator holds them all."""
 
 Step = tuple[Correlation, list[Effect], list[Outcome]]
 Change = Callable[[Correlation, float, str], Step]
@@ -67,6 +70,7 @@ class Correlator:
         circuits: CircuitStore | None = None,
     ) -> None:
         self._settings = settings
+        self._born = time.monotonic()
         self._circuits = circuits
         self._topics = settings.topics
         self._consumer = consumer
@@ -94,6 +98,7 @@ class Correlator:
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:
         interval = self._settings.correlator.sweep_interval_ms / 1000
+        await self._catch_up(stop)
         while not stop.is_set():
             await retrying(self.sweep, what="sweep", backoff=backoff_for(self._settings))
             with contextlib.suppress(TimeoutError):
@@ -126,6 +131,29 @@ class Correlator:
         if dead:
             await publish(self._producer, dead)
             METRICS.dead_letters.labels(stage="correlate").inc(len(dead))
+
+    async def _catch_up(self, stop: asyncio.Event, patience_s: float = CATCH_UP_PATIENCE_S) -> None:
+        """Before timing anyone out, read the replies that arrived while no correlator ran: after a
+        restart, an agent that answered in time must not count as timed out (nor trip its breaker)."""
+        started = time.monotonic()
+        while not stop.is_set() and time.monotonic() - started < patience_s:
+            if await self._caught_up():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.05)
+        if not stop.is_set():
+            log.warning("replies not caught up after %.0f s; timing agents out anyway", patience_s)
+
+    async def _caught_up(self) -> bool:
+        """Every assigned replies partition read up to its high watermark (none assigned: nothing to read)."""
+        partitions = self._consumer.assignment()
+        if not partitions:
+            return bool(self._consumer.subscription()) and time.monotonic() - self._born > GROUP_JOIN_GRACE_S
+        for tp in partitions:
+            end = self._consumer.highwater(tp)
+            if end is None or await self._consumer.position(tp) < end:
+                return False
+        return True
 
     async def sweep(self) -> int:
         METRICS.pending.set(await self._store.pending())

@@ -17,8 +17,9 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from consumers import app
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.observability import HEALTH, serving
+from consumers.observability import Health, serving
 from tests.integration.stack import Recorder, catalog, make_settings, running, spec
 from tests.unit.test_observability import get
 
@@ -42,11 +43,13 @@ def by_name(finished: tuple[ReadableSpan, ...], trace_id: int) -> dict[str, Read
 
 
 async def test_one_trace_and_the_metrics_of_a_conversation(
-    broker: EmbeddedBroker, valkey: EmbeddedValkey, spans: InMemorySpanExporter
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, spans: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
     agents = Recorder()
-    async with serving(HEALTH, "127.0.0.1", 0) as server:
+    health = Health()  # this "process" only: earlier tests' stopped workers are not ready, rightly
+    monkeypatch.setattr(app, "HEALTH", health)
+    async with serving(health, "127.0.0.1", 0) as server:
         assert server is not None
         async with running(settings, catalog(spec("WeatherAgent", "weather")), [agents.agent("WeatherAgent")]) as c:
             (response,) = await c.ask_many([c.event("c-trace", "Weather in Lima?", event_id="ev-trace")], timeout=30)
