@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
 from consumers.bus import Record, make_consumer
-from consumers.replay import _drain
+from consumers.replay import drain
 from consumers.settings import KafkaSettings
 from schemas import (
     ConversationEvent,
@@ -82,7 +82,7 @@ async def _read(consumer: AIOKafkaConsumer, names: Sequence[str], conversation_i
         return []
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
-    return await _drain(consumer, partitions, 0.5)
+    return await drain(consumer, partitions, 0.5)
 
 
 def _take(found: Explanation, record: Record, topics: Topics) -> None:

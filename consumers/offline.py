@@ -208,12 +208,8 @@ def _fraction(text: str) -> float:
 
 
 def _tune(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        from router.tuning import tune
-    except ImportError as exc:  # pragma: no cover - numpy missing
-        print(f"routeyard: tune needs routeyard[semantic]: {exc}", file=sys.stderr)
-        return 2
     from router.embedding import EncoderUnavailable
+    from router.tuning import tune
 
     base = settings.semantic
     print(f"routeyard tune: encoding {args.dataset.name} with {base.model} ...", file=sys.stderr, flush=True)

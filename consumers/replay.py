@@ -130,14 +130,15 @@ async def read_topics(kafka: KafkaSettings, topics: Sequence[str], *, settle_s: 
         if partitions:
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
-            for record in await _drain(consumer, partitions, settle_s):
+            for record in await drain(consumer, partitions, settle_s):
                 found[record.topic].append(record)
         return found
     finally:
         await consumer.stop()
 
 
-async def _drain(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], settle_s: float) -> list[Record]:
+async def drain(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], settle_s: float) -> list[Record]:
+    """Every record of the assigned ``partitions`` up to their high watermarks (quiet ``settle_s`` first)."""
     records: list[Record] = []
     quiet_since = time.monotonic()
     while True:

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -126,3 +130,24 @@ async def read_all(settings: Settings, topic: str, *, settle: float = 0.5) -> li
             values += [r.value for records in batch.values() for r in records]
     finally:
         await consumer.stop()
+
+
+def start_worker(role: str, settings: Settings, catalog_path: Path, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """``routeyard worker ROLE`` as a child process on this test's broker, Redis and prefix, with
+    small batches and quick group joins; ``env`` adds ROUTEYARD_* variables. Output goes to ``log``."""
+    variables = dict(
+        os.environ,
+        ROUTEYARD_TOPIC_PREFIX=settings.topic_prefix,
+        ROUTEYARD_KAFKA__BOOTSTRAP=settings.kafka.bootstrap,
+        ROUTEYARD_KAFKA__SESSION_TIMEOUT_MS="6000",
+        ROUTEYARD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
+        ROUTEYARD_KAFKA__PARTITIONS=str(settings.kafka.partitions),
+        ROUTEYARD_REDIS__URL=settings.redis.url.get_secret_value(),
+        ROUTEYARD_ROUTER__CATALOG=str(catalog_path),
+        ROUTEYARD_ROUTER__MAX_BATCH="8",
+        **env,
+    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumers.cli", "worker", role], env=variables, stdout=out, stderr=subprocess.STDOUT
+        )

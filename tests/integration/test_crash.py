@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import yaml
 
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 from schemas import response_decoder
-from tests.integration.stack import Recorder, make_settings, read_all, running, spec
+from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -24,24 +22,7 @@ CONVERSATIONS = 150
 
 
 def start_router(settings, catalog_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        ROUTEYARD_TOPIC_PREFIX=settings.topic_prefix,
-        ROUTEYARD_KAFKA__BOOTSTRAP=settings.kafka.bootstrap,
-        ROUTEYARD_KAFKA__SESSION_TIMEOUT_MS="6000",
-        ROUTEYARD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
-        ROUTEYARD_KAFKA__PARTITIONS=str(settings.kafka.partitions),
-        ROUTEYARD_REDIS__URL=settings.redis.url.get_secret_value(),
-        ROUTEYARD_ROUTER__CATALOG=str(catalog_path),
-        ROUTEYARD_ROUTER__MAX_BATCH="8",
-    )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "worker", "router"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    return start_worker("router", settings, catalog_path, log)
 
 
 async def test_sigkill_router_mid_stream_loses_nothing_and_answers_once(

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import yaml
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 from router.catalog import load_catalog
 from schemas import response_decoder
-from tests.integration.stack import Recorder, make_settings, read_all, running, spec
+from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -27,24 +25,15 @@ SHUTDOWN_TIMEOUT_S = 10
 
 
 def start(role: str, settings, catalog_path: Path, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(
-        os.environ,
-        ROUTEYARD_TOPIC_PREFIX=settings.topic_prefix,
-        ROUTEYARD_KAFKA__BOOTSTRAP=settings.kafka.bootstrap,
-        ROUTEYARD_KAFKA__SESSION_TIMEOUT_MS="6000",
-        ROUTEYARD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
-        ROUTEYARD_KAFKA__PARTITIONS=str(settings.kafka.partitions),
-        ROUTEYARD_REDIS__URL=settings.redis.url.get_secret_value(),
-        ROUTEYARD_ROUTER__CATALOG=str(catalog_path),
-        ROUTEYARD_ROUTER__MAX_BATCH="8",
+    return start_worker(
+        role,
+        settings,
+        catalog_path,
+        log,
         ROUTEYARD_CORRELATOR__MAX_BATCH="8",
         ROUTEYARD_CORRELATOR__SWEEP_INTERVAL_MS="50",
         ROUTEYARD_LIFECYCLE__SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_TIMEOUT_S),
     )
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "worker", role], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
 
 
 async def _terminate(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
