@@ -200,11 +200,15 @@ def worker_env(bootstrap: str, redis_url: str, catalog: Path, partitions: int) -
     )
 
 
-def start_pipelines(procs: Processes, env: dict[str, str]) -> None:
-    cli = [sys.executable, "-m", "consumers.cli"]
-    procs.start("router", [*cli, "worker", "router"], env)
-    procs.start("agent", [*cli, "agent", "bench.pipeline:echo"], env)
-    procs.start("correlator", [*cli, "worker", "correlator"], env)
+def start_pipelines(procs: Processes, env: dict[str, str], profile: Path | None = None) -> None:
+    def cli(name: str) -> list[str]:
+        if profile is None:
+            return [sys.executable, "-m", "consumers.cli"]
+        return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{name}.prof"), "-m", "consumers.cli"]
+
+    procs.start("router", [*cli("router"), "worker", "router"], env)
+    procs.start("agent", [*cli("agent"), "agent", "bench.pipeline:echo"], env)
+    procs.start("correlator", [*cli("correlator"), "worker", "correlator"], env)
     ry, rl = Topics(prefix=PREFIX), Topics(prefix=RELAY_PREFIX)
     hops = [(rl.conversations, rl.agent("EchoAgent")), (rl.agent("EchoAgent"), rl.replies), (rl.replies, rl.responses)]
     for i, (source, sink) in enumerate(hops, 1):
@@ -447,8 +451,9 @@ def print_cpu(runs: dict[str, list[Run]]) -> None:
     print("| process | routeyard ms/conv | routeyard % | relay ms/conv | relay % |")
     print("|---|---:|---:|---:|---:|")
     ry, rl = runs["routeyard"][-1], runs["relay"][-1]
-    for name in ry.cpu:
-        cells = [f"{r.cpu[name] * 1000 / r.sent:.3f} | {r.cpu[name] * 100 / r.wall_s:.0f}" for r in (ry, rl)]
+    for name in [*ry.cpu, "total"]:
+        used = [r.cpu[name] if name != "total" else sum(r.cpu.values()) for r in (ry, rl)]
+        cells = [f"{u * 1000 / r.sent:.3f} | {u * 100 / r.wall_s:.0f}" for u, r in zip(used, (ry, rl), strict=True)]
         print(f"| {name} | {' | '.join(cells)} |")
 
 
@@ -512,7 +517,9 @@ async def bench(args: argparse.Namespace, bootstrap: str, redis_url: str, procs:
     names = [t for p in pipes for t in (*p.topics.core(), p.topics.agent("EchoAgent"))]
     await ensure_topics(bootstrap, dict.fromkeys(names, args.partitions))
     env = worker_env(bootstrap, redis_url, catalog, args.partitions)
-    start_pipelines(procs, env)
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    start_pipelines(procs, env, args.profile)
     driver, redis = Driver(bootstrap, procs, args.partitions), Redis.from_url(redis_url)
     await driver.start(pipes)
     try:
@@ -552,6 +559,9 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=10_000, help="conversations for the memory figures")
     parser.add_argument("--paced-seconds", type=float, default=10.0)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--profile", type=Path, help="run routeyard's processes under cProfile, writing DIR/<process>.prof at exit"
+    )
     args = parser.parse_args()
     from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 
@@ -564,6 +574,9 @@ def main() -> None:
     try:
         broker.start()
         valkey.start()
+        for name, server in (("tansu", broker), ("valkey", valkey)):  # shared: in the CPU table too
+            if server.pid is not None:
+                procs.pids[name] = server.pid
         (catalog := work / "agents.yaml").write_text(CATALOG)
         asyncio.run(bench(args, broker.bootstrap, valkey.url, procs, catalog))
         ok = True

@@ -28,24 +28,32 @@ DEFAULT_MAX_BYTES = 512 * 1024
 """Bytes of stored messages kept per conversation (JSON as stored)."""
 
 _APPEND = """
-local fresh = redis.call('ZADD', KEYS[2], 'NX', ARGV[4], ARGV[1])
-if fresh == 1 then
-  for i = 8, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-  redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
-  local items = redis.call('LRANGE', KEYS[1], 0, -1)
-  local budget, bytes, keep = tonumber(ARGV[7]), 0, #items
-  for i = #items, 1, -1 do
-    bytes = bytes + string.len(items[i])
-    if bytes > budget then keep = math.max(1, #items - i) break end
+local max, ttl, now, kept = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local read, budget, out, a = ARGV[5] == '1', tonumber(ARGV[6]), {}, 7
+for k = 1, #KEYS, 2 do
+  local ctx, seen, id, n = KEYS[k], KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
+  if redis.call('ZADD', seen, 'NX', now, id) == 1 then
+    for i = a + 2, a + 1 + n do redis.call('RPUSH', ctx, ARGV[i]) end
+    redis.call('LTRIM', ctx, -max, -1)
+    local items = redis.call('LRANGE', ctx, 0, -1)
+    local bytes, keep = 0, #items
+    for i = #items, 1, -1 do
+      bytes = bytes + string.len(items[i])
+      if bytes > budget then keep = math.max(1, #items - i) break end
+    end
+    if keep < #items then redis.call('LTRIM', ctx, -keep, -1) end
+    redis.call('ZREMRANGEBYRANK', seen, 0, -kept - 1)
   end
-  if keep < #items then redis.call('LTRIM', KEYS[1], -keep, -1) end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[5]) - 1)
+  redis.call('EXPIRE', ctx, ttl)
+  redis.call('EXPIRE', seen, ttl)
+  if read then out[#out + 1] = redis.call('LRANGE', ctx, 0, -1) end
+  a = a + 2 + n
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-if ARGV[6] == '0' then return {} end
-return redis.call('LRANGE', KEYS[1], 0, -1)
+return out
 """
+"""Appends of a batch in one call. KEYS: (ctx, seen) per append; ARGV: max messages, ttl, now,
+seen ids kept, read ('1' returns each context after its append), max bytes, then per append its
+id, its message count and the messages."""
 
 _message_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
@@ -81,22 +89,20 @@ class ContextStore:
         """Append each batch of messages once (by id); with ``read``, return each context after."""
         if not appends:
             return []
-        now = time.time()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for a in appends:
-                args: list[bytes | str | int | float] = [
-                    a.append_id,
-                    self._max,
-                    self._ttl,
-                    now,
-                    SEEN_IDS_KEPT,
-                    "1" if read else "0",
-                    self._max_bytes,
-                ]
-                args += [_encoder.encode(m) for m in a.messages]
-                await self._script(keys=self.keys(a.tenant, a.conversation_id), args=args, client=pipe)
-            results = await pipe.execute()
-        return [[_message_decoder.decode(raw) for raw in result] for result in results]
+        keys: list[str] = []
+        args: list[bytes | str | int | float] = [
+            self._max,
+            self._ttl,
+            time.time(),
+            SEEN_IDS_KEPT,
+            "1" if read else "0",
+            self._max_bytes,
+        ]
+        for a in appends:
+            keys += self.keys(a.tenant, a.conversation_id)
+            args += [a.append_id, len(a.messages), *(_encoder.encode(m) for m in a.messages)]
+        results = await self._script(keys=keys, args=args)
+        return [[_message_decoder.decode(raw) for raw in result] for result in results] if read else []
 
     async def load(self, tenant: str | None, conversation_id: str) -> list[Message]:
         raw = await self._redis.lrange(self.keys(tenant, conversation_id)[0], 0, -1)

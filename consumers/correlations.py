@@ -15,6 +15,8 @@ twice is harmless. This is how a response is never lost.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -31,16 +33,26 @@ from router.correlation import Correlation, Effect
 log = logging.getLogger(__name__)
 
 _CAS = """
-local cur = redis.call('GET', KEYS[1])
-if ARGV[1] == '' then
-  if cur then return 0 end
-elseif cur ~= ARGV[1] then
-  return 0
+local wake_key, out = KEYS[1], {}
+for i = 2, #KEYS do
+  local a = (i - 2) * 4
+  local expected, cur = ARGV[a + 1], redis.call('GET', KEYS[i])
+  if (expected == '' and cur) or (expected ~= '' and cur ~= expected) then
+    out[i - 1] = 0
+  else
+    redis.call('SET', KEYS[i], ARGV[a + 2], 'EX', ARGV[a + 3])
+    if ARGV[a + 4] == '' then
+      redis.call('ZREM', wake_key, KEYS[i])
+    else
+      redis.call('ZADD', wake_key, ARGV[a + 4], KEYS[i])
+    end
+    out[i - 1] = 1
+  end
 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-if ARGV[4] == '' then redis.call('ZREM', KEYS[2], KEYS[1]) else redis.call('ZADD', KEYS[2], ARGV[4], KEYS[1]) end
-return 1
+return out
 """
+"""Compare-and-set a batch in one call: KEYS = wake set, then each correlation key; ARGV = per
+key (expected bytes or '' for "absent", new bytes, ttl seconds, wake time or '' for none)."""
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -74,23 +86,23 @@ class CorrelationStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.get(key)
-            return list(await pipe.execute())
+        return list(await self._redis.mget(keys))
 
-    async def write_many(self, writes: Sequence[Write], now: float) -> list[bool]:
-        """Compare-and-set each state; False where someone else changed it first."""
+    async def write_many(self, writes: Sequence[Write], now: float) -> list[bytes | None]:
+        """Compare-and-set each state (one script call for the batch): the bytes stored where it
+        stuck, None where someone else changed it first (the bytes let a later compare-and-set
+        skip reading the key again)."""
         if not writes:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for w in writes:
-                wake = self._wake(w.state, now)
-                # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
-                ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
-                args = [w.expected or b"", _encoder.encode(w.state), ttl, "" if wake is None else wake]
-                await self._cas(keys=[w.key, self.wake_key], args=args, client=pipe)
-            return [bool(r) for r in await pipe.execute()]
+        encoded = [_encoder.encode(w.state) for w in writes]
+        args: list[bytes | str | int | float] = []
+        for w, raw in zip(writes, encoded, strict=True):
+            wake = self._wake(w.state, now)
+            # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
+            ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
+            args += [w.expected or b"", raw, ttl, "" if wake is None else wake]
+        results = await self._cas(keys=[self.wake_key, *(w.key for w in writes)], args=args)
+        return [raw if ok else None for raw, ok in zip(encoded, results, strict=True)]
 
     async def claim_due(self, now: float, limit: int = 200) -> list[str]:
         """Keys whose wake time has passed; each is pushed one lease ahead, so one sweeper has it."""
@@ -113,21 +125,38 @@ def decode_state(raw: bytes) -> Correlation:
     return _decoder.decode(raw)
 
 
+class Stored(msgspec.Struct, frozen=True):
+    """A state as just stored (``raw``: its bytes in Redis) with the effects its writer added."""
+
+    state: Correlation
+    raw: bytes
+    effects: list[Effect]
+
+
 class Outbox:
-    """Carries out stored effects, then removes them from the stored states."""
+    """Carries out stored effects, then removes them from the stored states.
+
+    The removal runs in the background, overlapping the caller's next batch: the effects are
+    already published, so it only spares a sweeper from publishing them again after the lease
+    (harmless, ids are stable, but wasted). ``settle`` waits for it; ``carry_out`` settles the
+    previous removal first, so at most one per caller is in flight.
+    """
 
     def __init__(self, store: CorrelationStore, context: ContextStore, producer: AIOKafkaProducer) -> None:
         self._store = store
         self._context = context
         self._producer = producer
+        self._clearing: set[asyncio.Task[None]] = set()
 
-    async def carry_out(self, items: dict[str, tuple[Correlation, list[Effect]]]) -> None:
-        """``items``: key -> (stored state, the effects this caller added to its outbox).
+    async def carry_out(self, items: dict[str, Stored]) -> None:
+        """``items``: key -> the stored state and the effects this caller added to its outbox.
 
-        Effects run (context appends first, then publishes), then are cleared from the outbox.
-        A caller carries out only its own effects; a sweeper passes the whole outbox.
+        Effects run (context appends first, then publishes); their removal from the outbox is
+        started and not waited for. A caller carries out only its own effects; a sweeper passes
+        the whole outbox.
         """
-        effects = [(state, e) for state, added in items.values() for e in added]
+        await self.settle()
+        effects = [(item.state, e) for item in items.values() for e in item.effects]
         if not effects:
             return
         await self._context.append_many(
@@ -145,29 +174,40 @@ class Outbox:
                 if e.topic is not None and e.value is not None
             ],
         )
-        done = {key: {e.id for e in added} for key, (_, added) in items.items()}
-        # Retried here: redoing the whole batch would find the states stored and leave the outbox
-        # to a sweeper, which would publish it all again after the lease.
-        await retrying(lambda: self.clear(done), what="outbox clear")
+        # Retried in place: redoing the whole batch would find the states stored and leave the
+        # outbox to a sweeper, which would publish it all again after the lease.
+        task = asyncio.create_task(retrying(functools.partial(self.clear, items), what="outbox clear"))
+        self._clearing.add(task)
+        task.add_done_callback(self._clearing.discard)
 
-    async def clear(self, ids: dict[str, set[str]], attempts: int = 8) -> None:
-        pending = {k: v for k, v in ids.items() if v}
+    async def settle(self) -> None:
+        """Wait for the outbox removals in flight; raises if one failed for good."""
+        if self._clearing:
+            await asyncio.gather(*self._clearing)
+
+    async def clear(self, items: dict[str, Stored], attempts: int = 8) -> None:
+        """Remove each item's effects from its stored outbox. The first compare-and-set expects
+        the bytes just stored (no read); where the state changed since, it is read and retried."""
+        pending = {key: {e.id for e in item.effects} for key, item in items.items() if item.effects}
+        known = {key: (items[key].raw, items[key].state) for key in pending}
         for _ in range(attempts):
             if not pending:
                 return
-            keys = list(pending)
-            raws = await self._store.get_many(keys)
+            keys = [k for k in pending if k not in known]
+            raws = dict(zip(keys, await self._store.get_many(keys), strict=True)) if keys else {}
             writes = []
-            for key, raw in zip(keys, raws, strict=True):
+            for key in list(pending):
+                raw, state = known.pop(key) if key in known else (raws[key], None)
                 if raw is None:
                     pending.pop(key)
                     continue
-                state = decode_state(raw)
+                if state is None:
+                    state = decode_state(raw)
                 kept = [e for e in state.outbox if e.id not in pending[key]]
                 writes.append(Write(key, raw, msgspec.structs.replace(state, outbox=kept)))
             results = await self._store.write_many(writes, time.time())
             for w, ok in zip(writes, results, strict=True):
-                if ok:
+                if ok is not None:
                     pending.pop(w.key)
         if pending:
             log.warning("outbox of %d correlations not cleared; a sweeper will retry", len(pending))

@@ -27,7 +27,7 @@ from consumers import tracing
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Write, decode_state
+from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
 from consumers.metrics import METRICS
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
@@ -82,6 +82,7 @@ class Correlator:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._replies_loop(stop))
             group.create_task(self._sweep_loop(stop))
+        await self._outbox.settle()
 
     async def _replies_loop(self, stop: asyncio.Event) -> None:
         await consume_batches(
@@ -197,7 +198,7 @@ class Correlator:
         Returns the keys that have no stored correlation.
         """
         pending, missing = list(keys), []
-        done: dict[str, tuple[Correlation, list[Effect]]] = {}
+        done: dict[str, Stored] = {}
         outcomes: dict[str, list[Outcome]] = {}
         for _ in range(CAS_ATTEMPTS):
             if not pending:
@@ -214,15 +215,15 @@ class Correlator:
                 writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
             stored = await self._store.write_many([w for w, _ in writes], now)
             pending = []
-            for (write, effects), ok in zip(writes, stored, strict=True):
-                if ok:
-                    done[write.key] = (write.state, effects)
+            for (write, effects), raw in zip(writes, stored, strict=True):
+                if raw is not None:
+                    done[write.key] = Stored(write.state, raw, effects)
                 else:
                     pending.append(write.key)
         if pending:
             raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
         await self._outbox.carry_out(done)
-        _responded([state for state, effects in done.values() if any(e.id.startswith("response:") for e in effects)])
+        _responded([d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)])
         await self._feedback([o for key in done for o in outcomes[key]])
         return missing
 

@@ -24,7 +24,7 @@ from consumers import tracing
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Write
+from consumers.correlations import CorrelationStore, Outbox, Stored, Write
 from consumers.metrics import METRICS
 from consumers.retry import backoff_for
 from consumers.settings import Settings
@@ -136,6 +136,7 @@ class RouterWorker:
             backoff=backoff_for(self._settings),
             tick=self.tick,
         )
+        await self._outbox.settle()
 
     async def handle(self, records: Sequence[Record]) -> None:
         started_ns = time.time_ns()
@@ -176,14 +177,19 @@ class RouterWorker:
 
     async def _route(self, events: list[ConversationEvent], spans: dict[str, tracing.Span] | None = None) -> None:
         keys = [self._store.key(e.tenant, e.event_id) for e in events]
-        existing = await self._store.get_many(keys)
-        contexts = await self._context.append_many(
-            [Append(e.tenant, e.conversation_id, e.event_id, e.messages) for e in events], read=True
+        # Three reads at once, on three connections: one round trip's wait instead of three.
+        existing, contexts, gate = await asyncio.gather(
+            self._store.get_many(keys),
+            self._context.append_many(
+                [Append(e.tenant, e.conversation_id, e.event_id, e.messages) for e in events], read=True
+            ),
+            self._gate(),
         )
         fresh = [i for i, raw in enumerate(existing) if raw is None]
         if len(fresh) < len(events):
             METRICS.redelivered.inc(len(events) - len(fresh))
         if not fresh:
+            await self._release(gate)
             return
         requests = [
             RoutingRequest(
@@ -198,15 +204,17 @@ class RouterWorker:
         latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         METRICS.batch_size.observe(len(requests))
         self._observe_engine()
-        gate = await self._gate()
         spans = spans or {}
         writes = [
             self._open(events[i], keys[i], request, result, latency_ms, gate, spans.get(events[i].event_id))
             for i, request, result in zip(fresh, requests, results, strict=True)
         ]
         stored = await self._store.write_many([w for w, _ in writes], time.time())
-        items = {w.key: (w.state, effects) for (w, effects), ok in zip(writes, stored, strict=True) if ok}
+        items = {w.key: Stored(w.state, raw, effects) for (w, effects), raw in zip(writes, stored, strict=True) if raw}
         await self._outbox.carry_out(items)
+        await self._release(gate)
+
+    async def _release(self, gate: Gate) -> None:
         if self._circuits is not None and gate.unused_probes():
             await self._circuits.release(gate.unused_probes())
 
