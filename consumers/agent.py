@@ -38,6 +38,7 @@ from schemas import AgentReply, AgentTask, DecodeError, encode, task_decoder
 log = logging.getLogger(__name__)
 
 Handler = Callable[[AgentTask], Awaitable[str | None]]
+COMMIT_EVERY_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ class AgentRunner:
         self._freed = asyncio.Event()
         self._backoff = backoff_for(settings)
         self._failure: BaseException | None = None
+        self._marks = _Marks(redis, settings.agent.dedup_ttl_s)
+        self._committed_at = 0.0
         self._tasks: dict[asyncio.Task[None], Record] = {}
         """Every task in flight, with its record: owned here, awaited or cancelled on drain."""
         self.listener = _Revocations(self)
@@ -143,7 +146,7 @@ class AgentRunner:
                 if self.tick is not None:
                     self.tick()
                 await self._intake()
-                await self._commit()
+                await self._commit(now=False)
         finally:
             self._consumer.pause(*self._consumer.assignment())
             await self._drain(set(self._tasks), self._settings.lifecycle.shutdown_timeout_s)
@@ -185,24 +188,58 @@ class AgentRunner:
             return
         self._consumer.resume(*self._consumer.paused())
         records = await fetch(self._consumer, max_records=self._free_slots(), timeout_ms=wait)
+        if not records:
+            return
         for record in records:
-            await self._slots.acquire()
             self._tracker.begin(record)
-            task = asyncio.create_task(self._one(record))
-            self._tasks[task] = record
-            task.add_done_callback(self._tasks.pop)
+        start = await retrying(functools.partial(self._screen, records), what="agent intake", backoff=self._backoff)
+        for record, task in start:
+            await self._slots.acquire()
+            job = asyncio.create_task(self._one(record, task))
+            self._tasks[job] = record
+            job.add_done_callback(self._tasks.pop)
+
+    async def _screen(self, records: list[Record]) -> list[tuple[Record, AgentTask]]:
+        """The records to run, decoded. The rest end here: undecodable ones are dead-lettered,
+        tasks already answered (one read for the whole batch) are counted and skipped."""
+        tasks: list[tuple[Record, AgentTask]] = []
+        dead: list[Outgoing] = []
+        for record in records:
+            try:
+                tasks.append((record, task_decoder.decode(record.value or b"")))
+            except DecodeError as exc:
+                dead.append(dead_letter(record, self._settings.topics.dead_letters, stage="agent", error=exc))
+        done = await self._marks.answered([self._done_key(task) for _, task in tasks]) if tasks else []
+        if dead:
+            await publish(self._producer, dead)
+            METRICS.dead_letters.labels(stage="agent").inc(len(dead))
+        start = [(record, task) for (record, task), answered in zip(tasks, done, strict=True) if not answered]
+        if len(start) < len(tasks):
+            METRICS.tasks.labels(agent=self.agent.name, outcome="duplicate").inc(len(tasks) - len(start))
+        running = {id(record) for record, _ in start}
+        for record in records:
+            if id(record) not in running:
+                self._tracker.end(record)
+        return start
 
     def _free_slots(self) -> int:
         return max(1, self._settings.agent.concurrency - self._tracker.in_flight)
 
-    async def _commit(self) -> None:
+    async def _commit(self, *, now: bool = True) -> None:
+        """Commit what finished; in the intake loop (``now=False``) at most every COMMIT_EVERY_S:
+        a commit is a broker round trip, and committing later only means more redelivered tasks
+        skipped as answered after a crash."""
+        if not now and time.monotonic() - self._committed_at < COMMIT_EVERY_S:
+            return
+        self._committed_at = time.monotonic()
         offsets = self._tracker.committable()
         if offsets and await commit(self._consumer, offsets):
             self._tracker.committed(offsets)
 
-    async def _one(self, record: Record) -> None:
+    async def _one(self, record: Record, task: AgentTask) -> None:
         try:
-            await retrying(functools.partial(self._handle, record), what="agent task", backoff=self._backoff)
+            await retrying(functools.partial(self._handle, record, task), what="agent task", backoff=self._backoff)
+            await retrying(functools.partial(self._marks.add, self._done_key(task)), what="agent task mark")
         except Exception as exc:
             log.exception(
                 "agent %s: task at %s[%d]@%d failed to complete; it will be redelivered",
@@ -218,18 +255,10 @@ class AgentRunner:
             self._slots.release()
             self._freed.set()
 
-    async def _handle(self, record: Record) -> None:
-        try:
-            task = task_decoder.decode(record.value or b"")
-        except DecodeError as exc:
-            letters = self._settings.topics.dead_letters
-            await publish(self._producer, [dead_letter(record, letters, stage="agent", error=exc)])
-            METRICS.dead_letters.labels(stage="agent").inc()
-            return
-        done_key = f"{self._ns}:{tenant_part(task.tenant)}:task:{task.task_id}"
-        if await self._redis.exists(done_key):
-            METRICS.tasks.labels(agent=self.agent.name, outcome="duplicate").inc()
-            return
+    def _done_key(self, task: AgentTask) -> str:
+        return f"{self._ns}:{tenant_part(task.tenant)}:task:{task.task_id}"
+
+    async def _handle(self, record: Record, task: AgentTask) -> None:
         with tracing.span("routeyard.agent", tracing.carrier(record.headers), agent=self.agent.name) as span:
             span.set(task_id=task.task_id, attempt=task.attempt)
             reply = await self._run_handler(task)
@@ -242,7 +271,6 @@ class AgentRunner:
                     headers=tracing.headers(span.context()),
                 )
                 await publish(self._producer, [out])
-        await self._redis.set(done_key, b"1", ex=self._settings.agent.dedup_ttl_s)
 
     async def _run_handler(self, task: AgentTask) -> AgentReply | None:
         """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""
@@ -253,7 +281,8 @@ class AgentRunner:
             return None
         content, error = "", None
         try:
-            content = await asyncio.wait_for(self.agent(task), timeout=remaining) or ""
+            async with asyncio.timeout(remaining):
+                content = await self.agent(task) or ""
         except TimeoutError:
             METRICS.tasks.labels(agent=self.agent.name, outcome="timeout").inc()
             log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
@@ -272,6 +301,60 @@ class AgentRunner:
             content=content,
             error=error,
         )
+
+
+_MARK = """
+for i = 1, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
+return #KEYS
+"""
+
+
+class _Marks:
+    """Which tasks were answered: read for a fetched batch at once; written for every task that
+    finished in the same turn of the event loop with one call (each caller waits for it)."""
+
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        self._redis = redis
+        self._ttl = ttl_s
+        self._script = redis.register_script(_MARK)
+        self._keys: list[str] = []
+        self._written: asyncio.Future[None] | None = None
+        self._pending: asyncio.Task[None] | None = None
+
+    async def answered(self, keys: list[str]) -> list[bool]:
+        return [raw is not None for raw in await self._redis.mget(keys)]
+
+    async def add(self, key: str) -> None:
+        if self._written is None:
+            loop = asyncio.get_running_loop()
+            self._written = loop.create_future()
+            self._written.add_done_callback(_retrieved)
+            loop.call_soon(self._write_soon)
+        self._keys.append(key)
+        await asyncio.shield(self._written)
+
+    def _write_soon(self) -> None:
+        keys, written = self._keys, self._written
+        self._keys, self._written = [], None
+        assert written is not None
+        self._pending = asyncio.create_task(self._write(keys, written))
+
+    async def _write(self, keys: list[str], written: asyncio.Future[None]) -> None:
+        try:
+            await self._script(keys=keys, args=[self._ttl])
+        except asyncio.CancelledError:
+            written.cancel()
+            raise
+        except Exception as exc:  # every waiter sees it (and retries its own mark)
+            written.set_exception(exc)
+        else:
+            written.set_result(None)
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """Waiters may all have been cancelled: never leave an exception unretrieved (a log warning)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -38,9 +38,12 @@ try:  # the API is small and often present (vLLM depends on it); the SDK is the 
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     _PROPAGATOR: Any = TraceContextTextMapPropagator()
+    _NO_PROVIDER: tuple[type, ...] = (_trace.ProxyTracerProvider, _trace.NoOpTracerProvider)
+    """What ``get_tracer_provider`` returns until an SDK provider is installed (here or by the host)."""
 except ImportError:  # pragma: no cover - exercised where opentelemetry is not installed
     _trace = None  # type: ignore[assignment]
     _PROPAGATOR = None
+    _NO_PROVIDER = ()
 
 _configured = False
 
@@ -132,8 +135,8 @@ class Span:
 
 def started(name: str, parent: Mapping[str, str] | None = None, *, at_ns: int | None = None, **attrs: Any) -> Span:
     """A span named ``name``, child of the context in ``parent`` (W3C fields), started now or at ``at_ns``."""
-    if _trace is None:
-        return Span(None, parent)
+    if _trace is None or isinstance(_trace.get_tracer_provider(), _NO_PROVIDER):
+        return Span(None, parent)  # nothing could record it: skip the extract and the no-op span
     context = _PROPAGATOR.extract(dict(parent)) if parent else None
     tracer = _trace.get_tracer("routeyard")
     inner = tracer.start_span(name, context=context, start_time=at_ns or time.time_ns())
