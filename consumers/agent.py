@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from consumers import tracing
 from consumers.bus import Outgoing, Record, commit, dead_letter, fetch, publish
 from consumers.context import tenant_part
-from consumers.metrics import METRICS
+from consumers.metrics import METRICS, child
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
 from schemas import AgentReply, AgentTask, DecodeError, encode, task_decoder
@@ -212,10 +212,10 @@ class AgentRunner:
         done = await self._marks.answered([self._done_key(task) for _, task in tasks]) if tasks else []
         if dead:
             await publish(self._producer, dead)
-            METRICS.dead_letters.labels(stage="agent").inc(len(dead))
+            child(METRICS.dead_letters, stage="agent").inc(len(dead))
         start = [(record, task) for (record, task), answered in zip(tasks, done, strict=True) if not answered]
         if len(start) < len(tasks):
-            METRICS.tasks.labels(agent=self.agent.name, outcome="duplicate").inc(len(tasks) - len(start))
+            child(METRICS.tasks, agent=self.agent.name, outcome="duplicate").inc(len(tasks) - len(start))
         running = {id(record) for record, _ in start}
         for record in records:
             if id(record) not in running:
@@ -276,7 +276,7 @@ class AgentRunner:
         """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""
         remaining = task.deadline.timestamp() - time.time()
         if remaining <= 0:
-            METRICS.tasks.labels(agent=self.agent.name, outcome="expired").inc()
+            child(METRICS.tasks, agent=self.agent.name, outcome="expired").inc()
             log.warning("agent %s: task %s arrived after its deadline; not started", self.agent.name, task.task_id)
             return None
         content, error = "", None
@@ -284,13 +284,13 @@ class AgentRunner:
             async with asyncio.timeout(remaining):
                 content = await self.agent(task) or ""
         except TimeoutError:
-            METRICS.tasks.labels(agent=self.agent.name, outcome="timeout").inc()
+            child(METRICS.tasks, agent=self.agent.name, outcome="timeout").inc()
             log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
             return None
         except Exception as exc:
             log.exception("agent %s raised on task %s", self.agent.name, task.task_id)
             error = f"{type(exc).__name__}: {exc}"
-        METRICS.tasks.labels(agent=self.agent.name, outcome="ok" if error is None else "error").inc()
+        child(METRICS.tasks, agent=self.agent.name, outcome="ok" if error is None else "error").inc()
         return AgentReply(
             task_id=task.task_id,
             event_id=task.event_id,

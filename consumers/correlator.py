@@ -28,7 +28,7 @@ from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_l
 from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
-from consumers.metrics import METRICS
+from consumers.metrics import METRICS, child
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
 from router.correlation import (
@@ -126,12 +126,12 @@ class Correlator:
             for span in spans:
                 span.end()
         for key in strays:  # no correlation: never routed here, or expired long ago
-            METRICS.replies.labels(outcome="unknown").inc(len(sources[key]))
+            child(METRICS.replies, outcome="unknown").inc(len(sources[key]))
             why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
             dead += [dead_letter(r, self._topics.dead_letters, stage="correlate", error=why) for r in sources[key]]
         if dead:
             await publish(self._producer, dead)
-            METRICS.dead_letters.labels(stage="correlate").inc(len(dead))
+            child(METRICS.dead_letters, stage="correlate").inc(len(dead))
 
     async def _catch_up(self, stop: asyncio.Event, patience_s: float = CATCH_UP_PATIENCE_S) -> None:
         """Before timing anyone out, read the replies that arrived while no correlator ran: after a
@@ -168,7 +168,7 @@ class Correlator:
         outcomes: list[Outcome] = []
         for reply in replies:
             transition, outcome = on_reply(state, reply, now)
-            METRICS.replies.labels(outcome=outcome).inc()
+            child(METRICS.replies, outcome=outcome).inc()
             if outcome == "late":
                 log.debug("late reply from %s for event %s (task %s)", reply.agent, reply.event_id, reply.task_id)
             state = self._observe(transition)
@@ -189,7 +189,7 @@ class Correlator:
     @staticmethod
     def _observe(transition: Transition) -> Correlation:
         if transition.response is not None:
-            METRICS.responses.labels(status=transition.response.status).inc()
+            child(METRICS.responses, status=transition.response.status).inc()
         return transition.state
 
     async def _apply(self, keys: Iterable[str], change: Change) -> list[str]:
@@ -233,7 +233,7 @@ class Correlator:
             if o.kind == "timeout":
                 METRICS.agent_timeouts.inc()
             if o.retry:
-                METRICS.task_retries.labels(agent=o.agent).inc()
+                child(METRICS.task_retries, agent=o.agent).inc()
         if self._circuits is not None:
             await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes], time.time())
 
@@ -245,7 +245,7 @@ def _responded(states: list[Correlation]) -> None:
         status = response_status(state.slots)
         took = now - state.created_at.timestamp() if state.created_at is not None else None
         if took is not None and took >= 0:
-            METRICS.end_to_end_seconds.labels(status=status).observe(took)
+            child(METRICS.end_to_end_seconds, status=status).observe(took)
         span = tracing.started("routeyard.respond", state.trace, status=status, routes=state.routes)
         span.set(end_to_end_ms=round(took * 1000, 3) if took is not None else None)
         span.end()

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+
+
+class _Children:
+    """Memoises ``labels()`` of every labelled metric (prometheus-client takes a lock and checks
+    the values on each call; the hot path asks several times per event). Label values are
+    low-cardinality by rule, so the memo stays small."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[int, tuple[tuple[str, str], ...]], Any] = {}
+
+    def __call__(self, metric: Any, **values: str) -> Any:
+        key = (id(metric), tuple(values.items()))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(**values)
+        return child
 
 
 class _Metrics:
@@ -61,3 +79,5 @@ class _Metrics:
 
 
 METRICS = _Metrics()
+child = _Children()
+"""``child(METRICS.x, label=value)``: the same as ``METRICS.x.labels(label=value)``, memoised."""

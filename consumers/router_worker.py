@@ -25,7 +25,7 @@ from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_l
 from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Stored, Write
-from consumers.metrics import METRICS
+from consumers.metrics import METRICS, child
 from consumers.retry import backoff_for
 from consumers.settings import Settings
 from router.catalog import Catalog
@@ -153,7 +153,7 @@ class RouterWorker:
                     span.end()
         if dead:
             await publish(self._producer, dead)
-            METRICS.dead_letters.labels(stage="route").inc(len(dead))
+            child(METRICS.dead_letters, stage="route").inc(len(dead))
 
     def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Outgoing]]:
         """The valid events with the records they came from, and dead letters for the rest."""
@@ -237,7 +237,7 @@ class RouterWorker:
             allowed = [a.name for a in request.agents]
             routing = avoid_open_circuits(routing, gate.take, self._catalog, allowed)
             for name in routing.circuit_open:
-                METRICS.circuit_rerouted.labels(agent=name).inc()
+                child(METRICS.circuit_rerouted, agent=name).inc()
         decision = make_decision(
             event,
             routing,
@@ -328,9 +328,9 @@ class RouterWorker:
             outcome = "fallback"
         else:
             outcome = "routed" if decision.routes else "no_route"
-        METRICS.decisions.labels(engine=decision.engine, outcome=outcome).inc()
-        METRICS.decision_seconds.labels(engine=decision.engine).observe(decision.latency_ms / 1000)
+        child(METRICS.decisions, engine=decision.engine, outcome=outcome).inc()
+        child(METRICS.decision_seconds, engine=decision.engine).observe(decision.latency_ms / 1000)
         for name in decision.routes:
-            METRICS.routes.labels(agent=name).inc()
+            child(METRICS.routes, agent=name).inc()
         if decision.dropped:
             METRICS.dropped_routes.inc(len(decision.dropped))

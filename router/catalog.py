@@ -19,6 +19,7 @@ impossible catalog fails at boot with a clear message, never mid-stream::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -169,9 +170,10 @@ class Catalog(BaseModel):
         name = self.default or next((a.name for a in self.agents if a.default), None)
         return self.get(name) if name else None
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """A short content hash: decisions record which catalog they were made with."""
+        """A short content hash: decisions record which catalog they were made with (computed
+        once: the catalog is frozen, and every decision asks)."""
         data = self.model_dump(mode="json", by_alias=True)
         for agent in data["agents"]:  # fields added later count only when set: old versions stay
             for name in _LATER_FIELDS:

@@ -1,0 +1,149 @@
+"""The Redis stores of the hot path, on a real Valkey: one script call per batch for context
+appends and compare-and-set writes, outbox clears that skip the read unless the state moved,
+and the agent runtime's answered-task marks written together."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+import redis.asyncio as redis
+
+from consumers.agent import _Marks
+from consumers.context import Append, ContextStore
+from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from router.correlation import Correlation, Effect, start
+from schemas import Message
+
+pytestmark = pytest.mark.integration
+
+
+def _state(event_id: str, *effects: Effect) -> Correlation:
+    opened = start(
+        event_id=event_id,
+        conversation_id=f"conv-{event_id}",
+        tenant=None,
+        mode="parallel",
+        agents=[("EchoAgent", "agent.EchoAgent", 60.0)],
+        context=[Message(role="user", content="hi")],
+        replies_topic="replies",
+        response_topic="responses",
+        created_at=None,
+        metadata={},
+        now=time.time(),
+    )
+    return msgspec.structs.replace(opened.state, outbox=list(effects), outbox_since=time.time())
+
+
+class _Counting(CorrelationStore):
+    reads = 0
+
+    async def get_many(self, keys):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        return await super().get_many(keys)
+
+
+class _NoContext:
+    async def append_many(self, appends, *, read=False):  # type: ignore[no-untyped-def]
+        return []
+
+
+async def test_one_context_call_appends_a_batch_in_order_once_per_id(redis_client: redis.Redis, prefix: str) -> None:
+    store = ContextStore(redis_client, prefix, max_messages=3, ttl_s=600)
+
+    def turn(conversation: str, append_id: str, text: str) -> Append:
+        return Append(None, conversation, append_id, [Message(role="user", content=text)])
+
+    batch = [
+        turn("a", "a1", "one"),
+        turn("b", "b1", "other"),
+        turn("a", "a2", "two"),
+        turn("a", "a1", "one again"),  # a redelivered id inside the same batch: not appended
+        Append(None, "a", "a3", [Message(role="user", content="three"), Message(role="assistant", content="four")]),
+    ]
+    contexts = await store.append_many(batch, read=True)
+    assert [[m.content for m in c] for c in contexts] == [
+        ["one"],  # each read sees its own append, not the later ones
+        ["other"],
+        ["one", "two"],
+        ["one", "two"],
+        ["two", "three", "four"],  # trimmed to max_messages, oldest first
+    ]
+    assert await store.append_many(batch[:1]) == []  # without read: nothing decoded, nothing returned
+    assert [m.content for m in await store.load(None, "a")] == ["two", "three", "four"]
+    assert await redis_client.ttl(store.keys(None, "a")[1]) > 0
+
+
+async def test_one_call_compares_and_sets_a_batch(redis_client: redis.Redis, prefix: str) -> None:
+    store = CorrelationStore(redis_client, prefix, ttl_s=600, lease_s=30)
+    now = time.time()
+    first, second = _state("e1"), _state("e2")
+    k1, k2 = store.key(None, "e1"), store.key(None, "e2")
+    stored = await store.write_many([Write(k1, None, first), Write(k2, None, second)], now)
+    assert stored[0] == await redis_client.get(k1) and stored[1] == await redis_client.get(k2)
+    assert all(raw is not None for raw in stored)
+    # Absent expected but present; stale bytes expected; the right bytes expected.
+    done = msgspec.structs.replace(first, done=True)
+    again = await store.write_many([Write(k1, None, done), Write(k2, b"stale", done), Write(k1, stored[0], done)], now)
+    assert again[0] is None and again[1] is None and again[2] is not None
+    assert decode_state(await redis_client.get(k1)).done
+    assert decode_state(await redis_client.get(k2)) == second
+    # Waiting on an agent: due in the wake set at its deadline.
+    assert await redis_client.zscore(store.wake_key, k2) is not None
+
+
+async def test_outbox_clear_skips_the_read_unless_the_state_moved(redis_client: redis.Redis, prefix: str) -> None:
+    store = _Counting(redis_client, prefix, ttl_s=600, lease_s=30)
+    outbox = Outbox(store, _NoContext(), producer=None)  # type: ignore[arg-type]
+    mine = Effect(id="task:mine", topic="t", value=b"x")
+    theirs = Effect(id="response:theirs", topic="t", value=b"y")
+    quiet, moved = store.key(None, "quiet"), store.key(None, "moved")
+    states = {quiet: _state("quiet", mine), moved: _state("moved", mine)}
+    raws = await store.write_many([Write(k, None, s) for k, s in states.items()], time.time())
+    items = {k: Stored(s, raw, [mine]) for (k, s), raw in zip(states.items(), raws, strict=True) if raw}
+    # Someone else (a correlator) changes one of them first, adding its own effect.
+    changed = msgspec.structs.replace(states[moved], outbox=[mine, theirs], late_replies=1)
+    assert (await store.write_many([Write(moved, items[moved].raw, changed)], time.time()))[0]
+
+    await outbox.clear(items)
+
+    assert decode_state(await redis_client.get(quiet)).outbox == []
+    after = decode_state(await redis_client.get(moved))
+    assert after.outbox == [theirs] and after.late_replies == 1  # only my effect removed
+    assert store.reads == 1  # one read, for the key that moved only
+
+    store.reads = 0
+    await outbox.clear({quiet: items[quiet]})  # already cleared: its bytes moved on, read once, nothing left
+    assert store.reads == 1 and decode_state(await redis_client.get(quiet)).outbox == []
+
+
+async def test_answered_marks_of_one_loop_turn_are_one_write(redis_client: redis.Redis, prefix: str) -> None:
+    marks = _Marks(redis_client, ttl_s=600)
+    calls = 0
+    script = marks._script
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        return await script(*args, **kwargs)
+
+    marks._script = counted  # type: ignore[assignment]
+    keys = [f"{prefix}task:{i}" for i in range(50)]
+    await asyncio.gather(*(marks.add(k) for k in keys))
+    assert calls == 1
+    assert await marks.answered([*keys, f"{prefix}task:none"]) == [True] * 50 + [False]
+    assert 0 < await redis_client.ttl(keys[0]) <= 600
+    await marks.add(f"{prefix}task:later")
+    assert calls == 2
+
+
+async def test_a_failed_mark_write_reaches_every_waiter() -> None:
+    down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    try:
+        marks = _Marks(down, ttl_s=600)
+        results = await asyncio.gather(*(marks.add(f"k{i}") for i in range(5)), return_exceptions=True)
+        assert all(isinstance(r, redis.ConnectionError) for r in results), results
+    finally:
+        await down.aclose()
