@@ -1,6 +1,6 @@
 """The whole path as processes, against a bare aiokafka relay over as many hops on the same broker.
 
-    python bench/pipeline.py [--conversations 20000] [--rounds 3] [--active 10000] [--partitions 8]
+    python bench/pipeline.py [--conversations 20000] [--rounds 3] [--active 10000] [--partitions 8] [--profile DIR]
 
 Starts tansu (in-memory) and Valkey, then two pipelines side by side, every stage its own process:
 
@@ -25,7 +25,9 @@ both responses topics all the time. After a warm-up (consumer groups joined) it 
    then the router's added latency read back from the topics: the agent-task record's CreateTime
    minus the conversation record's CreateTime, matched by event id (the same for relay hop 1).
 
-Also prints each process's CPU use during the last maximum-load round (who is the bottleneck).
+Also prints each process's CPU use during the last maximum-load round, tansu and Valkey included
+(who is the bottleneck; on a small machine the sum is the ceiling). ``--profile DIR`` runs the
+routeyard processes under cProfile (DIR/router.prof, ...): the figures then are not comparable.
 Targets: routeyard >= 0.5 x relay throughput; router-added p99 < 10 ms at half load.
 ROUTEYARD_* variables exported before the run reach every child (e.g. ROUTEYARD_AGENT__CONCURRENCY=256
 to lift the echo agent's in-flight limit of 16; ROUTEYARD_ROUTER__CONTEXT_MAX_MESSAGES, default 32 here).
