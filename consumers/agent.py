@@ -203,23 +203,28 @@ class AgentRunner:
         """The records to run, decoded. The rest end here: undecodable ones are dead-lettered,
         tasks already answered (one read for the whole batch) are counted and skipped."""
         tasks: list[tuple[Record, AgentTask]] = []
-        dead: list[Outgoing] = []
+        dead: list[Record] = []
+        letters: list[Outgoing] = []
         for record in records:
             try:
                 tasks.append((record, task_decoder.decode(record.value or b"")))
             except DecodeError as exc:
-                dead.append(dead_letter(record, self._settings.topics.dead_letters, stage="agent", error=exc))
+                dead.append(record)
+                letters.append(dead_letter(record, self._settings.topics.dead_letters, stage="agent", error=exc))
         done = await self._marks.answered([self._done_key(task) for _, task in tasks]) if tasks else []
-        if dead:
-            await publish(self._producer, dead)
-            child(METRICS.dead_letters, stage="agent").inc(len(dead))
-        start = [(record, task) for (record, task), answered in zip(tasks, done, strict=True) if not answered]
-        if len(start) < len(tasks):
-            child(METRICS.tasks, agent=self.agent.name, outcome="duplicate").inc(len(tasks) - len(start))
-        running = {id(record) for record, _ in start}
-        for record in records:
-            if id(record) not in running:
-                self._tracker.end(record)
+        if letters:
+            await publish(self._producer, letters)
+            child(METRICS.dead_letters, stage="agent").inc(len(letters))
+        start, skipped = [], list(dead)
+        for (record, task), answered in zip(tasks, done, strict=True):
+            if answered:
+                skipped.append(record)
+            else:
+                start.append((record, task))
+        if len(skipped) > len(dead):
+            child(METRICS.tasks, agent=self.agent.name, outcome="duplicate").inc(len(skipped) - len(dead))
+        for record in skipped:
+            self._tracker.end(record)
         return start
 
     def _free_slots(self) -> int:
@@ -319,7 +324,7 @@ class _Marks:
         self._script = redis.register_script(_MARK)
         self._keys: list[str] = []
         self._written: asyncio.Future[None] | None = None
-        self._pending: asyncio.Task[None] | None = None
+        self._writing: set[asyncio.Task[None]] = set()
 
     async def answered(self, keys: list[str]) -> list[bool]:
         return [raw is not None for raw in await self._redis.mget(keys)]
@@ -337,7 +342,9 @@ class _Marks:
         keys, written = self._keys, self._written
         self._keys, self._written = [], None
         assert written is not None
-        self._pending = asyncio.create_task(self._write(keys, written))
+        task = asyncio.create_task(self._write(keys, written))
+        self._writing.add(task)  # owned until done: the loop keeps only weak references
+        task.add_done_callback(self._writing.discard)
 
     async def _write(self, keys: list[str], written: asyncio.Future[None]) -> None:
         try:

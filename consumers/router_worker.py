@@ -34,7 +34,7 @@ from router.correlation import Effect, Target, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
 from router.errors import RouteyardError
 from router.plan import avoid_open_circuits, decide_routes, make_decision
-from schemas import ConversationEvent, DecodeError, RoutingDecision, encode, event_decoder, valid_topic
+from schemas import ConversationEvent, DecodeError, Message, RoutingDecision, encode, event_decoder, valid_topic
 
 log = logging.getLogger(__name__)
 
@@ -185,11 +185,25 @@ class RouterWorker:
             ),
             self._gate(),
         )
+        try:
+            await self._dispatch(events, keys, existing, contexts, gate, spans or {})
+        finally:  # also when deciding failed: a probe claimed and not used must not wait out its lease
+            await self._release(gate)
+
+    async def _dispatch(
+        self,
+        events: list[ConversationEvent],
+        keys: list[str],
+        existing: list[bytes | None],
+        contexts: list[list[Message]],
+        gate: Gate,
+        spans: dict[str, tracing.Span],
+    ) -> None:
+        """Decide the turns not seen before, store their correlations, carry out their effects."""
         fresh = [i for i, raw in enumerate(existing) if raw is None]
         if len(fresh) < len(events):
             METRICS.redelivered.inc(len(events) - len(fresh))
         if not fresh:
-            await self._release(gate)
             return
         requests = [
             RoutingRequest(
@@ -204,7 +218,6 @@ class RouterWorker:
         latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
         METRICS.batch_size.observe(len(requests))
         self._observe_engine()
-        spans = spans or {}
         writes = [
             self._open(events[i], keys[i], request, result, latency_ms, gate, spans.get(events[i].event_id))
             for i, request, result in zip(fresh, requests, results, strict=True)
@@ -212,7 +225,6 @@ class RouterWorker:
         stored = await self._store.write_many([w for w, _ in writes], time.time())
         items = {w.key: Stored(w.state, raw, effects) for (w, effects), raw in zip(writes, stored, strict=True) if raw}
         await self._outbox.carry_out(items)
-        await self._release(gate)
 
     async def _release(self, gate: Gate) -> None:
         if self._circuits is not None and gate.unused_probes():

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
 
+from consumers.admin import ensure_topics
 from consumers.agent import agent
+from consumers.app import redis_client, run_agent
+from consumers.bus import make_producer
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from schemas import AgentTask
-from tests.integration.stack import catalog, make_settings, running, spec
+from consumers.settings import Settings
+from schemas import AgentTask, Message, dead_letter_decoder, encode, reply_decoder
+from tests.integration.stack import catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
 
@@ -40,3 +45,64 @@ async def test_concurrency_is_bounded_and_slots_are_reused(broker: EmbeddedBroke
     # 8 tasks, 2 at a time, 0.4 s each: four waves that follow each other without long gaps.
     waves = sorted(started)
     assert waves[-1] - waves[0] < 0.4 * 3 + 1.0
+
+
+async def test_intake_dead_letters_bad_tasks_and_skips_answered_ones(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey
+) -> None:
+    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+    topic, ran = settings.topics.agent("EchoAgent"), []
+
+    @agent("EchoAgent", "echo")
+    async def echo(task: AgentTask) -> str:
+        ran.append(task.task_id)
+        return task.messages[-1].content
+
+    def task(task_id: str) -> bytes:
+        return encode(
+            AgentTask(
+                task_id=task_id,
+                event_id=task_id,
+                conversation_id="c",
+                agent="EchoAgent",
+                messages=[Message(role="user", content=task_id)],
+                reply_topic=settings.topics.replies,
+                deadline=datetime.now(UTC) + timedelta(minutes=1),
+            )
+        )
+
+    async with redis_client(settings) as redis:
+        await redis.set(f"{settings.namespace}:_:task:answered", b"1")  # answered before a crash
+    await ensure_topics(settings.kafka, {topic: 1, settings.topics.replies: 1, settings.topics.dead_letters: 1})
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    for value in (b"{not json", task("answered"), task("fresh")):
+        await producer.send_and_wait(topic, value, key=b"c")
+    await producer.stop()
+    stop = asyncio.Event()
+    runtime = asyncio.create_task(run_agent(echo, settings, stop))
+    try:
+        replies = await read_until(settings, settings.topics.replies, 1)
+        letters = await read_until(settings, settings.topics.dead_letters, 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(runtime, 30)
+    assert ran == ["fresh"]  # the answered task is not run again
+    assert [reply_decoder.decode(r).task_id for r in replies] == ["fresh"]
+    (letter,) = [dead_letter_decoder.decode(x) for x in letters]
+    assert letter.stage == "agent" and letter.original == b"{not json" and letter.error
+    assert await redis_marked(settings, "fresh")
+
+
+async def read_until(settings: Settings, topic: str, count: int, timeout: float = 30) -> list[bytes]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await read_all(settings, topic, settle=0.3)
+        if len(found) >= count:
+            return found
+    raise AssertionError(f"fewer than {count} records on {topic}")
+
+
+async def redis_marked(settings: Settings, task_id: str) -> bool:
+    async with redis_client(settings) as redis:
+        return bool(await redis.exists(f"{settings.namespace}:_:task:{task_id}"))
