@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, RebalanceInProgressError
+from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError, RebalanceInProgressError
+from aiokafka.partitioner import murmur2
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from consumers.metrics import METRICS
+from consumers.metrics import METRICS, child
 from consumers.retry import DEFAULT_BACKOFF, Action, Backoff, classify, retrying
 from consumers.settings import KafkaSettings
 from schemas import DeadLetter, encode
@@ -23,6 +28,8 @@ from schemas import DeadLetter, encode
 log = logging.getLogger(__name__)
 
 Record = ConsumerRecord
+MAX_REQUEST_SIZE = 1_048_576
+"""The producers' max_request_size (aiokafka's default, set explicitly: ``publish`` checks it)."""
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -61,6 +68,7 @@ def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=False,
         linger_ms=settings.linger_ms,
+        max_request_size=MAX_REQUEST_SIZE,
         compression_type=None if settings.compression == "none" else settings.compression,
         **security_options(settings),
     )
@@ -105,21 +113,29 @@ async def consume_batches(
     poison: Poison | None = None,
     backoff: Backoff = DEFAULT_BACKOFF,
     tick: Callable[[], None] | None = None,
+    stage: str | None = None,
 ) -> None:
     """The batch loop of every worker: fetch -> handle -> commit, one batch at a time.
-    ``tick`` is called on every turn of the loop (liveness: /healthz).
+    ``tick`` is called on every turn of the loop (liveness: /healthz). With ``stage``, each
+    record's time from its batch fetched to the batch handled goes to ``routeyard_held_seconds``.
 
     Backpressure: nothing is fetched while a batch is being handled or retried (aiokafka keeps
     heartbeating meanwhile), so in-flight work is at most ``max_records`` records. Offsets move
     only after ``handle`` returned, i.e. after its outcome was published; ``stop`` is checked
     between batches, so a shutdown finishes the batch in hand and commits it.
     """
+    held = child(METRICS.held_seconds, stage=stage) if stage is not None else None
     while not stop.is_set():
         if tick is not None:
             tick()
         records = await fetch(consumer, max_records=max_records, timeout_ms=wait_ms)
         if records:
+            fetched = time.perf_counter()
             await handle_batch(handle, records, what=what, poison=poison, backoff=backoff)
+            if held is not None:
+                took = time.perf_counter() - fetched
+                for _ in records:
+                    held.observe(took)
             await commit(consumer, next_offsets(records))
 
 
@@ -160,13 +176,51 @@ def dead_letterer(producer: AIOKafkaProducer, topic: str, *, stage: str) -> Pois
 
 
 async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:
-    """Send every message and wait until the broker acknowledged all of them."""
-    futures = [
-        await producer.send(m.topic, m.value, key=m.key.encode() if m.key is not None else None, headers=m.headers)
-        for m in messages
-    ]
+    """Send every message and wait until the broker acknowledged all of them.
+
+    Several messages are put into one record batch per partition (more where one fills), not
+    sent one by one: ``send`` costs a partitioner call, an accumulator lookup and a future per
+    message. A keyed message goes where every Kafka client's default partitioner puts it
+    (murmur2 of the key), so a conversation's records stay on one partition, in order. A lone
+    message goes through ``send``, into the batch other callers are filling: a batch of its
+    own would be a produce request of its own (an agent runtime publishes each reply alone).
+    """
+    if not isinstance(messages, Sequence):
+        messages = list(messages)
+    if len(messages) == 1:
+        m = messages[0]
+        key = m.key.encode() if m.key is not None else None
+        await (await producer.send(m.topic, m.value, key=key, headers=m.headers))
+        return
+    batches: dict[tuple[str, int], BatchBuilder] = {}
+    partitions: dict[str, list[int]] = {}
+    futures = []
+    for m in messages:
+        parts = partitions.get(m.topic)
+        if parts is None:
+            parts = partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
+        key = m.key.encode() if m.key is not None else None
+        headers = m.headers or []
+        if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, headers) > MAX_REQUEST_SIZE:
+            raise MessageSizeTooLargeError(f"a record for {m.topic} is larger than {MAX_REQUEST_SIZE} bytes")
+        partition = parts[partition_of(key, len(parts))] if key is not None else random.choice(parts)
+        batch = batches.get((m.topic, partition))
+        if batch is not None and batch.append(timestamp=None, key=key, value=m.value, headers=headers) is not None:
+            continue
+        if batch is not None:  # full: send it, start the next one
+            futures.append(await producer.send_batch(batch, m.topic, partition=partition))
+        batch = batches[m.topic, partition] = producer.create_batch()
+        batch.append(timestamp=None, key=key, value=m.value, headers=headers)  # an empty batch takes any record
+    for (topic, partition), batch in batches.items():
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
     if futures:
         await asyncio.gather(*futures)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def partition_of(key: bytes, count: int) -> int:
+    """The partition of ``key`` among ``count`` partitions, as Kafka's default partitioner picks it."""
+    return (murmur2(key) & 0x7FFFFFFF) % count
 
 
 def dead_letter(record: Record, topic: str, *, stage: str, error: BaseException | str) -> Outgoing:

@@ -95,6 +95,7 @@ class Correlator:
             poison=dead_letterer(self._producer, self._topics.dead_letters, stage="correlate"),
             backoff=backoff_for(self._settings),
             tick=self.tick,
+            stage="correlate",
         )
 
     async def _sweep_loop(self, stop: asyncio.Event) -> None:

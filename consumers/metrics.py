@@ -41,6 +41,12 @@ class _Metrics:
             "Turns decided per engine call",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
         )
+        self.held_seconds = Histogram(
+            "routeyard_held_seconds",
+            "Per record: its batch fetched -> the batch's outcome published (the time a worker adds to a hop)",
+            ["stage"],
+            buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
         self.redelivered = Counter("routeyard_redelivered_events_total", "Events seen again and not dispatched twice")
         self.dead_letters = Counter("routeyard_dead_letters_total", "Records dead-lettered", ["stage"])
         self.replies = Counter("routeyard_agent_replies_total", "Agent replies by outcome", ["outcome"])

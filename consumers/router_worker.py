@@ -135,6 +135,7 @@ class RouterWorker:
             poison=dead_letterer(self._producer, self._topics.dead_letters, stage="route"),
             backoff=backoff_for(self._settings),
             tick=self.tick,
+            stage="route",
         )
         await self._outbox.settle()
 

@@ -13,6 +13,7 @@ from uuid import uuid4
 import pytest
 import redis.asyncio as redis
 
+from consumers.app import connect_redis
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 
 
@@ -36,7 +37,7 @@ def prefix() -> str:
 
 @pytest.fixture
 async def redis_client(valkey: EmbeddedValkey) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(valkey.url)
+    client = connect_redis(valkey.url)  # as the workers connect: commands packed by hiredis
     try:
         yield client
     finally:

@@ -5,15 +5,19 @@ and the agent runtime's answered-task marks written together."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
 import redis.asyncio as redis
 
 from consumers.agent import _Marks
+from consumers.app import _HiredisPacking, connect_redis
 from consumers.context import Append, ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from consumers.embedded import EmbeddedValkey
 from router.correlation import Correlation, Effect, start
 from schemas import Message
 
@@ -147,3 +151,40 @@ async def test_a_failed_mark_write_reaches_every_waiter() -> None:
         assert all(isinstance(r, redis.ConnectionError) for r in results), results
     finally:
         await down.aclose()
+
+
+async def test_workers_pack_commands_with_hiredis_on_tcp_and_unix_sockets(
+    redis_client: redis.Redis, valkey: EmbeddedValkey, tmp_path: Path
+) -> None:
+    """The workers' client packs with hiredis (not redis-py's per-argument Python loop) and a
+    batch script with many arguments round-trips byte for byte, also over a unix socket."""
+    pool = redis_client.connection_pool
+    assert issubclass(pool.connection_class, _HiredisPacking)
+    store = CorrelationStore(redis_client, "packing", ttl_s=600, lease_s=30)
+    writes = [Write(store.key(None, f"e{i}"), None, _state(f"e{i}")) for i in range(300)]
+    stored = await store.write_many(writes, time.time())
+    assert stored == await store.get_many([w.key for w in writes])
+    assert all(stored)
+
+    socket_path = tmp_path / "valkey.sock"
+    binary = valkey._command()[0]
+    server = subprocess.Popen(
+        [binary, "--port", "0", "--unixsocket", str(socket_path), "--save", "", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            if socket_path.exists():
+                break
+            await asyncio.sleep(0.05)
+        client = connect_redis(f"unix://{socket_path}")
+        try:
+            assert issubclass(client.connection_pool.connection_class, _HiredisPacking)
+            await client.set("k", b"\x00\xffvalue")
+            assert await client.get("k") == b"\x00\xffvalue"
+        finally:
+            await client.aclose()
+    finally:
+        server.terminate()
+        server.wait(10)
