@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from redis.asyncio import Redis
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[AgentTask], Awaitable[str | None]]
 COMMIT_EVERY_S = 0.05
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class AgentRunner:
         self._backoff = backoff_for(settings)
         self._failure: BaseException | None = None
         self._marks = _Marks(redis, settings.agent.dedup_ttl_s)
+        self._replies: Coalesced[Outgoing] = Coalesced(functools.partial(publish, producer))
+        """Replies of the tasks that finish in one turn of the event loop go out as one publish."""
         self._committed_at = 0.0
         self._tasks: dict[asyncio.Task[None], Record] = {}
         """Every task in flight, with its record: owned here, awaited or cancelled on drain."""
@@ -243,7 +247,7 @@ class AgentRunner:
 
     async def _one(self, record: Record, task: AgentTask) -> None:
         try:
-            await retrying(functools.partial(self._handle, record, task), what="agent task", backoff=self._backoff)
+            await self._handle(record, task)
             await retrying(functools.partial(self._marks.add, self._done_key(task)), what="agent task mark")
         except Exception as exc:
             log.exception(
@@ -264,6 +268,8 @@ class AgentRunner:
         return f"{self._ns}:{tenant_part(task.tenant)}:task:{task.task_id}"
 
     async def _handle(self, record: Record, task: AgentTask) -> None:
+        """Run the handler once (it never raises: an exception is an error reply), then publish
+        its reply, retried on its own: a broker error must not run the handler again."""
         with tracing.span("routeyard.agent", tracing.carrier(record.headers), agent=self.agent.name) as span:
             span.set(task_id=task.task_id, attempt=task.attempt)
             reply = await self._run_handler(task)
@@ -275,7 +281,7 @@ class AgentRunner:
                     key=task.conversation_id,
                     headers=tracing.headers(span.context()),
                 )
-                await publish(self._producer, [out])
+                await retrying(functools.partial(self._replies.add, out), what="agent reply", backoff=self._backoff)
 
     async def _run_handler(self, task: AgentTask) -> AgentReply | None:
         """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""
@@ -314,48 +320,61 @@ return #KEYS
 """
 
 
-class _Marks:
-    """Which tasks were answered: read for a fetched batch at once; written for every task that
-    finished in the same turn of the event loop with one call (each caller waits for it)."""
+class Coalesced(Generic[T]):
+    """``add(item)`` for every item added in the same turn of the event loop, written by one
+    ``write(items)`` call that every caller waits for. A failed write reaches each caller (who
+    may retry its own item: it joins the next write)."""
 
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
-        self._redis = redis
-        self._ttl = ttl_s
-        self._script = redis.register_script(_MARK)
-        self._keys: list[str] = []
+    def __init__(self, write: Callable[[list[T]], Awaitable[object]]) -> None:
+        self._write_all = write
+        self._items: list[T] = []
         self._written: asyncio.Future[None] | None = None
         self._writing: set[asyncio.Task[None]] = set()
 
-    async def answered(self, keys: list[str]) -> list[bool]:
-        return [raw is not None for raw in await self._redis.mget(keys)]
-
-    async def add(self, key: str) -> None:
+    async def add(self, item: T) -> None:
         if self._written is None:
             loop = asyncio.get_running_loop()
             self._written = loop.create_future()
             self._written.add_done_callback(_retrieved)
             loop.call_soon(self._write_soon)
-        self._keys.append(key)
+        self._items.append(item)
         await asyncio.shield(self._written)
 
     def _write_soon(self) -> None:
-        keys, written = self._keys, self._written
-        self._keys, self._written = [], None
+        items, written = self._items, self._written
+        self._items, self._written = [], None
         assert written is not None
-        task = asyncio.create_task(self._write(keys, written))
+        task = asyncio.create_task(self._write(items, written))
         self._writing.add(task)  # owned until done: the loop keeps only weak references
         task.add_done_callback(self._writing.discard)
 
-    async def _write(self, keys: list[str], written: asyncio.Future[None]) -> None:
+    async def _write(self, items: list[T], written: asyncio.Future[None]) -> None:
         try:
-            await self._script(keys=keys, args=[self._ttl])
+            await self._write_all(items)
         except asyncio.CancelledError:
             written.cancel()
             raise
-        except Exception as exc:  # every waiter sees it (and retries its own mark)
+        except Exception as exc:  # every waiter sees it
             written.set_exception(exc)
         else:
             written.set_result(None)
+
+
+class _Marks(Coalesced[str]):
+    """Which tasks were answered: read for a fetched batch at once; written for every task that
+    finished in the same turn of the event loop with one call (each caller waits for it)."""
+
+    def __init__(self, redis: Redis, ttl_s: int) -> None:
+        super().__init__(self._mark)
+        self._redis = redis
+        self._ttl = ttl_s
+        self._script = redis.register_script(_MARK)
+
+    async def answered(self, keys: list[str]) -> list[bool]:
+        return [raw is not None for raw in await self._redis.mget(keys)]
+
+    async def _mark(self, keys: list[str]) -> None:
+        await self._script(keys=keys, args=[self._ttl])
 
 
 def _retrieved(future: asyncio.Future[None]) -> None:

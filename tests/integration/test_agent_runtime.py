@@ -4,16 +4,19 @@ slot is used at once, and every task is answered."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
 from consumers.admin import ensure_topics
 from consumers.agent import agent
 from consumers.app import redis_client, run_agent
-from consumers.bus import make_producer
+from consumers.bus import Outgoing, make_producer, publish
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 from consumers.settings import Settings
 from schemas import AgentTask, Message, dead_letter_decoder, encode, reply_decoder
@@ -106,3 +109,58 @@ async def read_until(settings: Settings, topic: str, count: int, timeout: float 
 async def redis_marked(settings: Settings, task_id: str) -> bool:
     async with redis_client(settings) as redis:
         return bool(await redis.exists(f"{settings.namespace}:_:task:{task_id}"))
+
+
+async def test_a_failed_reply_publish_is_retried_without_running_the_handler_again(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replies finishing together go out as one publish; when it fails, each reply is published
+    again on its own retry, and no handler runs twice."""
+    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+    topic, ran = settings.topics.agent("EchoAgent"), collections.Counter[str]()
+    publishes: list[int] = []
+
+    async def flaky(producer, messages):  # type: ignore[no-untyped-def]
+        publishes.append(len(messages))
+        if len(publishes) == 1:
+            raise KafkaConnectionError("broker went away")
+        await publish(producer, messages)
+
+    monkeypatch.setattr(sys.modules["consumers.agent"], "publish", flaky)  # the package exports agent()
+
+    @agent("EchoAgent", "echo")
+    async def echo(task: AgentTask) -> str:
+        ran[task.task_id] += 1
+        return task.messages[-1].content
+
+    await ensure_topics(settings.kafka, {topic: 1, settings.topics.replies: 1})
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    ids = [f"task-{i}" for i in range(5)]
+    await publish(producer, [Outgoing(topic=topic, key="c", value=_task(settings, i)) for i in ids])
+    await producer.stop()
+    stop = asyncio.Event()
+    runtime = asyncio.create_task(run_agent(echo, settings, stop))
+    try:
+        replies = await read_until(settings, settings.topics.replies, len(ids))
+    finally:
+        stop.set()
+        await asyncio.wait_for(runtime, 30)
+    assert ran == dict.fromkeys(ids, 1)
+    assert sorted(reply_decoder.decode(r).task_id for r in replies) == ids
+    assert publishes[0] > 1  # the first publish carried several replies at once
+    assert all([await redis_marked(settings, i) for i in ids])
+
+
+def _task(settings: Settings, task_id: str) -> bytes:
+    return encode(
+        AgentTask(
+            task_id=task_id,
+            event_id=task_id,
+            conversation_id="c",
+            agent="EchoAgent",
+            messages=[Message(role="user", content=task_id)],
+            reply_topic=settings.topics.replies,
+            deadline=datetime.now(UTC) + timedelta(minutes=1),
+        )
+    )
