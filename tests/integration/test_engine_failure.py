@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Sequence
 
+import msgspec
 import pytest
 
-from consumers.app import run_router
+from consumers.app import run_router, stores
+from consumers.circuit import CircuitStore
+from consumers.router_worker import RouterWorker
+from router.circuit import Breaker
 from router.engine import EngineBase, EngineDead, EngineResult, RoutingRequest
 from router.fallback import FallbackEngine
 from router.rules import RulesEngine
-from schemas import response_decoder
+from schemas import ConversationEvent, Message, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -56,3 +61,42 @@ async def test_dead_engine_exits_the_worker_and_loses_nothing(broker, valkey, pr
         response_decoder.decode(v).event_id for v in await read_all(settings, settings.topics.responses)
     )
     assert on_topic == {event.event_id: 1}
+
+
+async def test_a_probe_claimed_for_a_batch_whose_engine_failed_is_released(
+    broker, valkey, prefix, redis_client
+) -> None:
+    """The circuit gate runs before the engine and may claim a half-open probe; when deciding
+    fails, the probe goes back at once instead of blocking the agent for its whole lease."""
+    settings = make_settings(broker, valkey, prefix)
+    circuits = CircuitStore(redis_client, settings.namespace, settings.circuit)
+    opened = Breaker(state="open", failures=5, opened_at=time.time() - 3600)  # cool-down long over
+    await redis_client.set(circuits.key("WeatherAgent"), msgspec.json.encode(opened))
+    context, store = stores(settings, redis_client)
+    worker = RouterWorker(
+        settings=settings,
+        catalog=CATALOG,
+        engine=DiesOnFirstBatch(),
+        consumer=None,  # type: ignore[arg-type]  # _route reads and writes Redis only
+        producer=None,  # type: ignore[arg-type]
+        context=context,
+        store=store,
+        circuits=circuits,
+    )
+    claimed = []
+    gate = circuits.gate
+
+    async def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        claimed.append(await gate(*args, **kwargs))
+        return claimed[-1]
+
+    circuits.gate = spy  # type: ignore[method-assign]
+    event = ConversationEvent(
+        event_id="e1", conversation_id="c1", messages=[Message(role="user", content="weather in Oslo?")]
+    )
+    with pytest.raises(EngineDead):
+        await worker._route([event])
+    assert claimed[0].unused_probes().keys() == {"WeatherAgent"}  # the gate did claim the probe ...
+    after = (await circuits.load(["WeatherAgent"]))["WeatherAgent"]
+    assert after.state == "open" and after.probe_at == 0.0  # ... and it was given back
+    assert await store.get_many([store.key(None, "e1")]) == [None]  # nothing stored: redone on redelivery
