@@ -22,8 +22,11 @@ both responses topics all the time. After a warm-up (consumer groups joined) it 
    as fast as possible; throughput = completed / (first send -> last response read); end-to-end
    latency = send -> response read, in this process. Median over rounds; ratio per round;
 4. half load: both pipelines paced at 0.5 x routeyard's median maximum for ``--paced-seconds``,
-   then the router's added latency read back from the topics: the agent-task record's CreateTime
-   minus the conversation record's CreateTime, matched by event id (the same for relay hop 1).
+   then hop 1 read back from the topics: the agent-task record's CreateTime minus the
+   conversation record's CreateTime, matched by event id (the same for relay hop 1; it includes
+   the broker's delivery); and the time the worker itself holds each record (batch fetched ->
+   outcome published): the router's routeyard_held_seconds{stage="route"} from its /metrics, and
+   the same histogram kept by relay hop 1, each read before and after the phase.
 
 Also prints each process's CPU use during the last maximum-load round, tansu and Valkey included
 (who is the bottleneck; on a small machine the sum is the ceiling). ``--profile DIR`` runs the
