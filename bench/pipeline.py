@@ -65,6 +65,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 
 from consumers.agent import agent  # noqa: E402
 from consumers.bus import fetch, make_consumer, make_producer  # noqa: E402
+from consumers.metrics import HELD_BUCKETS  # noqa: E402
 from consumers.settings import KafkaSettings, Settings  # noqa: E402
 from schemas import AgentTask, ConversationEvent, Message, Topics, encode  # noqa: E402
 
@@ -100,10 +101,6 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 # --- the relay: one hop, a separate process ---------------------------------------------------
-
-
-HELD_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
-"""The buckets of routeyard_held_seconds (consumers.metrics), for the relay's own."""
 
 
 async def relay(source: str, sink: str, group: str, port: str) -> None:

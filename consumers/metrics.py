@@ -6,6 +6,9 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
+HELD_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+"""routeyard_held_seconds' buckets (bench/pipeline.py's relay keeps the same histogram)."""
+
 
 class _Children:
     """Memoises ``labels()`` of every labelled metric (prometheus-client takes a lock and checks
@@ -45,7 +48,7 @@ class _Metrics:
             "routeyard_held_seconds",
             "Per record: its batch fetched -> the batch's outcome published (the time a worker adds to a hop)",
             ["stage"],
-            buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            buckets=HELD_BUCKETS,
         )
         self.redelivered = Counter("routeyard_redelivered_events_total", "Events seen again and not dispatched twice")
         self.dead_letters = Counter("routeyard_dead_letters_total", "Records dead-lettered", ["stage"])

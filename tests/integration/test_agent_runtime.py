@@ -61,25 +61,12 @@ async def test_intake_dead_letters_bad_tasks_and_skips_answered_ones(
         ran.append(task.task_id)
         return task.messages[-1].content
 
-    def task(task_id: str) -> bytes:
-        return encode(
-            AgentTask(
-                task_id=task_id,
-                event_id=task_id,
-                conversation_id="c",
-                agent="EchoAgent",
-                messages=[Message(role="user", content=task_id)],
-                reply_topic=settings.topics.replies,
-                deadline=datetime.now(UTC) + timedelta(minutes=1),
-            )
-        )
-
     async with redis_client(settings) as redis:
         await redis.set(f"{settings.namespace}:_:task:answered", b"1")  # answered before a crash
     await ensure_topics(settings.kafka, {topic: 1, settings.topics.replies: 1, settings.topics.dead_letters: 1})
     producer = make_producer(settings.kafka)
     await producer.start()
-    for value in (b"{not json", task("answered"), task("fresh")):
+    for value in (b"{not json", _task(settings, "answered"), _task(settings, "fresh")):
         await producer.send_and_wait(topic, value, key=b"c")
     await producer.stop()
     stop = asyncio.Event()
