@@ -26,7 +26,9 @@ both responses topics all the time. After a warm-up (consumer groups joined) it 
    conversation record's CreateTime, matched by event id (the same for relay hop 1; it includes
    the broker's delivery); and the time the worker itself holds each record (batch fetched ->
    outcome published): the router's routeyard_held_seconds{stage="route"} from its /metrics, and
-   the same histogram kept by relay hop 1, each read before and after the phase.
+   the same histogram kept by relay hop 1, each read before and after the phase; and how long each
+   step of the router's batches took (routeyard_batch_phase_seconds{stage="route"}: decode, Redis
+   reads, engine, Redis compare-and-set, publish acknowledged).
 
 Also prints each process's CPU use during the last maximum-load round, tansu and Valkey included
 (who is the bottleneck; on a small machine the sum is the ceiling). ``--profile DIR`` runs the
@@ -62,6 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from consumers.agent import agent  # noqa: E402
 from consumers.bus import fetch, make_consumer, make_producer  # noqa: E402
@@ -244,18 +247,33 @@ def start_pipelines(procs: Processes, env: dict[str, str], profile: Path | None 
     return {name: f"http://127.0.0.1:{port}/metrics" for name, port in scrape.items()}
 
 
-HELD_SERIES = {
-    "routeyard": 'routeyard_held_seconds_bucket{le="%s",stage="route"}',
-    "relay": 'relay_held_seconds_bucket{le="%s"}',
-}
+HELD_SERIES = {"routeyard": ("routeyard_held_seconds", {"stage": "route"}), "relay": ("relay_held_seconds", {})}
+STEPS = ("decode", "read", "decide", "store", "publish")
+"""The router worker's batch steps (routeyard_batch_phase_seconds{stage="route"})."""
+
+
+def scrape_text(url: str) -> str:
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+def buckets(text: str, name: str, labels: dict[str, str]) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of one histogram series in a /metrics page (zeros where absent)."""
+    values = {float(b): 0.0 for b in (*HELD_BUCKETS, float("inf"))}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and all(sample.labels.get(k) == v for k, v in labels.items()):
+                values[float(sample.labels["le"])] = sample.value
+    return sorted(values.items())
 
 
 def held_buckets(url: str, pipe: str) -> list[tuple[float, float]]:
     """(upper bound, cumulative count) of the hop-1 worker's held-time histogram, now."""
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    bounds = [*(str(float(b)) for b in HELD_BUCKETS), "+Inf"]
-    return [(float(b), float(values.get(HELD_SERIES[pipe] % b, 0))) for b in bounds]
+    return buckets(scrape_text(url), *HELD_SERIES[pipe])
+
+
+def step_buckets(url: str) -> dict[str, list[tuple[float, float]]]:
+    text = scrape_text(url)
+    return {s: buckets(text, "routeyard_batch_phase_seconds", {"stage": "route", "phase": s}) for s in STEPS}
 
 
 def quantile(before: list[tuple[float, float]], after: list[tuple[float, float]], q: float) -> float:
@@ -478,6 +496,8 @@ class Half:
     hop_ms: list[float]
     held_ms: tuple[float, float]
     """p50, p99 of the hop-1 worker's held time (its own histogram, read before and after)."""
+    steps_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """routeyard only: p50, p99 of each step of the router worker's batches."""
 
 
 async def half_load(
@@ -486,11 +506,15 @@ async def half_load(
     out = {}
     for pipe in pipes:
         events = make_events(f"{pipe.name}-half", max(100, int(rate * seconds)))
-        before = held_buckets(scrape[pipe.name], pipe.name)
+        url = scrape[pipe.name]
+        before, steps_before = held_buckets(url, pipe.name), step_buckets(url) if pipe.name == "routeyard" else {}
         run = await driver.load(pipe, events, rate)
-        after = held_buckets(scrape[pipe.name], pipe.name)
+        after, steps_after = held_buckets(url, pipe.name), step_buckets(url) if pipe.name == "routeyard" else {}
         held = (quantile(before, after, 0.5), quantile(before, after, 0.99))
-        out[pipe.name] = Half(run, await hop_ms(driver.kafka, pipe, {e[0] for e in events}), held)
+        steps = {
+            s: (quantile(steps_before[s], a, 0.5), quantile(steps_before[s], a, 0.99)) for s, a in steps_after.items()
+        }
+        out[pipe.name] = Half(run, await hop_ms(driver.kafka, pipe, {e[0] for e in events}), held, steps)
         print(f"  half load {pipe.name}: {run.completed}/{run.sent} at {rate:,.0f}/s", flush=True)
     return out
 
@@ -564,6 +588,15 @@ def print_half(half: dict[str, Half], rate: float) -> None:
     print("  it includes the broker's delivery (produce, then a fetch; tansu does not wake a waiting fetch).")
     print("held = per record, its batch fetched -> the batch's outcome published (routeyard_held_seconds{stage=route};")
     print("  the relay's own histogram): the time the worker itself adds. Target: router-added p99 < 10 ms.")
+    steps = half.get("routeyard")
+    if steps is not None and steps.steps_ms:
+        print("\nthe router worker's batch steps at half load (routeyard_batch_phase_seconds{stage=route}), per batch")
+        print("| step | p50 ms | p99 ms |")
+        print("|---|---:|---:|")
+        for name, (p50, p99) in steps.steps_ms.items():
+            print(f"| {name} | {p50:.1f} | {p99:.1f} |")
+        print("read = correlations, context and circuits (one round trip); decide = engine and decisions;")
+        print("store = correlations compare-and-set; publish = tasks and decisions acknowledged by the broker.")
 
 
 def print_memory(memory: dict, context: list[tuple], max_messages: str) -> None:

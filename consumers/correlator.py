@@ -28,7 +28,7 @@ from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_l
 from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
-from consumers.metrics import METRICS, child
+from consumers.metrics import METRICS, Phases, child
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
 from router.correlation import (
@@ -107,6 +107,7 @@ class Correlator:
                 await asyncio.wait_for(stop.wait(), interval)
 
     async def handle(self, records: Sequence[Record]) -> None:
+        phases = Phases("correlate")
         replies: dict[str, list[AgentReply]] = defaultdict(list)
         sources: dict[str, list[Record]] = defaultdict(list)
         dead: list[Outgoing] = []
@@ -121,8 +122,9 @@ class Correlator:
             replies[key].append(reply)
             sources[key].append(record)
             spans.append(tracing.started("routeyard.reply", tracing.carrier(record.headers), agent=reply.agent))
+        phases.done("decode")
         try:
-            strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now))
+            strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now), phases)
         finally:
             for span in spans:
                 span.end()
@@ -159,9 +161,11 @@ class Correlator:
 
     async def sweep(self) -> int:
         METRICS.pending.set(await self._store.pending())
+        phases = Phases("sweep")
         keys = await self._store.claim_due(time.time())
         if keys:
-            await self._apply(keys, self._expire)
+            phases.done("claim")
+            await self._apply(keys, self._expire, phases)
         return len(keys)
 
     def _record(self, state: Correlation, replies: list[AgentReply], now: float) -> Step:
@@ -193,7 +197,7 @@ class Correlator:
             child(METRICS.responses, status=transition.response.status).inc()
         return transition.state
 
-    async def _apply(self, keys: Iterable[str], change: Change) -> list[str]:
+    async def _apply(self, keys: Iterable[str], change: Change, phases: Phases) -> list[str]:
         """Load, change and compare-and-set each key until it sticks; then carry out the effects.
 
         Returns the keys that have no stored correlation.
@@ -205,6 +209,7 @@ class Correlator:
             if not pending:
                 break
             raws = await self._store.get_many(pending)
+            phases.done("read")
             now = time.time()
             writes: list[tuple[Write, list[Effect]]] = []
             for key, raw in zip(pending, raws, strict=True):
@@ -215,6 +220,7 @@ class Correlator:
                 new_effects = [e for e in effects if e not in state.outbox]
                 writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
             stored = await self._store.write_many([w for w, _ in writes], now)
+            phases.done("store")
             pending = []
             for (write, effects), raw in zip(writes, stored, strict=True):
                 if raw is not None:
@@ -224,6 +230,7 @@ class Correlator:
         if pending:
             raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
         await self._outbox.carry_out(done)
+        phases.done("publish")
         _responded([d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)])
         await self._feedback([o for key in done for o in outcomes[key]])
         return missing

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
 HELD_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
-"""routeyard_held_seconds' buckets (bench/pipeline.py's relay keeps the same histogram)."""
+"""The buckets of routeyard_held_seconds and routeyard_batch_phase_seconds (bench/pipeline.py's
+relay keeps the same held-time histogram)."""
 
 
 class _Children:
@@ -50,6 +52,14 @@ class _Metrics:
             ["stage"],
             buckets=HELD_BUCKETS,
         )
+        self.phase_seconds = Histogram(
+            "routeyard_batch_phase_seconds",
+            "Per batch, the time each of its steps took: decode, claim (the sweeper's due keys), read (Redis),"
+            " decide (engine), store (Redis compare-and-set, per attempt), publish (context appends, records"
+            " acknowledged)",
+            ["stage", "phase"],
+            buckets=HELD_BUCKETS,
+        )
         self.redelivered = Counter("routeyard_redelivered_events_total", "Events seen again and not dispatched twice")
         self.dead_letters = Counter("routeyard_dead_letters_total", "Records dead-lettered", ["stage"])
         self.replies = Counter("routeyard_agent_replies_total", "Agent replies by outcome", ["outcome"])
@@ -90,3 +100,21 @@ class _Metrics:
 METRICS = _Metrics()
 child = _Children()
 """``child(METRICS.x, label=value)``: the same as ``METRICS.x.labels(label=value)``, memoised."""
+
+
+class Phases:
+    """The steps of one batch, timed one after the other: ``done("read")`` observes the time
+    since the previous step ended (or since the batch began) as step ``read``'s
+    (``routeyard_batch_phase_seconds``). Where a worker's held time goes: Redis, the engine or
+    the broker."""
+
+    __slots__ = ("_last", "_stage")
+
+    def __init__(self, stage: str) -> None:
+        self._stage = stage
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        child(METRICS.phase_seconds, stage=self._stage, phase=phase).observe(now - self._last)
+        self._last = now

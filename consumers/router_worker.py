@@ -25,7 +25,7 @@ from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_l
 from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
 from consumers.correlations import CorrelationStore, Outbox, Stored, Write
-from consumers.metrics import METRICS, child
+from consumers.metrics import METRICS, Phases, child
 from consumers.retry import backoff_for
 from consumers.settings import Settings
 from router.catalog import Catalog
@@ -141,14 +141,16 @@ class RouterWorker:
 
     async def handle(self, records: Sequence[Record]) -> None:
         started_ns = time.time_ns()
+        phases = Phases("route")
         events, sources, dead = self._decode(records)
+        phases.done("decode")
         if events:
             spans = {
                 e.event_id: tracing.started("routeyard.route", tracing.carrier(r.headers), at_ns=started_ns)
                 for e, r in zip(events, sources, strict=True)
             }
             try:
-                await self._route(events, spans)
+                await self._route(events, spans, phases)
             finally:
                 for span in spans.values():
                     span.end()
@@ -176,7 +178,13 @@ class RouterWorker:
             sources.append(record)
         return events, sources, dead
 
-    async def _route(self, events: list[ConversationEvent], spans: dict[str, tracing.Span] | None = None) -> None:
+    async def _route(
+        self,
+        events: list[ConversationEvent],
+        spans: dict[str, tracing.Span] | None = None,
+        phases: Phases | None = None,
+    ) -> None:
+        phases = phases or Phases("route")
         keys = [self._store.key(e.tenant, e.event_id) for e in events]
         # Three reads at once, on three connections: one round trip's wait instead of three.
         existing, contexts, gate = await asyncio.gather(
@@ -186,8 +194,9 @@ class RouterWorker:
             ),
             self._gate(),
         )
+        phases.done("read")
         try:
-            await self._dispatch(events, keys, existing, contexts, gate, spans or {})
+            await self._dispatch(events, keys, existing, contexts, gate, spans or {}, phases)
         finally:  # also when deciding failed: a probe claimed and not used must not wait out its lease
             await self._release(gate)
 
@@ -199,6 +208,7 @@ class RouterWorker:
         contexts: list[list[Message]],
         gate: Gate,
         spans: dict[str, tracing.Span],
+        phases: Phases,
     ) -> None:
         """Decide the turns not seen before, store their correlations, carry out their effects."""
         fresh = [i for i, raw in enumerate(existing) if raw is None]
@@ -223,9 +233,12 @@ class RouterWorker:
             self._open(events[i], keys[i], request, result, latency_ms, gate, spans.get(events[i].event_id))
             for i, request, result in zip(fresh, requests, results, strict=True)
         ]
+        phases.done("decide")
         stored = await self._store.write_many([w for w, _ in writes], time.time())
+        phases.done("store")
         items = {w.key: Stored(w.state, raw, effects) for (w, effects), raw in zip(writes, stored, strict=True) if raw}
         await self._outbox.carry_out(items)
+        phases.done("publish")
 
     async def _release(self, gate: Gate) -> None:
         if self._circuits is not None and gate.unused_probes():

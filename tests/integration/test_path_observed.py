@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import REGISTRY
 
 from consumers import app
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
@@ -38,6 +39,24 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter.shutdown()
 
 
+def phase_totals() -> dict[tuple[str, str], tuple[float, float]]:
+    """(count, sum) of each worker step's time, and of the time it holds records (step "held")."""
+    out = {}
+    for stage, phases in (
+        ("route", ("decode", "read", "decide", "store", "publish")),
+        ("correlate", ("decode", "read", "store", "publish")),
+    ):
+        for phase in phases:
+            labels = {"stage": stage, "phase": phase}
+            out[stage, phase] = tuple(
+                REGISTRY.get_sample_value(f"routeyard_batch_phase_seconds_{s}", labels) or 0.0 for s in ("count", "sum")
+            )
+        out[stage, "held"] = tuple(
+            REGISTRY.get_sample_value(f"routeyard_held_seconds_{s}", {"stage": stage}) or 0.0 for s in ("count", "sum")
+        )
+    return out
+
+
 def by_name(finished: tuple[ReadableSpan, ...], trace_id: int) -> dict[str, ReadableSpan]:
     return {s.name: s for s in finished if s.context is not None and s.context.trace_id == trace_id}
 
@@ -52,6 +71,7 @@ async def test_one_trace_and_the_metrics_of_a_conversation(
     async with serving(health, "127.0.0.1", 0) as server:
         assert server is not None
         async with running(settings, catalog(spec("WeatherAgent", "weather")), [agents.agent("WeatherAgent")]) as c:
+            before = phase_totals()
             (response,) = await c.ask_many([c.event("c-trace", "Weather in Lima?", event_id="ev-trace")], timeout=30)
             assert response.status == "complete"
             status, body = await get(server.port, "/readyz")
@@ -60,10 +80,20 @@ async def test_one_trace_and_the_metrics_of_a_conversation(
             assert '"correlator": "ready"' in body
             await asyncio.sleep(0.3)  # the respond span ends just after the response is published
             _, metrics = await get(server.port, "/metrics")
+            after = phase_totals()
         assert 'routeyard_decisions_total{engine="rules",outcome="routed"}' in metrics
         assert 'routeyard_routes_total{agent="WeatherAgent"}' in metrics
         assert 'routeyard_end_to_end_seconds_count{status="complete"}' in metrics
         assert "routeyard_consumer_lag" in metrics
+        assert 'routeyard_batch_phase_seconds_count{phase="publish",stage="route"}' in metrics
+
+    # Where the workers' time went: every step of the route and correlate batches was timed, and
+    # the steps of a batch add up to no more than the time its records were held.
+    moved = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+    assert all(count >= 1 for count, _ in moved.values()), moved
+    for stage in ("route", "correlate"):
+        steps = sum(total for (s, phase), (_, total) in moved.items() if s == stage and phase != "held")
+        assert 0 < steps <= moved[stage, "held"][1] + 1e-6, (stage, steps, moved)
 
     finished = spans.get_finished_spans()
     publish = next(
