@@ -181,9 +181,12 @@ async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> N
     Several messages are put into one record batch per partition (more where one fills), not
     sent one by one: ``send`` costs a partitioner call, an accumulator lookup and a future per
     message. A keyed message goes where every Kafka client's default partitioner puts it
-    (murmur2 of the key), so a conversation's records stay on one partition, in order. A lone
-    message goes through ``send``, into the batch other callers are filling: a batch of its
-    own would be a produce request of its own (an agent runtime publishes each reply alone).
+    (murmur2 of the key), so a conversation's records stay on one partition, in order. These
+    batches are complete, so they are closed and go out at once instead of waiting
+    ``linger_ms`` for records that will not come (that wait was half of a router batch's
+    publish time at half load). A lone message goes through ``send``, into the batch other
+    callers are filling: a batch of its own would be a produce request of its own (an agent
+    runtime may publish each reply alone).
     """
     if not isinstance(messages, Sequence):
         messages = list(messages)
@@ -212,6 +215,7 @@ async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> N
         batch = batches[m.topic, partition] = producer.create_batch()
         batch.append(timestamp=None, key=key, value=m.value, headers=headers)  # an empty batch takes any record
     for (topic, partition), batch in batches.items():
+        batch.close()  # a closed batch is ready to send: no linger
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     if futures:
         await asyncio.gather(*futures)

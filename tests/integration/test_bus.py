@@ -4,6 +4,7 @@ with their headers, split over several batches where one fills."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -97,3 +98,25 @@ async def test_publish_refuses_a_record_over_the_request_size(broker: EmbeddedBr
     finally:
         await producer.stop()
     assert [len(r.value or b"") for r in await _records(broker.bootstrap, topic, 1)] == [200_000]
+
+
+async def test_published_batches_go_out_at_once_without_waiting_for_linger(broker: EmbeddedBroker, prefix: str) -> None:
+    """A many-message publish is complete: its batches do not wait ``linger_ms`` for more records
+    (a lone message still does, so that other callers' messages can join it)."""
+    topic = f"{prefix}linger"
+    await ensure_topics(broker.bootstrap, {topic: 2})
+    producer = make_producer(KafkaSettings(bootstrap=broker.bootstrap, linger_ms=3000))
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    try:
+        messages = [Outgoing(topic=topic, key=f"k{i}", value=b"v") for i in range(20)]
+        await publish(producer, messages)  # metadata fetched, connection made
+        started = loop.time()
+        await publish(producer, messages)
+        many = loop.time() - started
+        started = loop.time()
+        await publish(producer, messages[:1])
+        lone = loop.time() - started
+    finally:
+        await producer.stop()
+    assert many < 1.5 and lone >= 2.5, (many, lone)
