@@ -231,6 +231,7 @@ class Correlator:
             raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
         await self._outbox.carry_out(done)
         phases.done("publish")
+        _timed_out([(d.state, outcomes[key]) for key, d in done.items()])
         _responded([d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)])
         await self._feedback([o for key in done for o in outcomes[key]])
         return missing
@@ -244,6 +245,18 @@ class Correlator:
                 child(METRICS.task_retries, agent=o.agent).inc()
         if self._circuits is not None:
             await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes], time.time())
+
+
+def _timed_out(changes: list[tuple[Correlation, list[Outcome]]]) -> None:
+    """A span per attempt the sweeper timed out, in its conversation's trace (ended at once: it
+    marks the moment the deadline was enforced; the agent's own span, if any, shows its work)."""
+    for state, outcomes in changes:
+        for o in outcomes:
+            if o.kind == "timeout":
+                span = tracing.started("routeyard.timeout", state.trace, agent=o.agent, attempt=o.attempt)
+                span.set(retry=o.retry)
+                span.error(f"{o.agent} missed its deadline (attempt {o.attempt})")
+                span.end()
 
 
 def _responded(states: list[Correlation]) -> None:

@@ -5,7 +5,8 @@ A conversation's path is one trace: the producer client starts it (``routeyard.p
 (``routeyard.route``, with the decision as attributes: agents, engine, time to decide, confidence,
 fallback reason) and stores the context with the correlation, so every task, the next sequential
 task and the response carry it; the agent runtime (``routeyard.agent``) and the correlator
-(``routeyard.reply``, ``routeyard.respond``) continue it from the headers they read. Agents in
+(``routeyard.reply``, ``routeyard.timeout`` for an attempt it timed out, ``routeyard.respond``)
+continue it from the headers they read or the context stored with the correlation. Agents in
 other languages see a standard ``traceparent`` header and can continue it too.
 
 Configuration is OpenTelemetry's own: ``OTEL_TRACES_EXPORTER`` (``otlp`` by default when

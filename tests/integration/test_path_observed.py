@@ -113,3 +113,33 @@ async def test_one_trace_and_the_metrics_of_a_conversation(
     assert route.attributes["routeyard.decision_ms"] >= 0
     assert agent.attributes["routeyard.agent"] == "WeatherAgent"
     assert respond.attributes["routeyard.status"] == "complete"
+
+
+async def test_a_timed_out_agent_shows_in_the_trace(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, spans: InMemorySpanExporter
+) -> None:
+    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+    slow = Recorder().agent("WeatherAgent", delay=5.0)  # cancelled by the runtime at its 0.5 s deadline
+    agents = catalog({**spec("WeatherAgent", "weather", timeout="500ms"), "retries": 1})
+    async with running(settings, agents, [slow]) as c:
+        (response,) = await c.ask_many([c.event("c-slow", "Weather in Lima?", event_id="ev-slow")], timeout=30)
+        assert response.status != "complete"
+        await asyncio.sleep(0.3)
+
+    finished = spans.get_finished_spans()
+    publish = next(
+        s for s in finished if s.name == "routeyard.publish" and s.attributes["routeyard.conversation"] == "c-slow"
+    )
+    route = by_name(finished, publish.context.trace_id)["routeyard.route"]
+    timeouts = sorted(
+        (s for s in finished if s.name == "routeyard.timeout" and s.context.trace_id == route.context.trace_id),
+        key=lambda s: s.attributes["routeyard.attempt"],
+    )
+    assert [(s.attributes["routeyard.attempt"], s.attributes["routeyard.retry"]) for s in timeouts] == [
+        (1, True),
+        (2, False),
+    ]
+    for s in timeouts:
+        assert s.attributes["routeyard.agent"] == "WeatherAgent"
+        assert s.parent is not None and s.parent.span_id == route.context.span_id
+        assert not s.status.is_ok
