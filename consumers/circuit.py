@@ -12,7 +12,7 @@ An agent whose key is missing is closed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 import msgspec
 from redis.asyncio import Redis
@@ -56,6 +56,12 @@ class CircuitStore:
     async def load(self, agents: Sequence[str]) -> dict[str, Breaker]:
         raws = await self._get(agents)
         return {agent: _decode(raw) for agent, raw in zip(agents, raws, strict=True)}
+
+    async def blocked(self, agents: Collection[str]) -> frozenset[str]:
+        """Those of ``agents`` whose breaker is open or half-open: no retries go to them."""
+        if not self.enabled or not agents:
+            return frozenset()
+        return frozenset(agent for agent, b in (await self.load(sorted(agents))).items() if b.state != "closed")
 
     async def gate(self, leases: Mapping[str, float], now: float) -> Gate:
         """Which of these agents a batch may use now. ``leases``: agent -> its probe lease (s).

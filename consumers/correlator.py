@@ -52,7 +52,8 @@ GROUP_JOIN_GRACE_S = 15.0
 """With no replies partition assigned this long after start, another correlator holds them all."""
 
 Step = tuple[Correlation, list[Effect], list[Outcome]]
-Change = Callable[[Correlation, float, str], Step]
+Change = Callable[[Correlation, float, str, frozenset[str]], Step]
+"""(stored state, now, its key, agents whose breaker is not closed) -> the change."""
 
 
 class Correlator:
@@ -124,7 +125,9 @@ class Correlator:
             spans.append(tracing.started("routeyard.reply", tracing.carrier(record.headers), agent=reply.agent))
         phases.done("decode")
         try:
-            strays = await self._apply(replies, lambda state, now, key: self._record(state, replies[key], now), phases)
+            strays = await self._apply(
+                replies, lambda state, now, key, blocked: self._record(state, replies[key], now, blocked), phases
+            )
         finally:
             for span in spans:
                 span.end()
@@ -168,11 +171,11 @@ class Correlator:
             await self._apply(keys, self._expire, phases)
         return len(keys)
 
-    def _record(self, state: Correlation, replies: list[AgentReply], now: float) -> Step:
+    def _record(self, state: Correlation, replies: list[AgentReply], now: float, blocked: frozenset[str]) -> Step:
         effects: list[Effect] = []
         outcomes: list[Outcome] = []
         for reply in replies:
-            transition, outcome = on_reply(state, reply, now)
+            transition, outcome = on_reply(state, reply, now, blocked)
             child(METRICS.replies, outcome=outcome).inc()
             if outcome == "late":
                 log.debug("late reply from %s for event %s (task %s)", reply.agent, reply.event_id, reply.task_id)
@@ -181,20 +184,22 @@ class Correlator:
             outcomes += transition.outcomes
         return state, effects, outcomes
 
-    def _expire(self, state: Correlation, now: float, key: str) -> Step:
+    def _expire(self, state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
         """Time agents out; if the outbox is stale (its writer died), carry it out again."""
         rerun: list[Effect] = []
         if state.outbox and now - state.outbox_since >= self._store.lease_s:
             state = redeliver(state, now)
             rerun = list(state.outbox)
             METRICS.outbox_rerun.inc(len(rerun))
-        transition = on_deadline(state, now)
+        transition = on_deadline(state, now, blocked)
         return self._observe(transition), rerun + transition.effects, transition.outcomes
 
     @staticmethod
     def _observe(transition: Transition) -> Correlation:
         if transition.response is not None:
             child(METRICS.responses, status=transition.response.status).inc()
+        for agent in transition.withheld:
+            child(METRICS.withheld_retries, agent=agent).inc()
         return transition.state
 
     async def _apply(self, keys: Iterable[str], change: Change, phases: Phases) -> list[str]:
@@ -209,14 +214,14 @@ class Correlator:
             if not pending:
                 break
             raws = await self._store.get_many(pending)
+            states = {key: (raw, decode_state(raw)) for key, raw in zip(pending, raws, strict=True) if raw is not None}
+            missing += [key for key in pending if key not in states]
+            blocked = await self._blocked([state for _, state in states.values()])
             phases.done("read")
             now = time.time()
             writes: list[tuple[Write, list[Effect]]] = []
-            for key, raw in zip(pending, raws, strict=True):
-                if raw is None:
-                    missing.append(key)
-                    continue
-                state, effects, outcomes[key] = change(decode_state(raw), now, key)
+            for key, (raw, stored) in states.items():
+                state, effects, outcomes[key] = change(stored, now, key, blocked)
                 new_effects = [e for e in effects if e not in state.outbox]
                 writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
             stored = await self._store.write_many([w for w, _ in writes], now)
@@ -235,6 +240,20 @@ class Correlator:
         _responded([d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)])
         await self._feedback([o for key in done for o in outcomes[key]])
         return missing
+
+    async def _blocked(self, states: list[Correlation]) -> frozenset[str]:
+        """The agents that may get a retry in this batch whose breaker is not closed (read from
+        Redis only when some agent may: retries are off by default)."""
+        if self._circuits is None:
+            return frozenset()
+        agents = {
+            s.agent
+            for state in states
+            if not state.done
+            for s in state.slots
+            if s.status in ("waiting", "retrying") and s.attempt <= s.retries
+        }
+        return await self._circuits.blocked(agents) if agents else frozenset()
 
     async def _feedback(self, outcomes: list[Outcome]) -> None:
         """Stored attempts' outcomes: metrics, and each agent's circuit breaker."""

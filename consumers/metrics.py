@@ -83,6 +83,11 @@ class _Metrics:
         self.circuit_open = Gauge(
             "routeyard_circuit_open", "1 while the agent's breaker is open or half-open (as last seen here)", ["agent"]
         )
+        self.withheld_retries = Counter(
+            "routeyard_circuit_withheld_retries_total",
+            "Agent retries not sent because the agent's breaker was open (the failed attempt stood)",
+            ["agent"],
+        )
         self.circuit_rerouted = Counter(
             "routeyard_circuit_rerouted_total", "Routes moved away from an agent whose breaker was open", ["agent"]
         )

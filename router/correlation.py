@@ -25,7 +25,7 @@ out does (the rest are reported as ``skipped``): the caller has already waited t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -150,6 +150,8 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     effects: list[Effect]
     response: ConversationResponse | None = None
     outcomes: list[Outcome] = msgspec.field(default_factory=list)
+    withheld: list[str] = msgspec.field(default_factory=list)
+    """Agents whose due retry was not sent because their circuit breaker is not closed."""
 
 
 def start(
@@ -197,10 +199,13 @@ def start(
     return _advance(state, now)
 
 
-def on_reply(state: Correlation, reply: AgentReply, now: float) -> tuple[Transition, ReplyOutcome]:
+def on_reply(
+    state: Correlation, reply: AgentReply, now: float, blocked: Collection[str] = ()
+) -> tuple[Transition, ReplyOutcome]:
     """Record a reply. The current attempt's reply settles the agent (or schedules a retry on an
     error); an earlier attempt's ok reply settles it too (the first good one wins); anything for
-    an agent already settled, or an earlier attempt's error, is a duplicate or late."""
+    an agent already settled, or an earlier attempt's error, is a duplicate or late. ``blocked``:
+    agents whose breaker is not closed (see ``_advance``)."""
     found = _find(state.slots, reply.task_id)
     if found is None:
         return Transition(state=state, effects=[]), "unknown"
@@ -221,8 +226,8 @@ def on_reply(state: Correlation, reply: AgentReply, now: float) -> tuple[Transit
         outcomes.append(Outcome(agent=slot.agent, kind=reply.status, attempt=attempt, retry=retry))
     else:  # an earlier attempt (already counted as failed) answered ok after all
         slots[index] = msgspec.structs.replace(slot, status="ok", reply=reply, retry_at=None)
-    transition = _advance(msgspec.structs.replace(state, slots=slots), now)
-    return msgspec.structs.replace(transition, outcomes=outcomes), "recorded"
+    transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
+    return msgspec.structs.replace(transition, outcomes=_unretried(outcomes, transition.withheld)), "recorded"
 
 
 def _find(slots: Sequence[Slot], task_id: str) -> tuple[int, int] | None:
@@ -275,8 +280,9 @@ def redeliver(state: Correlation, now: float) -> Correlation:
     return msgspec.structs.replace(state, slots=new_slots, outbox=outbox, outbox_since=now)
 
 
-def on_deadline(state: Correlation, now: float) -> Transition:
-    """Attempts past their deadline time out (retried if attempts are left); due retries are sent.
+def on_deadline(state: Correlation, now: float, blocked: Collection[str] = ()) -> Transition:
+    """Attempts past their deadline time out (retried if attempts are left); due retries are sent,
+    except to the agents in ``blocked`` (see ``_advance``).
 
     A final timeout drops an earlier attempt's error reply: the agent is reported timed out.
     """
@@ -289,15 +295,31 @@ def on_deadline(state: Correlation, now: float) -> Transition:
             if not retry:
                 slots[i] = msgspec.structs.replace(slots[i], reply=None)
             outcomes.append(Outcome(agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry))
-    transition = _advance(msgspec.structs.replace(state, slots=slots), now)
-    return msgspec.structs.replace(transition, outcomes=outcomes)
+    transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
+    return msgspec.structs.replace(transition, outcomes=_unretried(outcomes, transition.withheld))
 
 
-def _advance(state: Correlation, now: float) -> Transition:
-    """Start whatever may start now; finish when nothing is waiting or queued."""
+def _unretried(outcomes: list[Outcome], withheld: list[str]) -> list[Outcome]:
+    """An attempt whose retry was withheld led to no further attempt."""
+    if not withheld:
+        return outcomes
+    return [msgspec.structs.replace(o, retry=False) if o.retry and o.agent in withheld else o for o in outcomes]
+
+
+def _advance(state: Correlation, now: float, blocked: Collection[str] = ()) -> Transition:
+    """Start whatever may start now; finish when nothing is waiting or queued.
+
+    A retry that is due for an agent in ``blocked`` (its circuit breaker is open or probing) is
+    not sent: the failed attempt stands as the agent's result, as if no attempts were left.
+    Retrying into an open breaker would only add load to an agent known to be failing, and
+    keep the response waiting for another timeout.
+    """
     if state.done:
         return Transition(state=state, effects=[])
     slots = list(state.slots)
+    withheld = [s.agent for s in slots if s.agent in blocked and s.status == "retrying" and _ready(s, now)]
+    if withheld:
+        slots = [_give_up(s) if s.agent in withheld and s.status == "retrying" else s for s in slots]
     effects: list[Effect] = []
     if state.mode == "sequential":
         _advance_chain(state, slots, effects, now)
@@ -307,10 +329,20 @@ def _advance(state: Correlation, now: float) -> Transition:
                 slots[i] = _dispatch(state, slot, step=i, prior=[], effects=effects, now=now)
     state = msgspec.structs.replace(state, slots=slots)
     if any(s.status in ("queued", "waiting", "retrying") for s in slots):
-        return Transition(state=state, effects=effects)
+        return Transition(state=state, effects=effects, withheld=withheld)
     response = _response(state, now)
     effects.extend(_finish_effects(state, response))
-    return Transition(state=msgspec.structs.replace(state, done=True), effects=effects, response=response)
+    done = msgspec.structs.replace(state, done=True)
+    return Transition(state=done, effects=effects, response=response, withheld=withheld)
+
+
+def _give_up(slot: Slot) -> Slot:
+    """A retrying slot that will not be retried: its last attempt's failure is final (an error
+    reply of that attempt stands; otherwise the attempt timed out)."""
+    current = slot.reply is not None and slot.reply.task_id == slot.current_task_id
+    if current:
+        return msgspec.structs.replace(slot, status="error", retry_at=None)
+    return msgspec.structs.replace(slot, status="timed_out", reply=None, retry_at=None)
 
 
 def _ready(slot: Slot, now: float) -> bool:

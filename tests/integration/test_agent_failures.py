@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import msgspec
 import pytest
 import redis.asyncio as redis
+from prometheus_client import REGISTRY
 
 from consumers.agent import Agent, agent
 from consumers.bus import Outgoing, make_producer, publish
@@ -69,6 +70,10 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout: f
         await asyncio.sleep(0.05)
 
 
+def withheld_retries(agent: str) -> float:
+    return REGISTRY.get_sample_value("routeyard_circuit_withheld_retries_total", {"agent": agent}) or 0.0
+
+
 async def responses_for(settings: Settings, event_id: str) -> list[str]:
     values = await read_all(settings, settings.topics.responses)
     return [r.status for r in map(response_decoder.decode, values) if r.event_id == event_id]
@@ -91,6 +96,7 @@ async def test_an_agent_that_always_fails_gets_bounded_retries_then_one_partial_
     weather = Flaky("WeatherAgent", broken=True)
     table = Flaky("RestaurantAgent")
     agents_ = catalog(with_retries("WeatherAgent", 2, "weather"), spec("RestaurantAgent", "table"))
+    settings = settings.model_copy(update={"circuit": settings.circuit.model_copy(update={"threshold": 10})})
     async with running(settings, agents_, [weather.agent(), table.agent()]) as client:
         response = await client.ask("f2", "weather, and a table", timeout=30)
         await asyncio.sleep(0.5)  # nothing more may be sent: the budget is spent
@@ -98,6 +104,23 @@ async def test_an_agent_that_always_fails_gets_bounded_retries_then_one_partial_
     assert [t.attempt for t in weather.tasks] == [1, 2, 3]
     errors = [r for r in response.replies if r.agent == "WeatherAgent"]
     assert [(r.status, r.task_id) for r in errors] == [("error", f"{response.event_id}:0:WeatherAgent@3")]
+    assert await responses_for(settings, response.event_id) == ["partial"]
+
+
+async def test_no_retry_goes_to_an_agent_whose_breaker_opened(settings: Settings) -> None:
+    """Threshold 2: the second failed attempt opens the breaker, so the third is not sent; the
+    second attempt's error stands and the response comes without waiting for it."""
+    weather = Flaky("WeatherAgent", broken=True)
+    agents_ = catalog(with_retries("WeatherAgent", 2, "weather"), spec("RestaurantAgent", "table"))
+    before = withheld_retries("WeatherAgent")
+    async with running(settings, agents_, [weather.agent(), Flaky("RestaurantAgent").agent()]) as client:
+        response = await client.ask("w1", "weather, and a table", timeout=30)
+        await asyncio.sleep(0.5)  # a retry sent late would show here
+    assert response.status == "partial"
+    assert [t.attempt for t in weather.tasks] == [1, 2]
+    errors = [r for r in response.replies if r.agent == "WeatherAgent"]
+    assert [(r.status, r.task_id) for r in errors] == [("error", f"{response.event_id}:0:WeatherAgent@2")]
+    assert withheld_retries("WeatherAgent") == before + 1
     assert await responses_for(settings, response.event_id) == ["partial"]
 
 

@@ -163,6 +163,43 @@ def test_sequential_chain_waits_for_the_retry_before_the_next_agent() -> None:
     assert [(p.agent, p.status) for p in next_task.prior_replies] == [("Weather", "ok")]
 
 
+def test_a_due_retry_is_withheld_while_the_agents_breaker_is_open_and_the_error_stands() -> None:
+    state = _start(W, R).state
+    errored, _ = on_reply(state, _reply(_task_id(0, "Weather"), status="error"), NOW)
+    assert errored.state.slots[0].status == "retrying" and errored.withheld == []
+    early = on_deadline(errored.state, NOW + 0.5, blocked={"Weather"})  # backoff not over: nothing due yet
+    assert early.withheld == [] and early.state.slots[0].status == "retrying"
+    due = on_deadline(errored.state, NOW + 1, blocked={"Weather"})
+    assert due.withheld == ["Weather"] and _tasks(due) == [] and due.outcomes == []  # no attempt: nothing to record
+    slot = due.state.slots[0]
+    assert (slot.status, slot.attempt, slot.retry_at) == ("error", 1, None)
+    assert slot.reply is not None and slot.reply.error == "boom"
+    done = on_reply(due.state, _reply(_task_id(1, "Restaurant"), agent="Restaurant"), NOW + 2)[0]
+    assert _responses(done) == ["partial"]
+    assert on_deadline(errored.state, NOW + 1, blocked={"Restaurant"}).withheld == []  # other agents' retries go
+
+
+def test_a_withheld_retry_after_a_timeout_reports_the_agent_timed_out() -> None:
+    state = on_deadline(_start(W).state, NOW + 10).state  # attempt 1 timed out: retry at +11
+    withheld = on_deadline(state, NOW + 11, blocked={"Weather"})
+    assert withheld.withheld == ["Weather"] and _tasks(withheld) == []
+    assert withheld.response is not None and withheld.response.status == "failed"
+    assert withheld.response.timed_out == ["Weather"]
+    timed_out = on_deadline(_start(msgspec.structs.replace(W, backoff_s=0.0)).state, NOW + 10, blocked={"Weather"})
+    assert [(o.kind, o.retry) for o in timed_out.outcomes] == [("timeout", False)] and _tasks(timed_out) == []
+
+
+def test_a_withheld_retry_with_no_backoff_is_not_sent_on_the_error_reply() -> None:
+    state = _start(msgspec.structs.replace(W, backoff_s=0.0), R, mode="sequential").state
+    withheld, _ = on_reply(state, _reply(_task_id(0, "Weather"), status="error"), NOW, blocked={"Weather"})
+    assert withheld.withheld == ["Weather"]
+    # the attempt's failure is still recorded (for the breaker), but it led to no retry
+    assert [(o.kind, o.retry) for o in withheld.outcomes] == [("error", False)]
+    (next_task,) = [task_decoder.decode(e.value) for e in withheld.effects if e.value]
+    assert next_task.agent == "Restaurant"  # the chain goes on past the failed agent, as with no retries left
+    assert [(p.agent, p.status) for p in next_task.prior_replies] == [("Weather", "error")]
+
+
 def test_a_retry_in_the_outbox_is_redelivered_with_its_own_task_id() -> None:
     retried = on_deadline(_start(msgspec.structs.replace(W, backoff_s=0.0)).state, NOW + 10)
     stored = _state_decoder.decode(msgspec.json.encode(stage(retried.state, retried.effects, NOW + 10)))
