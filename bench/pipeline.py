@@ -1,6 +1,7 @@
 """The whole path as processes, against a bare aiokafka relay over as many hops on the same broker.
 
-    python bench/pipeline.py [--conversations 20000] [--rounds 3] [--active 10000] [--partitions 8] [--profile DIR]
+    python bench/pipeline.py [--conversations 20000] [--rounds 3] [--active 10000] [--partitions 8]
+                             [--loads 0.5,0.1] [--paced-seconds 10] [--profile DIR]
 
 Starts tansu (in-memory) and Valkey, then two pipelines side by side, every stage its own process:
 
@@ -21,8 +22,9 @@ both responses topics all the time. After a warm-up (consumer groups joined) it 
 3. maximum load, ``--rounds`` rounds, the two pipelines alternating first: every conversation sent
    as fast as possible; throughput = completed / (first send -> last response read); end-to-end
    latency = send -> response read, in this process. Median over rounds; ratio per round;
-4. half load: both pipelines paced at 0.5 x routeyard's median maximum for ``--paced-seconds``,
-   then hop 1 read back from the topics: the agent-task record's CreateTime minus the
+4. paced load: both pipelines paced at each of ``--loads`` x routeyard's median maximum (0.5,
+   where the target is, and 0.1: what the router adds on a machine that is not busy) for
+   ``--paced-seconds``, then hop 1 read back from the topics: the agent-task record's CreateTime minus the
    conversation record's CreateTime, matched by event id (the same for relay hop 1; it includes
    the broker's delivery); and the time the worker itself holds each record (batch fetched ->
    outcome published): the router's routeyard_held_seconds{stage="route"} from its /metrics, and
@@ -505,7 +507,7 @@ async def half_load(
 ) -> dict[str, Half]:
     out = {}
     for pipe in pipes:
-        events = make_events(f"{pipe.name}-half", max(100, int(rate * seconds)))
+        events = make_events(f"{pipe.name}-paced{rate:.0f}", max(100, int(rate * seconds)))
         url = scrape[pipe.name]
         before, steps_before = held_buckets(url, pipe.name), step_buckets(url) if pipe.name == "routeyard" else {}
         run = await driver.load(pipe, events, rate)
@@ -515,7 +517,7 @@ async def half_load(
             s: (quantile(steps_before[s], a, 0.5), quantile(steps_before[s], a, 0.99)) for s, a in steps_after.items()
         }
         out[pipe.name] = Half(run, await hop_ms(driver.kafka, pipe, {e[0] for e in events}), held, steps)
-        print(f"  half load {pipe.name}: {run.completed}/{run.sent} at {rate:,.0f}/s", flush=True)
+        print(f"  paced {pipe.name}: {run.completed}/{run.sent} at {rate:,.0f}/s", flush=True)
     return out
 
 
@@ -572,8 +574,9 @@ def print_stages(rows: dict[str, list[tuple[str, float, float]]]) -> None:
             print(f"| {topic} | {first:.2f} | {last:.2f} |")
 
 
-def print_half(half: dict[str, Half], rate: float) -> None:
-    print(f"\nhalf load: both paced at {rate:,.0f} conv/s (0.5 x routeyard's maximum)")
+def print_half(half: dict[str, Half], rate: float, fraction: float = 0.5) -> None:
+    load = "half load" if fraction == 0.5 else f"{fraction:g} x load"
+    print(f"\n{load}: both paced at {rate:,.0f} conv/s ({fraction:g} x routeyard's maximum)")
     print(
         "| pipeline | hop 1 p50 ms | hop 1 p99 ms | hop 1 max ms | matched | held p50 ms | held p99 ms "
         "| e2e p50 ms | e2e p99 ms | completed |"
@@ -590,7 +593,7 @@ def print_half(half: dict[str, Half], rate: float) -> None:
     print("  the relay's own histogram): the time the worker itself adds. Target: router-added p99 < 10 ms.")
     steps = half.get("routeyard")
     if steps is not None and steps.steps_ms:
-        print("\nthe router worker's batch steps at half load (routeyard_batch_phase_seconds{stage=route}), per batch")
+        print(f"\nthe router worker's batch steps at {load} (routeyard_batch_phase_seconds{{stage=route}}), per batch")
         print("| step | p50 ms | p99 ms |")
         print("|---|---:|---:|")
         for name, (p50, p99) in steps.steps_ms.items():
@@ -643,12 +646,16 @@ async def bench(args: argparse.Namespace, bootstrap: str, redis_url: str, procs:
         memory = await memory_phase(driver, redis, pipes[0], args.active)
         context = await context_phase(driver, redis, pipes[0])
         runs = await max_rounds(driver, pipes, args.conversations, args.rounds)
-        rate = 0.5 * statistics.median(r.per_s for r in runs["routeyard"])
-        half = await half_load(driver, pipes, rate, args.paced_seconds, scrape)
+        maximum = statistics.median(r.per_s for r in runs["routeyard"])
+        paced = []
+        for fraction in args.loads:
+            await asyncio.sleep(2.0)  # what the previous phase left (outbox clears, commits) settles first
+            paced.append((fraction, await half_load(driver, pipes, fraction * maximum, args.paced_seconds, scrape)))
         print_max(runs)
         print_cpu(runs)
         print_stages({p.name: await stages(driver.kafka, p, runs[p.name][-1]) for p in pipes})
-        print_half(half, rate)
+        for fraction, half in paced:
+            print_half(half, fraction * maximum, fraction)
         print_memory(memory, context, env["ROUTEYARD_ROUTER__CONTEXT_MAX_MESSAGES"])
         print(f"\nroutes' response statuses: {driver.statuses}")
         print("RSS MiB now: " + ", ".join(f"{n} {rss_mib(p):.0f}" for n, p in procs.pids.items()))
@@ -669,7 +676,13 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=20_000, help="per maximum-load round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--active", type=int, default=10_000, help="conversations for the memory figures")
-    parser.add_argument("--paced-seconds", type=float, default=10.0)
+    parser.add_argument("--paced-seconds", type=float, default=10.0, help="per paced phase and pipeline")
+    parser.add_argument(
+        "--loads",
+        type=lambda text: [float(f) for f in text.split(",")],
+        default=[0.5, 0.1],
+        help="paced phases, as fractions of routeyard's maximum (the target is at 0.5)",
+    )
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
         "--profile", type=Path, help="run routeyard's processes under cProfile, writing DIR/<process>.prof at exit"
