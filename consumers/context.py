@@ -3,7 +3,8 @@
 Keys (``ns`` = namespace, tenant ``_`` when none):
     {ns}:{tenant}:ctx:{conversation_id}   list of JSON messages, trimmed to ``max_messages`` and
                                           ``max_bytes`` (oldest dropped first; the newest stays)
-    {ns}:{tenant}:seen:{conversation_id}  sorted set of applied append ids (bounded)
+    {ns}:{tenant}:seen:{conversation_id}  sorted set of the last applied append ids (bounded,
+                                          scored in order of application)
 
 An append carries an id (the event id for a user turn, ``ctx:<event>`` for agents' replies);
 appending the same id twice is a no-op, so redelivered events never duplicate a turn.
@@ -15,7 +16,6 @@ contain ``:`` and never are ``_`` (the router worker rejects such events).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import msgspec
@@ -23,16 +23,26 @@ from redis.asyncio import Redis
 
 from schemas import Message
 
-SEEN_IDS_KEPT = 512
+SEEN_IDS_KEPT = 128
+"""Append ids remembered per conversation (at least twice ``max_messages``). 128 is Redis's
+``zset-max-listpack-entries``: up to it the sorted set keeps its compact encoding (about 4 KB
+here); past it, a skiplist about four times the size - bigger than the context it guards. 128
+ids cover the last 64 turns (a user turn and its agents' replies are one id each), while a
+redelivered event comes back within seconds or minutes."""
 DEFAULT_MAX_BYTES = 512 * 1024
 """Bytes of stored messages kept per conversation (JSON as stored)."""
 
 _APPEND = """
-local max, ttl, now, kept = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local read, budget, out, a = ARGV[5] == '1', tonumber(ARGV[6]), {}, 7
+local max, ttl, kept = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local read, budget, out, a = ARGV[4] == '1', tonumber(ARGV[5]), {}, 6
 for k = 1, #KEYS, 2 do
   local ctx, seen, id, n = KEYS[k], KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
-  if redis.call('ZADD', seen, 'NX', now, id) == 1 then
+  if not redis.call('ZSCORE', seen, id) then
+    -- make room first: the set never grows past ``kept``, so it keeps its compact encoding;
+    -- scores count up, so the oldest id goes first
+    redis.call('ZREMRANGEBYRANK', seen, 0, -kept)
+    local last = redis.call('ZRANGE', seen, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', seen, (tonumber(last[2]) or 0) + 1, id)
     for i = a + 2, a + 1 + n do redis.call('RPUSH', ctx, ARGV[i]) end
     redis.call('LTRIM', ctx, -max, -1)
     local items = redis.call('LRANGE', ctx, 0, -1)
@@ -42,7 +52,6 @@ for k = 1, #KEYS, 2 do
       if bytes > budget then keep = math.max(1, #items - i) break end
     end
     if keep < #items then redis.call('LTRIM', ctx, -keep, -1) end
-    redis.call('ZREMRANGEBYRANK', seen, 0, -kept - 1)
   end
   redis.call('EXPIRE', ctx, ttl)
   redis.call('EXPIRE', seen, ttl)
@@ -51,9 +60,9 @@ for k = 1, #KEYS, 2 do
 end
 return out
 """
-"""Appends of a batch in one call. KEYS: (ctx, seen) per append; ARGV: max messages, ttl, now,
-seen ids kept, read ('1' returns each context after its append), max bytes, then per append its
-id, its message count and the messages."""
+"""Appends of a batch in one call. KEYS: (ctx, seen) per append; ARGV: max messages, ttl, seen ids
+kept, read ('1' returns each context after its append), max bytes, then per append its id, its
+message count and the messages."""
 
 _message_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
@@ -79,6 +88,7 @@ class ContextStore:
         self._max = max_messages
         self._max_bytes = max_bytes
         self._ttl = ttl_s
+        self.seen_kept = max(SEEN_IDS_KEPT, 2 * max_messages)
         self._script = redis.register_script(_APPEND)
 
     def keys(self, tenant: str | None, conversation_id: str) -> list[str]:
@@ -93,8 +103,7 @@ class ContextStore:
         args: list[bytes | str | int | float] = [
             self._max,
             self._ttl,
-            time.time(),
-            SEEN_IDS_KEPT,
+            self.seen_kept,
             "1" if read else "0",
             self._max_bytes,
         ]

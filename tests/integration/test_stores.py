@@ -80,6 +80,23 @@ async def test_one_context_call_appends_a_batch_in_order_once_per_id(redis_clien
     assert await redis_client.ttl(store.keys(None, "a")[1]) > 0
 
 
+async def test_the_seen_ids_stay_compact_and_still_catch_recent_redeliveries(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = ContextStore(redis_client, prefix, max_messages=32, ttl_s=600)
+    assert store.seen_kept == 128 and ContextStore(redis_client, prefix, max_messages=100, ttl_s=600).seen_kept == 200
+    turns = [Append(None, "long", f"event-{i:04d}", [Message(role="user", content=f"turn {i}")]) for i in range(300)]
+    for start_at in range(0, 300, 50):
+        await store.append_many(turns[start_at : start_at + 50])
+    seen = store.keys(None, "long")[1]
+    assert await redis_client.zcard(seen) == 128
+    assert await redis_client.object("encoding", seen) == b"listpack"  # compact, not a skiplist
+    before = [m.content for m in await store.load(None, "long")]
+    await store.append_many(turns[-64:])  # the last 64 turns redelivered: nothing appended again
+    assert [m.content for m in await store.load(None, "long")] == before == [f"turn {i}" for i in range(268, 300)]
+    assert await redis_client.memory_usage(seen) < 6_000
+
+
 async def test_one_call_compares_and_sets_a_batch(redis_client: redis.Redis, prefix: str) -> None:
     store = CorrelationStore(redis_client, prefix, ttl_s=600, lease_s=30)
     now = time.time()
