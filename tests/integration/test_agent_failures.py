@@ -16,10 +16,10 @@ from prometheus_client import REGISTRY
 
 from consumers.agent import Agent, agent
 from consumers.bus import Outgoing, make_producer, publish
+from consumers.correlations import decode_state
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 from consumers.settings import Settings
 from router.circuit import Breaker
-from router.correlation import Correlation
 from schemas import AgentReply, AgentTask, decision_decoder, encode, response_decoder
 from tests.integration.stack import catalog, make_settings, read_all, running, spec
 
@@ -193,7 +193,7 @@ async def test_a_reply_after_the_response_is_recorded_late_and_not_published_aga
 
         async def counted() -> bool:
             raw = await redis_client.get(key)
-            return raw is not None and msgspec.json.decode(raw, type=Correlation).late_replies == 1
+            return raw is not None and decode_state(raw).late_replies == 1
 
         await eventually(counted, "the late reply to be counted on the correlation")
     assert (response.status, response.timed_out, response.replies) == ("failed", ["WeatherAgent"], [])

@@ -115,6 +115,22 @@ async def test_one_call_compares_and_sets_a_batch(redis_client: redis.Redis, pre
     assert await redis_client.zscore(store.wake_key, k2) is not None
 
 
+async def test_states_are_messagepack_and_json_ones_from_before_still_read_and_update(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    store = CorrelationStore(redis_client, prefix, ttl_s=600, lease_s=30)
+    state = _state("old", Effect(id="task:x", topic="t", value=b'{"task": 1}'))
+    key = store.key(None, "old")
+    legacy = msgspec.json.encode(state)  # as versions before this one stored it
+    await redis_client.set(key, legacy)
+    raw = await redis_client.get(key)
+    assert decode_state(raw) == state
+    (stored,) = await store.write_many([Write(key, raw, msgspec.structs.replace(state, done=True))], time.time())
+    assert stored is not None and stored == await redis_client.get(key)
+    assert stored[:1] != b"{" and len(stored) < len(legacy)  # now MessagePack, smaller
+    assert decode_state(stored) == msgspec.structs.replace(state, done=True)
+
+
 async def test_outbox_clear_skips_the_read_unless_the_state_moved(redis_client: redis.Redis, prefix: str) -> None:
     store = _Counting(redis_client, prefix, ttl_s=600, lease_s=30)
     outbox = Outbox(store, _NoContext(), producer=None)  # type: ignore[arg-type]
