@@ -10,48 +10,47 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import socket
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
 
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey, free_port
+from consumers.embedded import EmbeddedBroker, EmbeddedValkey, _EmbeddedServer
 from schemas import response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
 
 
+class MotoS3(_EmbeddedServer):
+    """moto's S3 server, with the embedded servers' life cycle (free port, log, stop at exit)."""
+
+    name = "moto"
+    start_timeout = 30.0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def _ready(self) -> bool:
+        try:
+            urllib.request.urlopen(f"{self.endpoint}/", timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+
 @pytest.fixture
 def s3() -> Iterator[str]:
     """moto's S3 server on a free loopback port, with the bucket tansu writes to."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto's S3 server did not start") from None
-                time.sleep(0.05)
-        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/tansu", method="PUT"), timeout=10).close()
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with MotoS3() as server:
+        urllib.request.urlopen(urllib.request.Request(f"{server.endpoint}/tansu", method="PUT"), timeout=10).close()
+        yield server.endpoint
 
 
 @pytest.fixture
