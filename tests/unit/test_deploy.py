@@ -172,3 +172,55 @@ def test_image_catalog_names_the_agents_compose_runs(compose: dict[str, Any]) ->
     catalog = load_catalog(ROOT / source)
     agents = [load_agent(t).name for t in compose["services"]["agents"]["command"][1:]]
     assert sorted(agents) == sorted(catalog.names)
+
+
+def dockerfile_stages() -> dict[str, str]:
+    """Each build stage's text (its FROM line and instructions), by stage name."""
+    stages: dict[str, str] = {}
+    name = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        found = re.match(r"^FROM \S+ AS (\w+)", line)
+        if found:
+            name = found.group(1)
+        if name:
+            stages[name] = stages.get(name, "") + line + "\n"
+    return stages
+
+
+def stage_env(stage: str) -> dict[str, str]:
+    """The ``ENV`` defaults a stage sets (``KEY=value`` pairs, continued lines included)."""
+    text = re.sub(r"\\\n\s*", " ", stage)
+    pairs: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for word in shlex.split(line[4:]):
+                key, _, value = word.partition("=")
+                pairs[key] = value
+    return pairs
+
+
+def engines_named(service: dict[str, Any], image_env: dict[str, str]) -> set[str]:
+    """Every engine a service runs: its engine (``--engine`` or the variable, else the image's
+    default) and its fallbacks (the service's variable, else the image's default)."""
+    env = {**image_env, **service.get("environment", {})}
+    command = service["command"]
+    args = command if isinstance(command, list) else shlex.split(command)
+    engine = args[args.index("--engine") + 1] if "--engine" in args else env.get("ROUTEYARD_ROUTER__ENGINE", "rules")
+    fallback = json.loads(env.get("ROUTEYARD_ROUTER__FALLBACK", "[]"))
+    return {engine, *fallback}
+
+
+def test_every_engine_a_service_names_is_installed_in_its_image(compose: dict[str, Any]) -> None:
+    from consumers.app import ENGINE_PACKAGES
+
+    stages = dockerfile_stages()
+    checked = 0
+    for name, service in routeyard_services(compose).items():
+        if service["command"][:2] != ["worker", "router"]:
+            continue
+        stage = stages[service["build"]["target"]]
+        for engine in engines_named(service, stage_env(stage)):
+            for package in ENGINE_PACKAGES[engine]:
+                assert package in stage, f"{name} runs the {engine} engine; its image does not install {package}"
+            checked += 1
+    assert checked >= 3  # cpu: semantic; gpu: vllm and its fallback
