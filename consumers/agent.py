@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -49,16 +50,24 @@ class Agent:
     description: str
     handler: Handler
     topic: str | None = None
+    expose_errors: bool = False
+    """Send an exception's text to the caller verbatim. Off by default: the caller gets a generic
+    error with a reference id, and the detail stays in this process's log and trace."""
 
     async def __call__(self, task: AgentTask) -> str | None:
         return await self.handler(task)
 
 
-def agent(name: str, description: str, *, topic: str | None = None) -> Callable[[Handler], Agent]:
-    """Declare an agent. The name must match the catalog entry that routes to it."""
+def agent(
+    name: str, description: str, *, topic: str | None = None, expose_errors: bool = False
+) -> Callable[[Handler], Agent]:
+    """Declare an agent. The name must match the catalog entry that routes to it. An exception
+    in the handler becomes an error reply saying ``<agent> failed (ref <id>)``; the exception
+    itself is logged and recorded on the trace with that id. ``expose_errors=True`` sends
+    ``<Type>: <message>`` instead (only for agents whose errors are safe to show a caller)."""
 
     def wrap(handler: Handler) -> Agent:
-        return Agent(name=name, description=description, handler=handler, topic=topic)
+        return Agent(name=name, description=description, handler=handler, topic=topic, expose_errors=expose_errors)
 
     return wrap
 
@@ -272,7 +281,7 @@ class AgentRunner:
         its reply, retried on its own: a broker error must not run the handler again."""
         with tracing.span("routeyard.agent", tracing.carrier(record.headers), agent=self.agent.name) as span:
             span.set(task_id=task.task_id, attempt=task.attempt)
-            reply = await self._run_handler(task)
+            reply = await self._run_handler(task, span)
             span.set(status=reply.status if reply is not None else "timed_out")
             if reply is not None:
                 out = Outgoing(
@@ -283,7 +292,7 @@ class AgentRunner:
                 )
                 await retrying(functools.partial(self._replies.add, out), what="agent reply", backoff=self._backoff)
 
-    async def _run_handler(self, task: AgentTask) -> AgentReply | None:
+    async def _run_handler(self, task: AgentTask, span: tracing.Span | None = None) -> AgentReply | None:
         """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""
         remaining = task.deadline.timestamp() - time.time()
         if remaining <= 0:
@@ -299,8 +308,7 @@ class AgentRunner:
             log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
             return None
         except Exception as exc:
-            log.exception("agent %s raised on task %s", self.agent.name, task.task_id)
-            error = f"{type(exc).__name__}: {exc}"
+            error = self._error(task, exc, span)
         child(METRICS.tasks, agent=self.agent.name, outcome="ok" if error is None else "error").inc()
         return AgentReply(
             task_id=task.task_id,
@@ -312,6 +320,22 @@ class AgentRunner:
             content=content,
             error=error,
         )
+
+
+    def _error(self, task: AgentTask, exc: Exception, span: tracing.Span | None) -> str:
+        """What the caller is told of a handler's exception: a reference id that finds the detail in
+        this process's log and the trace, never the detail itself (it may hold secrets), unless
+        the agent opted in with ``expose_errors``."""
+        detail = f"{type(exc).__name__}: {exc}"
+        if self.agent.expose_errors:
+            log.exception("agent %s raised on task %s", self.agent.name, task.task_id)
+            return detail
+        ref = uuid.uuid4().hex[:12]
+        log.exception("agent %s raised on task %s (error ref %s)", self.agent.name, task.task_id, ref)
+        if span is not None:
+            span.set(error_ref=ref)
+            span.error(detail[:1000])
+        return f"{self.agent.name} failed (ref {ref})"
 
 
 _MARK = """

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
+import re
 import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 
+from consumers.agent import agent
 from consumers.embedded import EmbeddedBroker, EmbeddedValkey
 from schemas import (
+    AgentTask,
     ConversationEvent,
     Message,
     dead_letter_decoder,
@@ -209,13 +213,31 @@ async def test_agent_timeout_gives_partial_response(settings) -> None:
     assert [r.event_id for r in responses] == [response.event_id]
 
 
-async def test_agent_exception_becomes_error_reply(settings) -> None:
+async def test_agent_exception_becomes_error_reply(settings, caplog) -> None:
+    """The caller gets a generic error with a reference id; the exception's text (which may hold a
+    secret) stays in the agent's log under that id."""
     agents = Recorder()
-    async with running(settings, CATALOG, [agents.agent("WeatherAgent", fail=True)]) as client:
-        response = await client.ask("c8", "weather?", timeout=30)
+    with caplog.at_level(logging.ERROR, logger="consumers.agent"):
+        async with running(settings, CATALOG, [agents.agent("WeatherAgent", fail=True)]) as client:
+            response = await client.ask("c8", "weather?", timeout=30)
     assert response.status == "failed"
     (reply,) = response.replies
-    assert reply.status == "error" and "WeatherAgent is broken" in (reply.error or "")
+    assert reply.status == "error"
+    found = re.fullmatch(r"WeatherAgent failed \(ref ([0-9a-f]{12})\)", reply.error or "")
+    assert found, reply.error
+    logged = [r for r in caplog.records if found.group(1) in r.getMessage()]
+    assert logged and "WeatherAgent is broken" in (logged[0].exc_text or "")
+
+
+async def test_agent_may_opt_in_to_verbatim_errors(settings) -> None:
+    async def broken(task: AgentTask) -> str:
+        raise ValueError("the city is required")
+
+    exposed = agent("WeatherAgent", "weather", expose_errors=True)(broken)
+    async with running(settings, CATALOG, [exposed]) as client:
+        response = await client.ask("c8b", "weather?", timeout=30)
+    (reply,) = response.replies
+    assert reply.error == "ValueError: the city is required"
 
 
 async def test_two_router_workers_share_the_partitions(settings) -> None:
@@ -250,3 +272,4 @@ async def test_reply_for_an_unknown_event_is_dead_lettered(settings) -> None:
         ("correlate", settings.topics.replies, encode(stray))
     ]
     assert "no correlation" in letters[0].error
+
