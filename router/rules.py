@@ -13,8 +13,12 @@ agent without rules never matches.
 When nothing matches:
 
 1. a closing turn ("Thanks!", "ok thank you, bye") gets no route;
-2. otherwise, with ``follow_up`` on, the turn reuses the routes of the most recent earlier user
-   message that matched ("and tomorrow?" after "what's the weather in Paris?");
+2. otherwise, with ``follow_up`` on, a short referential turn - at most ``FOLLOW_UP_MAX_WORDS``
+   words that continue the previous request ("and tomorrow?", "ok, what about Rome?", "in Oslo?":
+   a leading "and/or/also/but/then/what about/how about/same", or a question) - reuses the
+   routes of the most recent earlier user message that matched. Anything else ("thanks, that's
+   all", "hi") gets no route: reusing routes re-runs their agents, and an agent with side effects
+   (booking, texting) would repeat them;
 3. otherwise no route.
 
 Regexes are compiled once per agent tuple. Pinning routes with rules is a real feature, and this
@@ -45,12 +49,26 @@ DEFAULT_STOP_PATTERNS: tuple[str, ...] = (
     r"cool",
     r"perfect",
     r"got it",
+    r"(?:that'?s|that is|that will be|that'll be) (?:all|it|everything)(?: for now| for today)?",
+    r"nothing (?:else|more)",
+    r"all (?:good|set|done)",
+    r"no,? thanks?(?: you)?",
+    r"never ?mind",
 )
 """Closing phrases. A turn is a stop turn when it consists only of such phrases, punctuation,
 whitespace and "and" (so "Thanks!" and "ok thank you, bye" are; "thanks, and the weather?" is not).
 Greetings are deliberately absent: "hi" usually comes before a question."""
 
 NO_USER_MESSAGE = "no user message to route"
+
+FOLLOW_UP_MAX_WORDS = 6
+_FILLER = r"(?:(?:ok(?:ay)?|thanks?|thank you|great|cool|perfect|sure|yes|yeah|hmm|right)\b[\W_]*)*"
+_REFERENTIAL = re.compile(
+    rf"^\W*{_FILLER}(?:(?:and|or|also|but|then|plus|same)\b|(?:what|how) about\b|.*\?\W*$)",
+    re.IGNORECASE | re.DOTALL,
+)
+"""A turn that continues the previous request: after optional acknowledgements, it starts with a
+connective ("and tomorrow", "ok, what about Rome") or it is a question ("in Oslo?")."""
 
 _SEPARATOR = r"(?:[\W_]|\band\b)*"
 
@@ -85,12 +103,18 @@ class RulesEngine(EngineBase):
             return EngineResult(error=NO_USER_MESSAGE)
         matchers = compile_agents(request.agents)
         routes = match(matchers, texts[-1])
-        if not routes and not self._is_stop(texts[-1]) and self._follow_up:
+        if not routes and self._follow_up and self._continues(texts[-1]):
             routes = _earlier_routes(matchers, texts[:-1])
         return _result(routes)
 
     def _is_stop(self, text: str) -> bool:
         return self._stop is not None and self._stop.fullmatch(text.strip()) is not None
+
+    def _continues(self, text: str) -> bool:
+        """A short referential turn that is not a closing (see the module's docstring)."""
+        if len(text.split()) > FOLLOW_UP_MAX_WORDS or self._is_stop(text):
+            return False
+        return _REFERENTIAL.match(text) is not None
 
 
 def compile_stop(patterns: Sequence[str]) -> re.Pattern[str] | None:

@@ -273,3 +273,16 @@ async def test_reply_for_an_unknown_event_is_dead_lettered(settings) -> None:
     ]
     assert "no correlation" in letters[0].error
 
+
+async def test_a_closing_turn_does_not_repeat_side_effects(settings) -> None:
+    """After "book a table and text Anna", "thanks, that's all" must neither book nor text again."""
+    agents = Recorder()
+    names = ["RestaurantAgent", "MessagingAgent"]
+    async with running(settings, CATALOG, [agents.agent(n) for n in names]) as client:
+        first = await client.ask("c-close", "Book a table for two and text Anna the address", timeout=30)
+        closing = await client.ask("c-close", "thanks, that's all", timeout=30)
+        follow_up = await client.ask("c-close", "and tomorrow?", timeout=30)  # short, referential
+    assert first.routes == names and first.status == "complete"
+    assert closing.status == "no_route" and closing.routes == []
+    assert follow_up.routes == names
+    assert [len(agents.tasks[n]) for n in names] == [2, 2]

@@ -113,10 +113,36 @@ def test_stop_phrase_gets_no_route_even_after_a_routed_turn(text: str) -> None:
     assert json.loads(result.raw_output or "") == {"route": []}
 
 
-@pytest.mark.parametrize("text", ["hi", "hello", "ok, and tomorrow?", "thanks, and the day after?", "!!!"])
-def test_non_closing_turn_is_not_a_stop_and_follows_up(text: str) -> None:
+@pytest.mark.parametrize(
+    "text", ["ok, and tomorrow?", "thanks, and the day after?", "what about Rome", "in Oslo?", "Also Berlin"]
+)
+def test_short_referential_turn_follows_up(text: str) -> None:
     conversation = (_user("weather in Paris?"), _assistant("Sunny, 21C."), _user(text))
     assert _route(*conversation) == ["WeatherAgent"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "thanks, that's all",
+        "thanks, that's all for now",
+        "great, nothing else",
+        "ok that is everything, have a nice evening",
+        "hi",
+        "hello",
+        "!!!",
+        "I was wondering whether you could possibly tell me more?",
+    ],
+)
+def test_turn_that_does_not_continue_gets_no_route(text: str) -> None:
+    """Reusing routes re-runs their agents: "thanks, that's all" after a booking and a text must
+    not book and text again."""
+    conversation = (
+        _user("Book a table for two and text Anna the address"),
+        _assistant("Booked, and Anna has the address."),
+        _user(text),
+    )
+    assert _route(*conversation) == []
 
 
 def test_stop_phrase_with_a_keyword_still_routes() -> None:
@@ -127,7 +153,7 @@ def test_custom_stop_patterns_replace_the_defaults() -> None:
     engine = RulesEngine(stop_patterns=[r"merci(?: beaucoup)?"])
     previous = (_user("weather in Paris?"), _assistant("Sunny."))
     assert _route(*previous, _user("Merci beaucoup !"), engine=engine) == []
-    assert _route(*previous, _user("thanks"), engine=engine) == ["WeatherAgent"]
+    assert _route(*previous, _user("ok?"), engine=engine) == ["WeatherAgent"]  # a stop only by default
 
 
 def test_follow_up_reuses_the_most_recent_matching_earlier_turn() -> None:
