@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import time
 import uuid
@@ -39,7 +40,9 @@ from schemas import AgentReply, AgentTask, DecodeError, encode, task_decoder
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AgentTask], Awaitable[str | None]]
+Handler = Callable[[AgentTask], Awaitable[str | None]] | Callable[[AgentTask], str | None]
+"""``async def handler(task)`` (runs on the event loop: it must await, not compute for long) or a
+plain ``def handler(task)`` (CPU-bound or blocking work: runs in a worker thread)."""
 COMMIT_EVERY_S = 0.05
 T = TypeVar("T")
 
@@ -55,7 +58,17 @@ class Agent:
     error with a reference id, and the detail stays in this process's log and trace."""
 
     async def __call__(self, task: AgentTask) -> str | None:
-        return await self.handler(task)
+        if _is_async(self.handler):
+            return await self.handler(task)
+        # A plain ``def`` runs in a worker thread: the event loop stays free, so the deadline is
+        # enforced and other tasks go on (the thread itself cannot be stopped: its late result is
+        # discarded). An ``async def`` that computes without awaiting blocks the whole runtime.
+        return await asyncio.to_thread(self.handler, task)  # type: ignore[arg-type]
+
+
+def _is_async(handler: Handler) -> bool:
+    call = type(handler).__call__ if not inspect.isroutine(handler) else handler
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
 
 def agent(

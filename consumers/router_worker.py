@@ -34,11 +34,20 @@ from router.correlation import Effect, Target, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
 from router.errors import RouteyardError
 from router.plan import avoid_open_circuits, decide_routes, make_decision
-from schemas import ConversationEvent, DecodeError, Message, RoutingDecision, encode, event_decoder, valid_topic
+from schemas import (
+    ConversationEvent,
+    DecodeError,
+    Message,
+    RoutingDecision,
+    Topics,
+    encode,
+    event_decoder,
+    valid_topic,
+)
 
 log = logging.getLogger(__name__)
 
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: ``$`` would accept a trailing newline
 """Never ``_`` (the key part of "no tenant") and never ``:`` (the key separator): see consumers.context."""
 MAX_ID_LENGTH = 256
 
@@ -55,7 +64,7 @@ def validate(
     for name, value in (("event_id", event.event_id), ("conversation_id", event.conversation_id)):
         if not 0 < len(value) <= MAX_ID_LENGTH:
             raise InvalidEvent(f"{name} must have 1-{MAX_ID_LENGTH} characters")
-    if event.tenant is not None and not _TENANT.match(event.tenant):
+    if event.tenant is not None and not _TENANT.fullmatch(event.tenant):
         raise InvalidEvent("tenant must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     if not any(m.role == "user" and m.content.strip() for m in event.messages):
         raise InvalidEvent("the turn has no user message with text")
@@ -85,14 +94,30 @@ def _check_created_at(created_at: datetime, settings: Settings, now: datetime) -
 
 
 def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) -> None:
-    """A response may go to a client's own topic, never into routeyard's own stream or an agent's."""
+    """A response may go to the responses topic or a client's own topic, never into routeyard's
+    own namespace (whose topics it may create), an agent's topic or Kafka's internal topics."""
     if topic is None:
         return
-    topics = settings.topics
-    internal = {topics.conversations, topics.decisions, topics.replies, topics.dead_letters}
-    internal |= {spec.topic or topics.agent(spec.name) for spec in catalog.agents}
-    if not valid_topic(topic) or topic in internal or topic.startswith(topics.agent("")):
-        raise InvalidEvent("reply_topic must be a valid topic name outside routeyard's own topics")
+    if not valid_topic(topic):
+        raise InvalidEvent("reply_topic is not a valid topic name (1-249 of letters, digits, '.', '_', '-')")
+    if topic == settings.topics.responses:
+        return
+    if _reserved(topic, catalog, settings.topics):
+        raise InvalidEvent(f"reply_topic {topic!r} is reserved (routeyard's own topics, an agent's or Kafka's)")
+
+
+def _reserved(topic: str, catalog: Catalog, topics: Topics) -> bool:
+    """Kafka's internal topics (``__*``), routeyard's prefix and agents' topics. Kafka treats ``.``
+    and ``_`` as the same in topic names (their metrics collide), so they are compared as one."""
+    folded = _fold(topic)
+    if topic.startswith("__") or (topics.prefix and folded.startswith(_fold(topics.prefix))):
+        return True
+    agent_topics = {_fold(spec.topic or topics.agent(spec.name)) for spec in catalog.agents}
+    return folded in agent_topics or folded in {_fold(t) for t in topics.core()}
+
+
+def _fold(name: str) -> str:
+    return name.replace(".", "_")
 
 
 class RouterWorker:

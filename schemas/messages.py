@@ -20,11 +20,14 @@ payloads of every earlier version):
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 SCHEMA_VERSION = 1
+Version = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+"""``v``: a small non-negative number. A record claiming version 2**70 is not from any writer:
+it fails to decode (and is dead-lettered with the reason) instead of being routed."""
 
 Role = Literal["user", "assistant", "system", "developer", "tool"]
 Mode = Literal["parallel", "sequential"]
@@ -63,7 +66,7 @@ class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
     """Multi-intent mode for this turn (None: the router's configured mode)."""
     created_at: datetime = msgspec.field(default_factory=utcnow)
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
 
 class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,7 +99,7 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     """Agents the engine chose whose circuit breaker was open: their turns went to their
     ``fallback`` agent or the default agent, or were dropped (``fallback_reason`` says which)."""
     decided_at: datetime = msgspec.field(default_factory=utcnow)
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
 
 class PriorReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -123,7 +126,7 @@ class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
     step: int = 0
     attempt: int = 1
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
 
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -138,7 +141,7 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     tenant: str | None = None
     finished_at: datetime = msgspec.field(default_factory=utcnow)
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
 
 class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,7 +162,7 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
     """Sequential mode: agents never run because the chain stopped before them."""
     created_at: datetime | None = None
     responded_at: datetime = msgspec.field(default_factory=utcnow)
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
     @property
     def content(self) -> str:
@@ -182,7 +185,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     key: bytes | None = None
     error_type: str = ""
     failed_at: datetime = msgspec.field(default_factory=utcnow)
-    v: int = SCHEMA_VERSION
+    v: Version = SCHEMA_VERSION
 
 
 WIRE_MESSAGES: dict[str, type[msgspec.Struct]] = {

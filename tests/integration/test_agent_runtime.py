@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -151,3 +152,35 @@ def _task(settings: Settings, task_id: str) -> bytes:
             deadline=datetime.now(UTC) + timedelta(minutes=1),
         )
     )
+
+
+async def test_a_blocking_handler_is_stopped_at_its_deadline(broker: EmbeddedBroker, valkey: EmbeddedValkey) -> None:
+    """A plain ``def`` handler runs in a worker thread: one that blocks past its deadline is
+    timed out while the rest of the process (here: another agent, the router and the correlator,
+    all on one event loop) goes on; its late result is never published."""
+    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+    release, finished = threading.Event(), threading.Event()
+
+    @agent("BusyAgent", "busy")
+    def busy(task: AgentTask) -> str:
+        release.wait(30)  # stands for CPU-bound work that never yields to the event loop
+        finished.set()
+        return "too late"
+
+    @agent("QuickAgent", "quick")
+    async def quick(task: AgentTask) -> str:
+        return "quick"
+
+    agents = catalog(spec("BusyAgent", "busy", timeout="1s"), spec("QuickAgent", "quick"))
+    async with running(settings, agents, [busy, quick]) as client:
+        slow = asyncio.create_task(client.ask("c-busy", "busy please", timeout=30))
+        fast = await client.ask("c-quick", "quick please", timeout=30)
+        busy_still_running = not finished.is_set()
+        response = await slow
+        release.set()
+        await asyncio.to_thread(finished.wait, 10)
+        await asyncio.sleep(1)  # a late reply would be published now
+    assert fast.status == "complete" and busy_still_running
+    assert response.status == "failed" and response.timed_out == ["BusyAgent"]
+    replies = [reply_decoder.decode(v) for v in await read_all(settings, settings.topics.replies)]
+    assert [r.agent for r in replies] == ["QuickAgent"]

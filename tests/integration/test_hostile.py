@@ -149,6 +149,46 @@ def _event_id(raw: bytes) -> Any:
     return value.get("event_id") if isinstance(value, dict) else None
 
 
+# -- smaller holes: reserved reply topics, a tenant with a newline, an absurd schema version --------
+
+
+async def test_reserved_reply_topics_odd_tenants_and_versions_are_dead_lettered(settings: Settings) -> None:
+    prefix = settings.topic_prefix
+    bad = {
+        "__consumer_offsets": {"reply_topic": "__consumer_offsets"},
+        "folded": {"reply_topic": prefix.replace(".", "_") + "conversations"},
+        "inside": {"reply_topic": f"{prefix}conversations."},
+        "newline": {"tenant": "acme\n"},
+        "version": {"v": 2**70},
+    }
+    payloads = {
+        name: json.dumps(
+            {"event_id": f"e-{name}", "conversation_id": "c", "messages": [{"role": "user", "content": "weather?"}]}
+            | fields
+        ).encode()
+        for name, fields in bad.items()
+    }
+    agents = Recorder()
+    async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
+        await producer.start()
+        try:
+            topic = settings.topics.conversations
+            sent = {name: await producer.send_and_wait(topic, p) for name, p in payloads.items()}
+        finally:
+            await producer.stop()
+        after = await client.ask("c-after", "weather?", timeout=30)
+        accounted = await _accounted(settings, {(m.partition, m.offset): payloads[n] for n, m in sent.items()})
+    assert after.status == "complete"
+    assert accounted == {"dead": len(bad), "decided": 0}
+    letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
+    reasons = {(x.source_partition, x.source_offset): x.error for x in letters}
+    why = {name: reasons[m.partition, m.offset] for name, m in sent.items()}
+    assert all("reply_topic" in why[n] for n in ("__consumer_offsets", "folded", "inside")), why
+    assert "tenant must be" in why["newline"] and "$.v" in why["version"], why
+    assert set(agents.tasks) == {"WeatherAgent"} and len(agents.tasks["WeatherAgent"]) == 1
+
+
 # -- content never logged -------------------------------------------------------------------------
 
 SENTINEL = "SENTINEL-7f3a weather secret"

@@ -242,6 +242,16 @@ def test_wrong_type_is_a_decode_error(name: str, field: str, value: Any, where: 
     assert where in str(info.value)
 
 
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("version", [2**70, -1, 10**7])
+def test_absurd_schema_version_is_a_decode_error(name: str, version: int) -> None:
+    payload = _as_dict(name)
+    payload["v"] = version
+    with pytest.raises(DecodeError) as info:
+        DECODERS[name].decode(json.dumps(payload))
+    assert "$.v" in str(info.value)
+
+
 def test_decode_error_is_a_msgspec_error_catchable_as_one_type() -> None:
     assert issubclass(msgspec.ValidationError, DecodeError)
 

@@ -38,7 +38,7 @@ def test_a_good_event_passes() -> None:
     validate(event(created_at=NOW - timedelta(days=30)), CATALOG, SETTINGS, now=NOW)  # a backlog is fine
 
 
-@pytest.mark.parametrize("tenant", ["_", ".x", "a:b", "", "x" * 65, "acme corp"])
+@pytest.mark.parametrize("tenant", ["_", ".x", "a:b", "", "x" * 65, "acme corp", "acme\n", "acme\r\n"])
 def test_malformed_tenants(tenant: str) -> None:
     assert "tenant must be" in reason(event(tenant=tenant))
 
@@ -59,10 +59,28 @@ def test_created_at_in_the_future_or_too_old() -> None:
 
 @pytest.mark.parametrize(
     "topic",
-    ["ry.conversations", "ry.decisions", "ry.replies", "ry.deadletter", "ry.agent.Other", "weather.tasks", "a b"],
+    [
+        "ry.conversations",
+        "ry.decisions",
+        "ry.replies",
+        "ry.deadletter",
+        "ry.agent.Other",
+        "weather.tasks",
+        "a b",
+        "__consumer_offsets",  # Kafka's own
+        "__transaction_state",
+        "ry_conversations",  # '.' and '_' collide in Kafka's topic names
+        "ry.conversations.",  # inside routeyard's prefix: routeyard may create it
+        "ry.responses.other",
+        "weather_tasks",
+    ],
 )
 def test_reply_topic_never_points_into_routeyard(topic: str) -> None:
     assert "reply_topic" in reason(event(reply_topic=topic))
+
+
+def test_reply_topic_may_be_the_responses_topic() -> None:
+    validate(event(reply_topic="ry.responses"), CATALOG, SETTINGS, now=NOW)
 
 
 def test_ids_messages_and_agents() -> None:
