@@ -34,7 +34,7 @@ from consumers.context import tenant_part
 from consumers.metrics import METRICS, child
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
-from schemas import AgentReply, AgentTask, DecodeError, encode, task_decoder
+from schemas import AgentReply, AgentTask, encode, task_decoder
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class AgentRunner:
         for record in records:
             try:
                 tasks.append((record, task_decoder.decode(record.value or b"")))
-            except DecodeError as exc:
+            except Exception as exc:  # pure decoding: the record's fault (a RecursionError of deep JSON too)
                 dead.append(record)
                 letters.append(dead_letter(record, self._settings.topics.dead_letters, stage="agent", error=exc))
         done = await self._marks.answered([self._done_key(task) for _, task in tasks]) if tasks else []

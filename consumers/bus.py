@@ -148,8 +148,10 @@ async def handle_batch(
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> None:
     """``handle(records)``, with the action ``classify`` picks for an error: retry with backoff;
-    dead-letter (the batch is redone one record at a time, and the records that still fail are
-    dead-lettered); or raise (the process exits uncommitted)."""
+    raise when it is fatal (the process exits uncommitted); otherwise (anything else: a deep
+    JSON's RecursionError, a date's OverflowError, an outcome too large to publish...) the batch
+    is redone one record at a time and each record that still fails alone is dead-lettered with
+    the error's type and message, so one bad record never stops the worker."""
     try:
         await retrying(functools.partial(handle, records), what=what, backoff=backoff)
         return

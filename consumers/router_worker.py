@@ -34,7 +34,7 @@ from router.correlation import Effect, Target, stage, start
 from router.engine import DecisionEngine, EngineResult, RoutingRequest
 from router.errors import RouteyardError
 from router.plan import avoid_open_circuits, decide_routes, make_decision
-from schemas import ConversationEvent, DecodeError, Message, RoutingDecision, encode, event_decoder, valid_topic
+from schemas import ConversationEvent, Message, RoutingDecision, encode, event_decoder, valid_topic
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ class RouterWorker:
             child(METRICS.dead_letters, stage="route").inc(len(dead))
 
     def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Outgoing]]:
-        """The valid events with the records they came from, and dead letters for the rest."""
+        """The valid events with the records they came from, and dead letters for the rest. Decoding
+        and validating are pure: any exception they raise is the record's fault."""
         events: list[ConversationEvent] = []
         sources: list[Record] = []
         dead: list[Outgoing] = []
@@ -170,7 +171,7 @@ class RouterWorker:
                     raise InvalidEvent(f"event is empty or larger than {limit} bytes")
                 event = event_decoder.decode(record.value)
                 validate(event, self._catalog, self._settings)
-            except (DecodeError, InvalidEvent) as exc:
+            except Exception as exc:  # the record's fault, whatever it is (a RecursionError of deep JSON too)
                 log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="decode", error=exc))
                 continue
