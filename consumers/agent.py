@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from redis.asyncio import Redis
 
@@ -277,11 +278,24 @@ class AgentRunner:
             if reply is not None:
                 out = Outgoing(
                     topic=task.reply_topic,
-                    value=encode(reply),
+                    value=self._encoded(reply),
                     key=task.conversation_id,
                     headers=tracing.headers(span.context()),
                 )
                 await retrying(functools.partial(self._replies.add, out), what="agent reply", backoff=self._backoff)
+
+    def _encoded(self, reply: AgentReply) -> bytes:
+        """The reply's bytes; a reply over ``agent.max_reply_bytes`` becomes an error reply saying
+        so (the broker would refuse it, and the correlator could not use it)."""
+        value = encode(reply)
+        limit = self._settings.agent.max_reply_bytes
+        if len(value) <= limit:
+            return value
+        log.warning(
+            "agent %s: reply to task %s has %d bytes; sent as an error", self.agent.name, reply.task_id, len(value)
+        )
+        reason = f"reply of {len(value)} bytes exceeds agent.max_reply_bytes ({limit})"
+        return encode(msgspec.structs.replace(reply, status="error", content="", error=reason))
 
     async def _run_handler(self, task: AgentTask) -> AgentReply | None:
         """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""
