@@ -84,6 +84,12 @@ _valid = st.fixed_dictionaries(
 _offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 _dates = st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31, 23, 59, 59), timezones=st.none() | _offsets)
 """Year 1 to 9999, naive or with odd offsets (some out of datetime's range once in UTC)."""
+_edge_dates = st.sampled_from(
+    [datetime(1, 1, 1), datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1))), datetime(1999, 12, 31, 23, 59)]
+)
+_depths = st.sampled_from([1_000, 2_000, 3_000]) | st.integers(1, 3_000)
+"""Deep enough to make a recursive decoder give up about half the time."""
+_sizes = st.sampled_from([800_000, 1_000_000]) | st.integers(0, 1_000_000)
 
 
 def _nested(depth: int) -> str:
@@ -108,10 +114,12 @@ _payloads = st.one_of(
     _json.map(lambda v: json.dumps(v).encode()),
     _event.map(lambda v: json.dumps(v).encode()),
     _event.map(lambda v: json.dumps({**v, "messages": [{"role": "user", "content": "weather? " * 600}]}).encode()),
-    st.builds(_with, _valid_json, st.just("ignored"), st.integers(1, 3000).map(_nested)),  # deep, ignored
-    st.builds(_with, _valid_json, st.just("messages"), st.integers(1, 3000).map(_nested)),  # deep, a field
-    st.builds(_with, _valid_json, st.just("padding"), st.integers(0, 1_000_000).map(lambda n: json.dumps("p" * n))),
-    st.builds(_with, _valid_json, st.just("created_at"), _dates.map(lambda d: json.dumps(d.isoformat()))),
+    st.builds(_with, _valid_json, st.just("ignored"), _depths.map(_nested)),  # deep, ignored
+    st.builds(_with, _valid_json, st.just("messages"), _depths.map(_nested)),  # deep, a field
+    st.builds(_with, _valid_json, st.just("padding"), _sizes.map(lambda n: json.dumps("p" * n))),
+    st.builds(
+        _with, _valid_json, st.just("created_at"), (_edge_dates | _dates).map(lambda d: json.dumps(d.isoformat()))
+    ),
 )
 
 
