@@ -187,3 +187,23 @@ async def test_an_agent_returning_over_1_mb_sends_an_error_reply_and_goes_on(set
     assert big.status == "failed" and not big.timed_out
     assert "exceeds agent.max_reply_bytes" in (big.replies[0].error or "")
     assert after.status == "complete" and after.content == "WeatherAgent: small"
+
+
+async def test_dlq_replay_refuses_a_truncated_letter(settings: Settings, redis_client: Any) -> None:
+    from consumers.dlq import Letter, redrive, refusal
+
+    letter = DeadLetter(
+        original=b"p" * 10,
+        original_size=800_000,
+        truncated=True,
+        error="too large",
+        stage="decode",
+        source_topic=settings.topics.conversations,
+        source_partition=0,
+        source_offset=5,
+    )
+    result = await redrive(settings, redis_client, [Letter(0, 7, letter)])
+    assert (result.published, result.refused) == ([], [Letter(0, 7, letter)])
+    assert refusal(result.refused[0]) == (
+        "refused: 0:7 is truncated (original 800000 bytes, 10 kept): it cannot be re-driven byte for byte"
+    )
