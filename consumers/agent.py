@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from redis.asyncio import Redis
 
@@ -36,7 +37,7 @@ from consumers.context import tenant_part
 from consumers.metrics import METRICS, child
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
-from schemas import AgentReply, AgentTask, DecodeError, encode, task_decoder
+from schemas import AgentReply, AgentTask, encode, task_decoder
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +235,7 @@ class AgentRunner:
         for record in records:
             try:
                 tasks.append((record, task_decoder.decode(record.value or b"")))
-            except DecodeError as exc:
+            except Exception as exc:  # pure decoding: the record's fault (a RecursionError of deep JSON too)
                 dead.append(record)
                 letters.append(dead_letter(record, self._settings.topics.dead_letters, stage="agent", error=exc))
         done = await self._marks.answered([self._done_key(task) for _, task in tasks]) if tasks else []
@@ -299,11 +300,24 @@ class AgentRunner:
             if reply is not None:
                 out = Outgoing(
                     topic=task.reply_topic,
-                    value=encode(reply),
+                    value=self._encoded(reply),
                     key=task.conversation_id,
                     headers=tracing.headers(span.context()),
                 )
                 await retrying(functools.partial(self._replies.add, out), what="agent reply", backoff=self._backoff)
+
+    def _encoded(self, reply: AgentReply) -> bytes:
+        """The reply's bytes; a reply over ``agent.max_reply_bytes`` becomes an error reply saying
+        so (the broker would refuse it, and the correlator could not use it)."""
+        value = encode(reply)
+        limit = self._settings.agent.max_reply_bytes
+        if len(value) <= limit:
+            return value
+        log.warning(
+            "agent %s: reply to task %s has %d bytes; sent as an error", self.agent.name, reply.task_id, len(value)
+        )
+        reason = f"reply of {len(value)} bytes exceeds agent.max_reply_bytes ({limit})"
+        return encode(msgspec.structs.replace(reply, status="error", content="", error=reason))
 
     async def _run_handler(self, task: AgentTask, span: tracing.Span | None = None) -> AgentReply | None:
         """The reply to publish; None when the deadline passed (the correlator reports the timeout)."""

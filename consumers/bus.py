@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import random
 import ssl
@@ -30,6 +31,9 @@ log = logging.getLogger(__name__)
 Record = ConsumerRecord
 MAX_REQUEST_SIZE = 1_048_576
 """The producers' max_request_size (aiokafka's default, set explicitly: ``publish`` checks it)."""
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+"""A dead letter keeps this much of its original (base64 in JSON: 4/3 of it), so it always fits."""
+DEAD_LETTER_KEY_BYTES = 1024
 
 
 class Outgoing(msgspec.Struct, frozen=True):
@@ -148,8 +152,10 @@ async def handle_batch(
     backoff: Backoff = DEFAULT_BACKOFF,
 ) -> None:
     """``handle(records)``, with the action ``classify`` picks for an error: retry with backoff;
-    dead-letter (the batch is redone one record at a time, and the records that still fail are
-    dead-lettered); or raise (the process exits uncommitted)."""
+    raise when it is fatal (the process exits uncommitted); otherwise (anything else: a deep
+    JSON's RecursionError, a date's OverflowError, an outcome too large to publish...) the batch
+    is redone one record at a time and each record that still fails alone is dead-lettered with
+    the error's type and message, so one bad record never stops the worker."""
     try:
         await retrying(functools.partial(handle, records), what=what, backoff=backoff)
         return
@@ -204,7 +210,7 @@ async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> N
             parts = partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
         key = m.key.encode() if m.key is not None else None
         headers = m.headers or []
-        if DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, headers) > MAX_REQUEST_SIZE:
+        if not fits(m):
             raise MessageSizeTooLargeError(f"a record for {m.topic} is larger than {MAX_REQUEST_SIZE} bytes")
         partition = parts[partition_of(key, len(parts))] if key is not None else random.choice(parts)
         batch = batches.get((m.topic, partition))
@@ -221,6 +227,12 @@ async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> N
         await asyncio.gather(*futures)
 
 
+def fits(m: Outgoing) -> bool:
+    """Whether the broker can take ``m`` (its record, headers included, within ``MAX_REQUEST_SIZE``)."""
+    key = m.key.encode() if m.key is not None else None
+    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, m.headers or []) <= MAX_REQUEST_SIZE
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def partition_of(key: bytes, count: int) -> int:
     """The partition of ``key`` among ``count`` partitions, as Kafka's default partitioner picks it."""
@@ -228,9 +240,18 @@ def partition_of(key: bytes, count: int) -> int:
 
 
 def dead_letter(record: Record, topic: str, *, stage: str, error: BaseException | str) -> Outgoing:
+    """The dead letter of ``record``, bounded whatever the record: it keeps the first
+    ``DEAD_LETTER_KEEP_BYTES`` of the original (and of its key: ``DEAD_LETTER_KEY_BYTES``) with the
+    original's full size and SHA-256 digest; ``truncated`` says whether anything was cut."""
+    original = record.value or b""
+    key = record.key[:DEAD_LETTER_KEY_BYTES] if record.key is not None else None
+    truncated = len(original) > DEAD_LETTER_KEEP_BYTES or (record.key is not None and key != record.key)
     letter = DeadLetter(
-        original=record.value or b"",
-        key=record.key,
+        original=original[:DEAD_LETTER_KEEP_BYTES],
+        original_size=len(original),
+        original_sha256=hashlib.sha256(original).hexdigest(),
+        truncated=truncated,
+        key=key,
         error=str(error)[:2000],
         error_type=type(error).__name__ if isinstance(error, BaseException) else "",
         stage=stage,
@@ -238,7 +259,7 @@ def dead_letter(record: Record, topic: str, *, stage: str, error: BaseException 
         source_partition=record.partition,
         source_offset=record.offset,
     )
-    return Outgoing(topic=topic, value=encode(letter), key=record.key.decode(errors="replace") if record.key else None)
+    return Outgoing(topic=topic, value=encode(letter), key=key.decode(errors="replace") if key else None)
 
 
 def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:

@@ -27,7 +27,6 @@ from consumers.settings import KafkaSettings
 from schemas import (
     ConversationEvent,
     ConversationResponse,
-    DecodeError,
     Message,
     Mode,
     RoutingDecision,
@@ -190,8 +189,14 @@ class RouteyardClient:
             for record in await fetch(consumer, max_records=500, timeout_ms=self._kafka.fetch_max_wait_ms):
                 try:
                     self._receive(record.topic, record.value or b"")
-                except DecodeError:
-                    log.warning("undecodable record on %s[%d]@%d", record.topic, record.partition, record.offset)
+                except Exception as exc:  # a bad record is skipped; the reader never dies of one
+                    log.warning(
+                        "skipped an unreadable record on %s[%d]@%d (%s)",
+                        record.topic,
+                        record.partition,
+                        record.offset,
+                        type(exc).__name__,
+                    )
 
     def _receive(self, topic: str, value: bytes) -> None:
         if topic == self.topics.decisions and self._watch_decisions:

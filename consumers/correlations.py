@@ -25,7 +25,7 @@ import msgspec
 from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
 
-from consumers.bus import Outgoing, publish
+from consumers.bus import Outgoing, fits, publish
 from consumers.context import Append, ContextStore, tenant_part
 from consumers.retry import retrying
 from router.correlation import Correlation, Effect
@@ -140,6 +140,24 @@ class Stored(msgspec.Struct, frozen=True):
     effects: list[Effect]
 
 
+def _publishable(effects: list[tuple[Correlation, Effect]]) -> list[Outgoing]:
+    """The records to publish. Records are bounded where they are made (replies, responses,
+    headers); one that is too large anyway is left out with an error log rather than raised:
+    it is stored in an outbox, so raising would fail every sweep that carries it out again."""
+    out = []
+    for state, e in effects:
+        if e.topic is None or e.value is None:
+            continue
+        record = Outgoing(topic=e.topic, value=e.value, key=e.key, headers=e.headers)
+        if fits(record):
+            out.append(record)
+        else:
+            log.error(
+                "effect %s of event %s is too large to publish (%d bytes); left out", e.id, state.event_id, len(e.value)
+            )
+    return out
+
+
 class Outbox:
     """Carries out stored effects, then removes them from the stored states.
 
@@ -173,14 +191,7 @@ class Outbox:
                 if e.context is not None
             ]
         )
-        await publish(
-            self._producer,
-            [
-                Outgoing(topic=e.topic, value=e.value, key=e.key, headers=e.headers)
-                for _, e in effects
-                if e.topic is not None and e.value is not None
-            ],
-        )
+        await publish(self._producer, _publishable(effects))
         # Retried in place: redoing the whole batch would find the states stored and leave the
         # outbox to a sweeper, which would publish it all again after the lease.
         task = asyncio.create_task(retrying(functools.partial(self.clear, items), what="outbox clear"))

@@ -20,7 +20,9 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 
+import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers import tracing
@@ -42,7 +44,7 @@ from router.correlation import (
     response_status,
     stage,
 )
-from schemas import AgentReply, DecodeError, reply_decoder
+from schemas import AgentReply, encode, reply_decoder
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,8 @@ class Correlator:
         spans = []
         for record in records:
             try:
-                reply = reply_decoder.decode(record.value or b"")
-            except DecodeError as exc:
+                reply = self._bounded(record, reply_decoder.decode(record.value or b""))
+            except Exception as exc:  # pure decoding: the record's fault (a RecursionError of deep JSON too)
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="correlate", error=exc))
                 continue
             key = self._store.key(reply.tenant, reply.event_id)
@@ -175,7 +177,7 @@ class Correlator:
         effects: list[Effect] = []
         outcomes: list[Outcome] = []
         for reply in replies:
-            transition, outcome = on_reply(state, reply, now, blocked)
+            transition, outcome = on_reply(state, self._fits(state, reply), now, blocked)
             child(METRICS.replies, outcome=outcome).inc()
             if outcome == "late":
                 log.debug("late reply from %s for event %s (task %s)", reply.agent, reply.event_id, reply.task_id)
@@ -183,6 +185,28 @@ class Correlator:
             effects += transition.effects
             outcomes += transition.outcomes
         return state, effects, outcomes
+
+    def _bounded(self, record: Record, reply: AgentReply) -> AgentReply:
+        """A reply record over ``correlator.max_reply_bytes`` is recorded as an error reply saying so."""
+        size, limit = len(record.value or b""), self._settings.correlator.max_reply_bytes
+        if size <= limit:
+            return reply
+        reason = f"reply of {size} bytes exceeds correlator.max_reply_bytes ({limit})"
+        return msgspec.structs.replace(reply, status="error", content="", error=reason)
+
+    def _fits(self, state: Correlation, reply: AgentReply) -> AgentReply:
+        """``reply`` if the response still has room for it beside the other agents' replies
+        (``correlator.max_response_bytes``), else an error reply saying so. Only a len() check
+        unless the replies are large: a character takes at most 6 bytes in JSON."""
+        room = self._settings.correlator.max_response_bytes
+        others = [s.reply for s in state.slots if s.reply is not None and s.agent != reply.agent]
+        if sum(_most_bytes(r) for r in others) + _most_bytes(reply) <= room:
+            return reply
+        used, size = sum(len(encode(r)) for r in others), len(encode(reply))
+        if used + size <= room:
+            return reply
+        reason = f"reply of {size} bytes exceeds the room left in the response ({room - used} of {room} bytes)"
+        return msgspec.structs.replace(reply, status="error", content="", error=reason)
 
     def _expire(self, state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
         """Time agents out; if the outbox is stale (its writer died), carry it out again."""
@@ -278,12 +302,30 @@ def _timed_out(changes: list[tuple[Correlation, list[Outcome]]]) -> None:
                 span.end()
 
 
+def _most_bytes(reply: AgentReply) -> int:
+    """An upper bound of the reply's size in JSON: a character takes at most 6 bytes (a \\u
+    escape), and the fields that are not text take less than 256 bytes together."""
+    texts = (reply.content, reply.error or "", reply.task_id, reply.event_id, reply.conversation_id, reply.agent)
+    return 6 * (sum(len(t) for t in texts) + len(reply.tenant or "")) + 256
+
+
+def _age(created_at: datetime | None, now: float) -> float | None:
+    """Seconds since ``created_at`` (naive means UTC); None when absent or out of range (a
+    correlation stored before the router rejected such dates)."""
+    if created_at is None:
+        return None
+    try:
+        return now - (created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)).timestamp()
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
 def _responded(states: list[Correlation]) -> None:
     """Responses just published: end-to-end latency, and the trace's last span."""
     now = time.time()
     for state in states:
         status = response_status(state.slots)
-        took = now - state.created_at.timestamp() if state.created_at is not None else None
+        took = _age(state.created_at, now)
         if took is not None and took >= 0:
             child(METRICS.end_to_end_seconds, status=status).observe(took)
         span = tracing.started("routeyard.respond", state.trace, status=status, routes=state.routes)

@@ -12,7 +12,8 @@ Re-driving publishes a letter's original bytes and key, unchanged, to its source
 topic of this prefix). Each letter is re-driven once: its id is added to the Redis set
 ``{ns}:dlq:redriven`` *before* it is published (and removed again if the publish fails), so a
 second run - or two operators at once - never publishes it twice. A re-driven record that is
-still bad is dead-lettered again, as a new letter with a new reason.
+still bad is dead-lettered again, as a new letter with a new reason. A truncated letter (its
+original was larger than a dead letter keeps) is refused: it cannot be re-driven byte for byte.
 
 Errors::
 
@@ -27,7 +28,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,12 +76,14 @@ class Redrive:
     published: list[Letter]
     already: list[Letter]
     """Re-driven by an earlier run: not published again."""
+    refused: list[Letter] = field(default_factory=list)
+    """Truncated letters: only a prefix of the original is kept, so it cannot be re-driven."""
 
 
 def _json(raw: bytes) -> object:
     try:
         return json.loads(raw)
-    except ValueError:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError):  # includes UnicodeDecodeError; JSON nested too deep
         return None
 
 
@@ -159,7 +162,10 @@ def find(letters: Sequence[Letter], ref: str) -> Letter:
 
 
 async def redrive(settings: Settings, redis: Redis, letters: Sequence[Letter], *, dry_run: bool = False) -> Redrive:
-    """Publish each letter's original to its source topic, at most once per letter (see the docstring)."""
+    """Publish each letter's original to its source topic, at most once per letter (see the docstring).
+    Truncated letters are refused (``Redrive.refused``), never published."""
+    refused = [x for x in letters if x.letter.truncated]
+    letters = [x for x in letters if not x.letter.truncated]
     foreign = sorted(
         {x.letter.source_topic for x in letters if not x.letter.source_topic.startswith(settings.topic_prefix)}
     )
@@ -171,6 +177,7 @@ async def redrive(settings: Settings, redis: Redis, letters: Sequence[Letter], *
         return Redrive(
             published=[x for x, seen in zip(letters, done, strict=True) if not seen],
             already=[x for x, seen in zip(letters, done, strict=True) if seen],
+            refused=refused,
         )
     claimed: list[Letter] = []
     already: list[Letter] = []
@@ -178,7 +185,7 @@ async def redrive(settings: Settings, redis: Redis, letters: Sequence[Letter], *
         (claimed if await redis.sadd(key, letter.id) else already).append(letter)
     if claimed:
         await _publish(settings, claimed, redis, key)
-    return Redrive(published=claimed, already=already)
+    return Redrive(published=claimed, already=already, refused=refused)
 
 
 async def _publish(settings: Settings, letters: Sequence[Letter], redis: Redis, key: str) -> None:
@@ -225,10 +232,26 @@ def describe(x: Letter) -> str:
         f"source:     {x.source}",
         f"key:        {letter.key.decode(errors='backslashreplace') if letter.key is not None else '-'}",
         f"event id:   {x.event_id or '-'}",
+        f"original:   {_size(letter)}",
         f"original ({len(letter.original)} bytes{', JSON' if payload is not None else ', not JSON'}):",
         shown,
     ]
     return "\n".join(lines)
+
+
+def _size(letter: DeadLetter) -> str:
+    if not letter.original_size:  # a letter written before sizes were recorded
+        return f"{len(letter.original)} bytes"
+    kept = f", truncated: first {len(letter.original)} kept" if letter.truncated else ""
+    return f"{letter.original_size} bytes{kept}, sha256 {letter.original_sha256}"
+
+
+def refusal(x: Letter) -> str:
+    """Why a truncated letter is not re-driven, in one line."""
+    return (
+        f"refused: {x.id} is truncated (original {x.letter.original_size} bytes, "
+        f"{len(x.letter.original)} kept): it cannot be re-driven byte for byte"
+    )
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -303,5 +326,10 @@ async def _replay(args: argparse.Namespace, settings: Settings, letters: list[Le
         print(f"{verb}: {x.id} -> {x.letter.source_topic} ({x.event_id or 'no event id'})")
     for x in result.already:
         print(f"already re-driven: {x.id}")
-    print(f"{len(result.published)} {verb}, {len(result.already)} already re-driven, {len(picked)} selected")
-    return 0
+    for x in result.refused:
+        print(refusal(x))
+    print(
+        f"{len(result.published)} {verb}, {len(result.already)} already re-driven, "
+        f"{len(result.refused)} refused (truncated), {len(picked)} selected"
+    )
+    return 1 if result.refused else 0

@@ -4,12 +4,22 @@
                                           timeouts, retriable Kafka errors, DependencyUnavailable):
                                           retry the same work in place with bounded exponential
                                           backoff and full jitter; offsets do not move meanwhile.
-                     Action.DEAD_LETTER  the input is at fault (RouteyardError that is neither
-                                          retriable nor fatal, undecodable bytes): the record
-                                          goes to the dead-letter topic with the error.
-                     Action.EXIT         anything else (EngineDead, CatalogError, auth failures,
-                                          bugs): the process exits non-zero without committing;
-                                          a supervisor restarts it and the records are redelivered.
+                     Action.DEAD_LETTER  anything that is neither retriable nor fatal: raised
+                                          while handling records, it is their data's fault
+                                          (undecodable bytes, JSON nested too deep, a date out of
+                                          range, a record too large to publish, a RouteyardError
+                                          that is neither retriable nor fatal...): the batch is
+                                          redone record by record and each record that still
+                                          fails alone goes to the dead-letter topic with the error.
+                     Action.EXIT         fatal: this process cannot go on (RouteyardError.fatal:
+                                          EngineDead, CatalogError; Redis auth failures; the Kafka
+                                          client's own non-retriable errors): it exits non-zero
+                                          without committing; a supervisor restarts it and the
+                                          records are redelivered.
+
+Exiting on a record's fault would crash-loop: the restarted process reads the same record and
+exits again, and every later record of its partition waits behind it (a poison pill). So only
+errors known to be the process's own are fatal; the rest cost one dead letter.
 
 A retriable error that outlasts the retry budget (``Backoff.budget_s``) also ends in EXIT: the
 process restarts rather than spinning forever, and nothing was committed.
@@ -26,8 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-import msgspec
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -56,7 +65,8 @@ _RETRIABLE: tuple[type[BaseException], ...] = (
     TimeoutError,  # asyncio.TimeoutError is TimeoutError on 3.11
 )
 _NEVER_RETRY: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
-_BAD_INPUT: tuple[type[BaseException], ...] = (msgspec.DecodeError, UnicodeDecodeError)
+_RECORD_FAULT: tuple[type[BaseException], ...] = (MessageSizeTooLargeError,)
+"""Kafka errors caused by one record (its outcome is too large to publish), not by the client."""
 
 
 def classify(exc: BaseException) -> Action:
@@ -66,13 +76,11 @@ def classify(exc: BaseException) -> Action:
         return Action.EXIT if exc.fatal else Action.DEAD_LETTER
     if isinstance(exc, _NEVER_RETRY):
         return Action.EXIT
-    if isinstance(exc, KafkaError):
+    if isinstance(exc, KafkaError) and not isinstance(exc, _RECORD_FAULT):
         return Action.RETRY if getattr(exc, "retriable", False) else Action.EXIT
     if isinstance(exc, _RETRIABLE):
         return Action.RETRY
-    if isinstance(exc, _BAD_INPUT):
-        return Action.DEAD_LETTER
-    return Action.EXIT
+    return Action.DEAD_LETTER
 
 
 def is_retriable(exc: BaseException) -> bool:

@@ -36,7 +36,6 @@ from router.errors import RouteyardError
 from router.plan import avoid_open_circuits, decide_routes, make_decision
 from schemas import (
     ConversationEvent,
-    DecodeError,
     Message,
     RoutingDecision,
     Topics,
@@ -83,14 +82,29 @@ def _check_tenant_allowed(tenant: str | None, allowed: frozenset[str] | None) ->
         raise InvalidEvent(f"tenant {tenant!r} is not in router.tenants" if tenant else "the event has no tenant")
 
 
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No event is older: an earlier ``created_at`` (year 1, or year 0 once in UTC) is a wrong clock or
+hostile, and dates near datetime's limits fail arithmetic later (latency, encoding)."""
+
+
 def _check_created_at(created_at: datetime, settings: Settings, now: datetime) -> None:
-    moment = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    try:  # naive means UTC; an offset may take year 1 (or 9999) out of datetime's range
+        moment = utc(created_at)
+    except (OverflowError, ValueError):
+        raise InvalidEvent("created_at is not representable in UTC") from None
+    if moment < EARLIEST:
+        raise InvalidEvent("created_at is before 2000-01-01")
     ahead = (moment - now).total_seconds()
     if ahead > settings.router.max_clock_skew_s:
         raise InvalidEvent(f"created_at is {ahead:.0f}s in the future (more than router.max_clock_skew_s)")
     limit = settings.router.max_event_age_s
     if limit is not None and -ahead > limit:
         raise InvalidEvent(f"created_at is {-ahead:.0f}s old (more than router.max_event_age_s)")
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive means UTC); ``validate`` made sure it is representable."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) -> None:
@@ -184,7 +198,8 @@ class RouterWorker:
             child(METRICS.dead_letters, stage="route").inc(len(dead))
 
     def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Outgoing]]:
-        """The valid events with the records they came from, and dead letters for the rest."""
+        """The valid events with the records they came from, and dead letters for the rest. Decoding
+        and validating are pure: any exception they raise is the record's fault."""
         events: list[ConversationEvent] = []
         sources: list[Record] = []
         dead: list[Outgoing] = []
@@ -195,7 +210,7 @@ class RouterWorker:
                     raise InvalidEvent(f"event is empty or larger than {limit} bytes")
                 event = event_decoder.decode(record.value)
                 validate(event, self._catalog, self._settings)
-            except (DecodeError, InvalidEvent) as exc:
+            except Exception as exc:  # the record's fault, whatever it is (a RecursionError of deep JSON too)
                 log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="decode", error=exc))
                 continue
@@ -321,7 +336,7 @@ class RouterWorker:
             context=request.conversation,
             replies_topic=self._topics.replies,
             response_topic=event.reply_topic or self._topics.responses,
-            created_at=event.created_at,
+            created_at=utc(event.created_at),
             metadata=event.metadata,
             now=now,
             trace=trace,

@@ -169,6 +169,11 @@ class CorrelatorSettings(BaseModel):
     sweep_interval_ms: int = Field(default=200, ge=10)
     outbox_lease_s: float = Field(default=10.0, gt=0)
     """A stored effect not confirmed within this lease is carried out again by a sweeper."""
+    max_reply_bytes: int = Field(default=256 * 1024, ge=1024, le=512 * 1024)
+    """A reply record larger than this is recorded as an error reply saying so (its content is dropped)."""
+    max_response_bytes: int = Field(default=512 * 1024, ge=4096, le=768 * 1024)
+    """Room for the replies in one response (under the broker's 1 MiB record limit): a reply that
+    would overflow it is recorded as an error reply saying so."""
 
 
 class AgentSettings(BaseModel):
@@ -177,6 +182,8 @@ class AgentSettings(BaseModel):
     concurrency: int = Field(default=64, ge=1)
     """Tasks handled at once per agent process (most agent work waits on I/O: LLMs, APIs)."""
     dedup_ttl_s: int = Field(default=24 * 3600, ge=60)
+    max_reply_bytes: int = Field(default=256 * 1024, ge=1024, le=768 * 1024)
+    """A handler's reply larger than this (encoded) is sent as an error reply saying so."""
 
 
 class LifecycleSettings(BaseModel):

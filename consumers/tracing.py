@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -33,6 +34,11 @@ FIELDS = ("traceparent", "tracestate")
 """The W3C trace-context headers routeyard reads and writes."""
 
 Headers = Sequence[tuple[str, bytes]] | None
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+"""W3C traceparent: version-traceid-parentid-flags, lower-case hex, 55 characters."""
+MAX_TRACESTATE = 512
+"""Longest tracestate passed on (W3C: 32 list members; vendors keep it short)."""
 
 try:  # the API is small and often present (vLLM depends on it); the SDK is the optional part
     from opentelemetry import trace as _trace
@@ -87,20 +93,31 @@ def setup(service: str) -> bool:
 
 
 def carrier(record_headers: Headers) -> dict[str, str]:
-    """The trace context fields of a record's Kafka headers."""
+    """The valid trace context fields of a record's Kafka headers (see ``valid``): whatever a
+    record carries, what routeyard copies onto the records it causes stays small."""
     found: dict[str, str] = {}
     for name, value in record_headers or ():
-        if name in FIELDS and value:
+        if name in FIELDS and value and len(value) <= MAX_TRACESTATE:
             with contextlib.suppress(UnicodeDecodeError):
-                found[name] = value.decode("ascii")
+                text = value.decode("ascii")
+                if valid(name, text):
+                    found[name] = text
     return found
 
 
+def valid(name: str, value: str) -> bool:
+    """A W3C ``traceparent`` (55 characters), or a ``tracestate`` of printable ASCII of at most
+    ``MAX_TRACESTATE`` characters."""
+    if name == "traceparent":
+        return len(value) == 55 and _TRACEPARENT.fullmatch(value) is not None
+    return name == "tracestate" and len(value) <= MAX_TRACESTATE and value.isprintable() and value.isascii()
+
+
 def headers(trace: Mapping[str, str] | None) -> list[tuple[str, bytes]] | None:
-    """Kafka headers carrying a trace context (None: nothing to carry)."""
+    """Kafka headers carrying a trace context (None: nothing to carry); invalid fields are left out."""
     if not trace:
         return None
-    return [(name, trace[name].encode("ascii")) for name in FIELDS if trace.get(name)]
+    return [(name, trace[name].encode("ascii")) for name in FIELDS if trace.get(name) and valid(name, trace[name])]
 
 
 class Span:

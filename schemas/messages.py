@@ -175,7 +175,8 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A record that could not be handled, with why and where it came from."""
 
     original: bytes
-    """The record's value exactly as read (base64 in JSON)."""
+    """The record's value as read (base64 in JSON): all of it, or its first bytes when
+    ``truncated`` (a dead letter must fit under the broker's record limit)."""
     error: str
     stage: str
     """Which step failed: decode, validate, route, correlate, agent, ..."""
@@ -185,6 +186,12 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     key: bytes | None = None
     error_type: str = ""
     failed_at: datetime = msgspec.field(default_factory=utcnow)
+    original_size: int = 0
+    """The original's full size in bytes (0 in letters written before this field)."""
+    original_sha256: str = ""
+    """The hex SHA-256 digest of the whole original ("" in letters written before this field)."""
+    truncated: bool = False
+    """``original`` (or ``key``) keeps only a prefix: the letter cannot be re-driven byte for byte."""
     v: Version = SCHEMA_VERSION
 
 

@@ -129,6 +129,9 @@ SAMPLES: dict[str, msgspec.Struct] = {
         key=b"c1",
         error_type="DecodeError",
         failed_at=T1,
+        original_size=70_000,
+        original_sha256="9f" * 32,
+        truncated=True,
         v=7,
     ),
 }
