@@ -311,6 +311,7 @@ class AgentRunner:
             status="ok" if error is None else "error",
             content=content,
             error=error,
+            token=task.token,
         )
 
 
