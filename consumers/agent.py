@@ -346,6 +346,7 @@ class AgentRunner:
             status="ok" if error is None else "error",
             content=content,
             error=error,
+            token=task.token,
         )
 
 

@@ -173,7 +173,7 @@ def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationS
 
 async def create_topics(settings: Settings, catalog: Catalog | None = None) -> None:
     topics = settings.topics
-    names = topics.core()
+    names = topics.core() + settings.tenant_response_topics()
     if catalog is not None:
         names += [a.topic or topics.agent(a.name) for a in catalog.agents]
     await ensure_topics(settings.kafka, dict.fromkeys(names, settings.kafka.partitions))

@@ -261,7 +261,12 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
     from consumers.client import RouteyardClient
 
     async def send() -> None:
-        async with RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant=args.tenant) as client:
+        async with RouteyardClient(
+            settings.kafka,
+            prefix=settings.topic_prefix,
+            tenant=args.tenant,
+            tenant_topic=settings.router.tenant_response_topics and bool(args.tenant),
+        ) as client:
             event = client.event(args.conversation, args.text, mode=args.send_mode, agents=args.agents)
             if args.wait:
                 (response,) = await client.ask_many([event], timeout=args.timeout)

@@ -4,8 +4,11 @@
         response = await client.ask("conv-42", "What's the weather in Paris?")
         print(response.status, response.content)
 
-Request/reply over the topics: the client reads the responses topic (or its own reply topic)
-without a consumer group, from about the end, and matches responses to requests by event id.
+Request/reply over the topics: the client reads the responses topic (or its own reply topic, or
+with ``tenant_topic`` its tenant's ``<prefix>responses.<tenant>``) without a consumer group, from
+about the end, and matches responses to requests by event id, tenant and conversation id: a
+response that carries an awaited event id but another tenant or conversation is ignored (logged
+at WARNING, without content) and the real one is still awaited.
 Any Kafka client in any language can do the same with the exported JSON Schema.
 """
 
@@ -48,11 +51,20 @@ class RouteyardClient:
         reply_topic: str | None = None,
         tenant: str | None = None,
         watch_decisions: bool = False,
+        tenant_topic: bool = False,
     ) -> None:
+        """``tenant_topic``: read the tenant's own responses topic (the router's
+        ``tenant_response_topics`` must be on), so only this tenant's responses are read."""
+        if tenant_topic and not tenant:
+            raise ValueError("tenant_topic needs a tenant")
         self._kafka = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap=kafka)
         self.topics = Topics(prefix=prefix)
         self.reply_topic = reply_topic
         self.tenant = tenant
+        self.responses_topic = reply_topic or (self.topics.responses_for(tenant) if tenant_topic and tenant else None)
+        """Where this client's responses arrive (None: the shared responses topic)."""
+        self._awaited: dict[str, tuple[str | None, str]] = {}
+        """Awaited event id -> the (tenant, conversation id) its response must carry."""
         self._producer = make_producer(self._kafka)
         self._consumer: AIOKafkaConsumer | None = None
         self._waiting: dict[str, asyncio.Future[ConversationResponse]] = {}
@@ -158,6 +170,7 @@ class RouteyardClient:
         await self._listen()
         loop = asyncio.get_running_loop()
         futures = [self._waiting.setdefault(e.event_id, loop.create_future()) for e in events]
+        self._awaited.update((e.event_id, (e.tenant or None, e.conversation_id)) for e in events)
         try:
             await self.publish(events)
             async with asyncio.timeout(timeout):
@@ -165,11 +178,12 @@ class RouteyardClient:
         finally:
             for e in events:
                 self._waiting.pop(e.event_id, None)
+                self._awaited.pop(e.event_id, None)
 
     async def _listen(self) -> None:
         if self._reader is not None:
             return
-        topics = [self.reply_topic or self.topics.responses]
+        topics = [self.responses_topic or self.topics.responses]
         if self._watch_decisions:
             topics.append(self.topics.decisions)
         consumer = make_consumer(self._kafka, [], group=None)
@@ -188,7 +202,8 @@ class RouteyardClient:
         while True:
             for record in await fetch(consumer, max_records=500, timeout_ms=self._kafka.fetch_max_wait_ms):
                 try:
-                    self._receive(record.topic, record.value or b"")
+                    where = f"{record.topic}[{record.partition}]@{record.offset}"
+                    self._receive(record.topic, record.value or b"", where)
                 except Exception as exc:  # a bad record is skipped; the reader never dies of one
                     log.warning(
                         "skipped an unreadable record on %s[%d]@%d (%s)",
@@ -198,7 +213,7 @@ class RouteyardClient:
                         type(exc).__name__,
                     )
 
-    def _receive(self, topic: str, value: bytes) -> None:
+    def _receive(self, topic: str, value: bytes, where: str = "") -> None:
         if topic == self.topics.decisions and self._watch_decisions:
             decision = decision_decoder.decode(value)
             if decision.event_id in self._waiting:
@@ -206,8 +221,16 @@ class RouteyardClient:
             return
         response = response_decoder.decode(value)
         future = self._waiting.get(response.event_id)
-        if future is not None and not future.done():
-            future.set_result(response)
+        if future is None or future.done():
+            return
+        expected = self._awaited.get(response.event_id)
+        if expected is not None and expected != (response.tenant or None, response.conversation_id):
+            log.warning(
+                "ignored a response at %s for awaited event %s: tenant %r, conversation %r (expected %r, %r)",
+                where or topic, response.event_id, response.tenant, response.conversation_id, *expected,
+            )  # fmt: skip
+            return
+        future.set_result(response)
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:

@@ -7,6 +7,10 @@ Two loops in one process:
 - sweeper: every ``sweep_interval_ms``, claim correlations whose wake time passed (an agent's
   deadline, or an outbox nobody confirmed), time agents out, and carry out what is due.
 
+Forged replies (a token, agent, tenant or conversation that does not match the task; see
+``router/correlation.py``) change nothing either: they are counted (outcome ``forged``), logged at
+WARNING with their coordinates and dead-lettered with the reason; they never reach a breaker.
+
 Late and duplicate replies change nothing that was published; they are counted (late ones on
 the correlation too, and logged at DEBUG without content). Each attempt's outcome (ok reply;
 error reply or timeout) goes to the agent's circuit breaker once its correlation is stored.
@@ -126,13 +130,18 @@ class Correlator:
             sources[key].append(record)
             spans.append(tracing.started("routeyard.reply", tracing.carrier(record.headers), agent=reply.agent))
         phases.done("decode")
+        refused: dict[str, dict[int, str]] = {}
+
+        def record(state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
+            step, refused[key] = self._record(state, replies[key], now, blocked)
+            return step
+
         try:
-            strays = await self._apply(
-                replies, lambda state, now, key, blocked: self._record(state, replies[key], now, blocked), phases
-            )
+            strays = await self._apply(replies, record, phases)
         finally:
             for span in spans:
                 span.end()
+        dead += self._refused(refused, sources)
         for key in strays:  # no correlation: never routed here, or expired long ago
             child(METRICS.replies, outcome="unknown").inc(len(sources[key]))
             why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
@@ -173,18 +182,34 @@ class Correlator:
             await self._apply(keys, self._expire, phases)
         return len(keys)
 
-    def _record(self, state: Correlation, replies: list[AgentReply], now: float, blocked: frozenset[str]) -> Step:
+    def _record(
+        self, state: Correlation, replies: list[AgentReply], now: float, blocked: frozenset[str]
+    ) -> tuple[Step, dict[int, str]]:
+        """The change the replies make, and the refused ones (index in ``replies`` -> why)."""
         effects: list[Effect] = []
         outcomes: list[Outcome] = []
-        for reply in replies:
+        refused: dict[int, str] = {}
+        for i, reply in enumerate(replies):
             transition, outcome = on_reply(state, self._fits(state, reply), now, blocked)
             child(METRICS.replies, outcome=outcome).inc()
             if outcome == "late":
                 log.debug("late reply from %s for event %s (task %s)", reply.agent, reply.event_id, reply.task_id)
+            if transition.refused is not None:
+                refused[i] = transition.refused
             state = self._observe(transition)
             effects += transition.effects
             outcomes += transition.outcomes
-        return state, effects, outcomes
+        return (state, effects, outcomes), refused
+
+    def _refused(self, refused: dict[str, dict[int, str]], sources: dict[str, list[Record]]) -> list[Outgoing]:
+        """Dead letters for the replies refused as forged (as the last stored change saw them)."""
+        dead = []
+        for key, why in refused.items():
+            for i, reason in why.items():
+                r = sources[key][i]
+                log.warning("refused reply at %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+                dead.append(dead_letter(r, self._topics.dead_letters, stage="correlate", error=reason))
+        return dead
 
     def _bounded(self, record: Record, reply: AgentReply) -> AgentReply:
         """A reply record over ``correlator.max_reply_bytes`` is recorded as an error reply saying so."""

@@ -335,7 +335,7 @@ class RouterWorker:
             agents=[self._target(name) for name in routing.routes],
             context=request.conversation,
             replies_topic=self._topics.replies,
-            response_topic=event.reply_topic or self._topics.responses,
+            response_topic=event.reply_topic or self._settings.response_topic(event.tenant),
             created_at=utc(event.created_at),
             metadata=event.metadata,
             now=now,

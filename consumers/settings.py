@@ -160,6 +160,10 @@ class RouterSettings(BaseModel):
     """An event whose ``created_at`` is further in the future than this is rejected."""
     max_event_age_s: float | None = Field(default=None, gt=0)
     """An event created longer ago than this is rejected (None: no limit, e.g. to replay a backlog)."""
+    tenant_response_topics: bool = False
+    """Responses of tenant T go to ``<prefix>responses.T`` (unless the event names a reply_topic),
+    so each tenant can be granted READ on its own topic only. Needs the ``tenants`` allow-list:
+    routeyard creates one topic per listed tenant."""
 
 
 class CorrelatorSettings(BaseModel):
@@ -278,9 +282,33 @@ class Settings(BaseSettings):
             raise ValueError(f"topic prefix {prefix!r} must use letters, digits, '.', '_' and '-'")
         return prefix
 
+    @model_validator(mode="after")
+    def _tenant_topics(self) -> Settings:
+        if self.router.tenant_response_topics:
+            if self.router.tenants is None:
+                raise ValueError("router.tenant_response_topics needs the router.tenants allow-list")
+            from schemas import valid_topic
+
+            bad = sorted(t for t in self.tenant_response_topics() if not valid_topic(t))
+            if bad:
+                raise ValueError(f"tenants whose response topic is not a valid topic name: {bad}")
+        return self
+
     @property
     def topics(self) -> Topics:
         return Topics(prefix=self.topic_prefix)
+
+    def response_topic(self, tenant: str | None) -> str:
+        """Where the response of a turn of ``tenant`` goes when its event names no reply_topic."""
+        if self.router.tenant_response_topics and tenant:
+            return self.topics.responses_for(tenant)
+        return self.topics.responses
+
+    def tenant_response_topics(self) -> list[str]:
+        """The per-tenant responses topics to create (none unless ``router.tenant_response_topics``)."""
+        if not self.router.tenant_response_topics:
+            return []
+        return [self.topics.responses_for(t) for t in sorted(self.router.tenants or ()) if t]
 
     @property
     def namespace(self) -> str:

@@ -39,6 +39,7 @@ async def handle(task: AgentTask, broker: Broker) -> None:
         conversation_id=task.conversation_id,
         tenant=task.tenant,
         agent=task.agent,
+        token=task.token,  # a reply without its task's token is refused
         content=f"faststream: {last}",
     )
     # The reply topic comes with each task, so publish explicitly rather than through a

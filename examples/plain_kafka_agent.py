@@ -12,7 +12,8 @@ The agent contract, as this file implements it:
    group has none committed.
 2. Each record's value is an ``AgentTask`` (JSON). Validate it.
 3. Publish one ``AgentReply`` (JSON) to ``task["reply_topic"]``, keyed by the conversation id,
-   copying ``task_id``, ``event_id``, ``conversation_id``, ``tenant`` and ``agent``.
+   copying ``task_id``, ``event_id``, ``conversation_id``, ``tenant``, ``agent`` and ``token``
+   (the correlator refuses a reply whose token does not match its task's).
 4. Commit the offset only after the broker acknowledged the reply: a crash before that means
    the task is delivered again (at least once). routeyard's correlator recognises a second
    reply to the same ``task_id`` and ignores it, so answering twice is harmless.
@@ -77,6 +78,7 @@ def answer(task: dict[str, Any]) -> dict[str, Any]:
         "conversation_id": task["conversation_id"],
         "tenant": task.get("tenant"),
         "agent": task["agent"],
+        "token": task.get("token", ""),  # echoed: a reply without its task's token is refused
         "status": "ok",
         "content": f"echo: {last_user_message(task)}",
         "finished_at": rfc3339_now(),

@@ -18,6 +18,13 @@ earlier attempt answering ok after a retry was sent completes the agent, and wha
 after that is counted as late. Nothing is ever published twice: the response is produced once,
 when no agent is waiting, queued or retrying.
 
+Forged replies: each slot holds a random secret and each task attempt carries the token
+``task_token(secret, task_id)`` (``router/token.py``). ``on_reply`` refuses (outcome ``forged``,
+``Transition.refused`` says why) a reply whose token, agent, tenant or conversation does not match
+its task: it is never recorded, never reaches the context or the next agent, and yields no
+``Outcome`` (so it never counts in a circuit breaker). Slots stored before tokens existed have no
+secret; their replies are checked for agent, tenant and conversation only (a rolling upgrade).
+
 Sequential mode runs agents in the decided order, each receiving the earlier replies. An
 agent that errors does not stop the chain (the next agent sees the error); an agent that times
 out does (the rest are reported as ``skipped``): the caller has already waited too long.
@@ -25,12 +32,13 @@ out does (the rest are reported as ``skipped``): the caller has already waited t
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
 
+from router.token import new_secret, task_token, token_matches
 from schemas import (
     AgentReply,
     AgentTask,
@@ -44,7 +52,7 @@ from schemas import (
 )
 
 SlotStatus = Literal["queued", "waiting", "retrying", "ok", "error", "timed_out", "skipped"]
-ReplyOutcome = Literal["recorded", "duplicate", "late", "unknown"]
+ReplyOutcome = Literal["recorded", "duplicate", "late", "unknown", "forged"]
 OutcomeKind = Literal["ok", "error", "timeout"]
 
 
@@ -92,10 +100,17 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_s: float = 0.0
     retry_at: float | None = None
     """While ``retrying``: when the next attempt is sent."""
+    secret: str = ""
+    """Key of this slot's task tokens (``router/token.py``). Empty in slots stored before tokens
+    existed: their replies are accepted without a token (a rolling upgrade)."""
 
     @property
     def current_task_id(self) -> str:
         return attempt_task_id(self.task_id, self.attempt)
+
+    def token(self, task_id: str) -> str:
+        """The token a task of this slot carries ("" for a slot without a secret)."""
+        return task_token(self.secret, task_id) if self.secret else ""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -152,6 +167,8 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: list[Outcome] = msgspec.field(default_factory=list)
     withheld: list[str] = msgspec.field(default_factory=list)
     """Agents whose due retry was not sent because their circuit breaker is not closed."""
+    refused: str | None = None
+    """Why a reply was refused as forged (outcome ``forged``); None otherwise."""
 
 
 def start(
@@ -168,8 +185,10 @@ def start(
     metadata: dict[str, str],
     now: float,
     trace: dict[str, str] | None = None,
+    secret: Callable[[], str] = new_secret,
 ) -> Transition:
-    """Open a correlation for a routed turn. ``agents``: targets (or (name, topic, timeout_s)) in route order."""
+    """Open a correlation for a routed turn. ``agents``: targets (or (name, topic, timeout_s)) in route order.
+    ``secret`` makes each slot's token secret (injected by tests for deterministic tokens)."""
     targets = [a if isinstance(a, Target) else Target(agent=a[0], topic=a[1], timeout_s=a[2]) for a in agents]
     slots = [
         Slot(
@@ -180,6 +199,7 @@ def start(
             retries=t.retries,
             backoff_s=t.backoff_s,
             backoff_max_s=t.backoff_max_s,
+            secret=secret(),
         )
         for step, t in enumerate(targets)
     ]
@@ -211,6 +231,9 @@ def on_reply(
         return Transition(state=state, effects=[]), "unknown"
     index, attempt = found
     slot = state.slots[index]
+    refused = refusal(state, slot, reply, attempt)
+    if refused is not None:
+        return Transition(state=state, effects=[], refused=refused), "forged"
     current = slot.status == "waiting" and attempt == slot.attempt
     rescue = slot.status in ("waiting", "retrying") and reply.status == "ok"
     if not (current or rescue):
@@ -228,6 +251,17 @@ def on_reply(
         slots[index] = msgspec.structs.replace(slot, status="ok", reply=reply, retry_at=None)
     transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
     return msgspec.structs.replace(transition, outcomes=_unretried(outcomes, transition.withheld)), "recorded"
+
+
+def refusal(state: Correlation, slot: Slot, reply: AgentReply, attempt: int) -> str | None:
+    """Why ``reply`` (for ``slot``'s attempt ``attempt``) is not its task's genuine answer; None if it is."""
+    if reply.agent != slot.agent:
+        return f"reply agent {reply.agent!r} does not match its task's agent {slot.agent!r}"
+    if (reply.tenant or None) != (state.tenant or None) or reply.conversation_id != state.conversation_id:
+        return "reply tenant or conversation does not match its task"
+    if slot.secret and not token_matches(slot.secret, attempt_task_id(slot.task_id, attempt), reply.token):
+        return "reply token does not match its task"
+    return None
 
 
 def _find(slots: Sequence[Slot], task_id: str) -> tuple[int, int] | None:
@@ -388,6 +422,7 @@ def _dispatch(
         step=step,
         attempt=attempt,
         metadata=state.metadata,
+        token=slot.token(task_id),
     )
     effects.append(
         Effect(
@@ -417,7 +452,7 @@ def _response(state: Correlation, now: float) -> ConversationResponse:
         tenant=state.tenant,
         status=response_status(state.slots),
         routes=state.routes,
-        replies=[s.reply for s in state.slots if s.reply is not None],
+        replies=[msgspec.structs.replace(s.reply, token="") for s in state.slots if s.reply is not None],
         timed_out=[s.agent for s in state.slots if s.status == "timed_out"],
         skipped=[s.agent for s in state.slots if s.status == "skipped"],
         created_at=state.created_at,

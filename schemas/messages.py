@@ -34,6 +34,11 @@ Mode = Literal["parallel", "sequential"]
 ReplyStatus = Literal["ok", "error"]
 ResponseStatus = Literal["complete", "partial", "no_route", "failed"]
 
+TOKEN_DOC = "echo the task's token in the reply; replies without the right token are refused"
+Token = Annotated[str, msgspec.Meta(description=TOKEN_DOC)]
+"""A task attempt's unguessable token (an HMAC of its task id under a secret kept only in the
+correlation); the reply must echo it, so only whoever received the task can answer it."""
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -126,11 +131,15 @@ class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
     step: int = 0
     attempt: int = 1
     metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    token: Token = ""
+    """echo the task's token in the reply; replies without the right token are refused"""
     v: Version = SCHEMA_VERSION
 
 
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
-    """An agent's answer to one task. ``task_id`` and ``event_id`` are copied from the task."""
+    """An agent's answer to one task. ``task_id``, ``event_id``, ``conversation_id``, ``tenant``,
+    ``agent`` and ``token`` are copied from the task; a reply whose token or agent does not match
+    its task is refused (dead-lettered, never recorded)."""
 
     task_id: str
     event_id: str
@@ -141,6 +150,8 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     tenant: str | None = None
     finished_at: datetime = msgspec.field(default_factory=utcnow)
+    token: Token = ""
+    """echo the task's token in the reply; replies without the right token are refused"""
     v: Version = SCHEMA_VERSION
 
 

@@ -35,6 +35,11 @@ class Topics(msgspec.Struct, frozen=True, kw_only=True):
     def responses(self) -> str:
         return f"{self.prefix}responses"
 
+    def responses_for(self, tenant: str) -> str:
+        """Tenant ``tenant``'s own responses topic (``<prefix>responses.<tenant>``), used when the
+        router's ``tenant_response_topics`` is on, so a tenant can be granted READ on it alone."""
+        return f"{self.prefix}responses.{tenant}"
+
     @property
     def dead_letters(self) -> str:
         return f"{self.prefix}deadletter"

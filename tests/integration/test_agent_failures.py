@@ -181,6 +181,7 @@ async def test_a_reply_after_the_response_is_recorded_late_and_not_published_aga
             event_id=task.event_id,
             conversation_id=task.conversation_id,
             agent="WeatherAgent",
+            token=task.token,
             content="a second answer, much later",
         )
         producer = make_producer(settings.kafka)

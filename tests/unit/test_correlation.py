@@ -19,6 +19,7 @@ from router.correlation import (
     response_status,
     start,
 )
+from router.token import task_token
 from schemas import (
     AgentReply,
     AgentTask,
@@ -43,6 +44,7 @@ AGENTS = [
 ]
 THREE = [*AGENTS, ("FlightAgent", "ry.agent.FlightAgent", 5.0)]
 
+SECRET = "0123456789abcdef0123456789abcdef"
 _state_decoder = msgspec.json.Decoder(Correlation)
 
 
@@ -59,6 +61,7 @@ def _start(mode: Mode = "parallel", agents: list[tuple[str, str, float]] | None 
         created_at=CREATED,
         metadata={"trace": "t-1"},
         now=NOW,
+        secret=lambda: SECRET,
     )
 
 
@@ -76,6 +79,7 @@ def _reply(step: int, agent: str, status: str = "ok", content: str = "", error: 
         content=content or (f"{agent} says hi" if status == "ok" else ""),
         error=error,  # type: ignore[arg-type]
         tenant="acme",
+        token=task_token(SECRET, _task_id(step, agent)),
     )
 
 

@@ -15,12 +15,14 @@ from router.correlation import (
     stage,
     start,
 )
+from router.token import task_token
 from schemas import AgentReply, Message, Mode, response_decoder, task_decoder
 
 NOW = 1_700_000_000.0
 EVENT = "ev@1"  # an '@' in the event id must not be mistaken for an attempt number
 W = Target(agent="Weather", topic="ry.agent.Weather", timeout_s=10.0, retries=2, backoff_s=1.0, backoff_max_s=1.5)
 R = Target(agent="Restaurant", topic="ry.agent.Restaurant", timeout_s=20.0)
+SECRET = "0123456789abcdef0123456789abcdef"
 _state_decoder = msgspec.json.Decoder(Correlation)
 
 
@@ -37,6 +39,7 @@ def _start(*targets: Target, mode: Mode = "parallel") -> Transition:
         created_at=None,
         metadata={},
         now=NOW,
+        secret=lambda: SECRET,
     )
 
 
@@ -53,6 +56,7 @@ def _reply(task_id: str, agent: str = "Weather", status: str = "ok") -> AgentRep
         status=status,  # type: ignore[arg-type]
         content=f"{agent} {task_id}" if status == "ok" else "",
         error=None if status == "ok" else "boom",
+        token=task_token(SECRET, task_id),
     )
 
 

@@ -50,6 +50,7 @@ REPLY = AgentReply(
     error="upstream 503",
     tenant="acme",
     finished_at=T1,
+    token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
     v=7,
 )
 
@@ -103,6 +104,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         step=1,
         attempt=3,
         metadata={"k": "v"},
+        token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
         v=7,
     ),
     "AgentReply": REPLY,
