@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -121,6 +122,24 @@ class CorrelationStore:
             args += [w.expected or b"", raw, ttl, "" if wake is None else wake]
         results = await self._cas(keys=[self.wake_key, *(w.key for w in writes)], args=args)
         return [raw if ok else None for raw, ok in zip(encoded, results, strict=True)]
+
+    def sent_key(self, *identity: str | int | None) -> str:
+        """The key of a "published once" marker (a dead letter, a rejection); hashed, since
+        ``identity`` may hold anything a hostile record carried."""
+        digest = hashlib.sha256("\0".join(str(part) for part in identity).encode()).hexdigest()[:32]
+        return f"{self._ns}:sent:{digest}"
+
+    async def sent(self, keys: Sequence[str]) -> list[bool]:
+        """Which markers exist: their records were published already."""
+        return [raw is not None for raw in await self.get_many(keys)] if keys else []
+
+    async def mark_sent(self, keys: Sequence[str]) -> None:
+        """Remember for ``ttl`` that these records were published."""
+        if keys:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, b"1", ex=self._ttl)
+                await pipe.execute()
 
     async def claim_due(self, now: float, limit: int = 200) -> list[str]:
         """Keys whose wake time has passed; each is pushed one lease ahead, so one sweeper has it."""
