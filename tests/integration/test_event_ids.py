@@ -162,8 +162,6 @@ async def test_send_wait_on_a_rejected_turn_prints_one_line_and_fails(broker, va
 async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_counted(
     broker, valkey, prefix, redis_client: redis.Redis
 ) -> None:
-    from consumers.correlations import Done, decode_state
-
     settings = make_settings(broker, valkey, prefix)
     _, store = stores(settings, redis_client)
     key = store.key("acme", "big")
@@ -173,13 +171,11 @@ async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_c
         response = await client.ask("c", "weather " + "x" * 2000, event_id="big", timeout=30)
         assert response.status == "complete"
 
-        async def marked() -> bool:
-            raw = await redis_client.get(key)
-            return raw is not None and isinstance(decode_state(raw), Done)
+        async def settled() -> bool:  # the outbox cleared: nothing due any more
+            return await redis_client.exists(key) == 1 and await redis_client.zscore(store.wake_key, key) is None
 
-        await _until(marked)
+        await _until(settled)
         assert await redis_client.strlen(key) < 200
-        assert await redis_client.zscore(store.wake_key, key) is None
         before = late._value.get()
         task_id = response.replies[0].task_id
         reply = AgentReply(task_id=task_id, event_id="big", conversation_id="c", agent="WeatherAgent", tenant="acme")
@@ -194,6 +190,8 @@ async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_c
             return late._value.get() > before
 
         await _until(counted)
+    from consumers.correlations import Done, decode_state
+
     marker = decode_state(await redis_client.get(key))
     assert isinstance(marker, Done) and marker.status == "complete" and marker.conversation_id == "c"
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
