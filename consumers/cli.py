@@ -5,7 +5,8 @@
                                            unless --bootstrap is given)
     routeyard worker router|correlator     one worker process (production)
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
-    routeyard send CONVERSATION TEXT       publish a turn; --wait prints the response
+    routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
+                                           (rejected or timed out: one line, exit 1)
     routeyard schema export DIR            JSON Schema of every wire message
     routeyard catalog check FILE           validate an agent catalog
     routeyard topics create                create routeyard's topics
@@ -258,9 +259,9 @@ def _agent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    from consumers.client import RouteyardClient
+    from consumers.client import RouteyardClient, TurnRejected, TurnTimeout
 
-    async def send() -> None:
+    async def send() -> int:
         async with RouteyardClient(
             settings.kafka,
             prefix=settings.topic_prefix,
@@ -268,15 +269,22 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
             tenant_topic=settings.router.tenant_response_topics and bool(args.tenant),
         ) as client:
             event = client.event(args.conversation, args.text, mode=args.send_mode, agents=args.agents)
-            if args.wait:
-                (response,) = await client.ask_many([event], timeout=args.timeout)
-                print(msgspec.json.format(msgspec.json.encode(response)).decode())
-            else:
+            print(event.event_id, flush=True)  # first: `routeyard explain` works even if nothing comes
+            if not args.wait:
                 await client.publish([event])
-                print(event.event_id)
+                return 0
+            try:
+                (response,) = await client.ask_many([event], timeout=args.timeout)
+            except TurnTimeout as exc:
+                print(f"routeyard send: {exc}", file=sys.stderr)
+                return 1
+            if response.status == "rejected":
+                print(f"routeyard send: {TurnRejected(event.event_id, response.reason or '')}", file=sys.stderr)
+                return 1
+            print(msgspec.json.format(msgspec.json.encode(response)).decode())
+            return 0
 
-    asyncio.run(send())
-    return 0
+    return asyncio.run(send())
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:

@@ -10,6 +10,10 @@ about the end, and matches responses to requests by event id, tenant and convers
 response that carries an awaited event id but another tenant or conversation is ignored (logged
 at WARNING, without content) and the real one is still awaited.
 Any Kafka client in any language can do the same with the exported JSON Schema.
+
+Errors of ``ask``: ``TurnRejected`` (the router refused the turn and said why, at once: a
+``rejected`` response) and ``TurnTimeout`` (a ``TimeoutError``: no response in time; it names
+the event ids, for ``routeyard explain``). Neither is retriable as is.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from consumers import tracing
 from consumers.bus import Outgoing, fetch, make_consumer, make_producer, publish
 from consumers.settings import KafkaSettings
+from router.errors import RouteyardError
 from schemas import (
     ConversationEvent,
     ConversationResponse,
@@ -40,6 +45,23 @@ from schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class TurnRejected(RouteyardError):
+    """The router refused the turn (it was dead-lettered); ``reason`` says why."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"turn {event_id} rejected: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+class TurnTimeout(RouteyardError, TimeoutError):
+    """No response in time. ``event_ids``: the turns still unanswered (see ``routeyard explain``)."""
+
+    def __init__(self, event_ids: list[str], timeout: float) -> None:
+        super().__init__(f"no response to turn {', '.join(event_ids)} within {timeout:g}s")
+        self.event_ids = event_ids
 
 
 class RouteyardClient:
@@ -160,21 +182,31 @@ class RouteyardClient:
         timeout: float = 60.0,
         **options: object,
     ) -> ConversationResponse:
-        """Publish one turn and wait for its response."""
+        """Publish one turn and wait for its response; raises ``TurnRejected`` if the router
+        refused it, ``TurnTimeout`` if no response came in time."""
         event = self.event(conversation_id, messages, **options)  # type: ignore[arg-type]
-        return (await self.ask_many([event], timeout=timeout))[0]
+        response = (await self.ask_many([event], timeout=timeout))[0]
+        if response.status == "rejected":
+            raise TurnRejected(response.event_id, response.reason or "no reason given")
+        return response
 
     async def ask_many(
         self, events: Sequence[ConversationEvent], *, timeout: float = 60.0
     ) -> list[ConversationResponse]:
+        """Publish turns and wait for all their responses (a refused turn's has status
+        ``rejected``); raises ``TurnTimeout`` naming the turns not answered in time."""
         await self._listen()
         loop = asyncio.get_running_loop()
         futures = [self._waiting.setdefault(e.event_id, loop.create_future()) for e in events]
         self._awaited.update((e.event_id, (e.tenant or None, e.conversation_id)) for e in events)
         try:
             await self.publish(events)
-            async with asyncio.timeout(timeout):
-                return list(await asyncio.gather(*futures))
+            try:
+                async with asyncio.timeout(timeout):
+                    return list(await asyncio.gather(*futures))
+            except TimeoutError:
+                late = [e.event_id for e, f in zip(events, futures, strict=True) if not f.done()]
+                raise TurnTimeout(late, timeout) from None
         finally:
             for e in events:
                 self._waiting.pop(e.event_id, None)

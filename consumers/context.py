@@ -7,7 +7,10 @@ Keys (``ns`` = namespace, tenant ``_`` when none):
                                           scored in order of application)
 
 An append carries an id (the event id for a user turn, ``ctx:<event>`` for agents' replies);
-appending the same id twice is a no-op, so redelivered events never duplicate a turn.
+appending the same id twice is a no-op, so redelivered events never duplicate a turn. A user
+turn's append is also *guarded* by its correlation key: where that key exists (the event was
+decided before, or its id is another conversation's), nothing is appended, however long ago it
+left the seen set. The check and the append are one script call, so one round trip per batch.
 
 Tenants are isolated by key: every key of a conversation carries its tenant, so a turn of tenant A
 never reads or extends tenant B's context, even with the same conversation id. Tenant names never
@@ -35,9 +38,11 @@ DEFAULT_MAX_BYTES = 512 * 1024
 _APPEND = """
 local max, ttl, kept = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local read, budget, out, a = ARGV[4] == '1', tonumber(ARGV[5]), {}, 6
-for k = 1, #KEYS, 2 do
-  local ctx, seen, id, n = KEYS[k], KEYS[k + 1], ARGV[a], tonumber(ARGV[a + 1])
-  if not redis.call('ZSCORE', seen, id) then
+for k = 1, #KEYS, 3 do
+  local ctx, seen, guard, id, n = KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1])
+  local held = false
+  if guard ~= ctx then held = redis.call('GET', guard) end
+  if not held and not redis.call('ZSCORE', seen, id) then
     -- make room first: the set never grows past ``kept``, so it keeps its compact encoding;
     -- scores count up, so the oldest id goes first
     redis.call('ZREMRANGEBYRANK', seen, 0, -kept)
@@ -55,14 +60,17 @@ for k = 1, #KEYS, 2 do
   end
   redis.call('EXPIRE', ctx, ttl)
   redis.call('EXPIRE', seen, ttl)
-  if read then out[#out + 1] = redis.call('LRANGE', ctx, 0, -1) end
+  if read then
+    if held then out[#out + 1] = {held, {}} else out[#out + 1] = {'', redis.call('LRANGE', ctx, 0, -1)} end
+  end
   a = a + 2 + n
 end
 return out
 """
-"""Appends of a batch in one call. KEYS: (ctx, seen) per append; ARGV: max messages, ttl, seen ids
-kept, read ('1' returns each context after its append), max bytes, then per append its id, its
-message count and the messages."""
+"""Appends of a batch in one call. KEYS: (ctx, seen, guard) per append (guard: the correlation key
+that must be absent for the append to happen; the ctx key itself for no guard); ARGV: max
+messages, ttl, seen ids kept, read ('1' returns per append the guard's value, or '' and the
+context after the append), max bytes, then per append its id, its message count and the messages."""
 
 _message_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
@@ -73,6 +81,8 @@ class Append(msgspec.Struct, frozen=True):
     conversation_id: str
     append_id: str
     messages: list[Message]
+    guard: str | None = None
+    """A key that must not exist for the append to happen (a user turn's correlation key)."""
 
 
 def tenant_part(tenant: str | None) -> str:
@@ -97,6 +107,15 @@ class ContextStore:
 
     async def append_many(self, appends: Sequence[Append], *, read: bool = False) -> list[list[Message]]:
         """Append each batch of messages once (by id); with ``read``, return each context after."""
+        results = await self._run(appends, read=read)
+        return [context for _, context in results]
+
+    async def admit_many(self, appends: Sequence[Append]) -> list[tuple[bytes | None, list[Message]]]:
+        """Per append: the value of its ``guard`` key if that exists (then nothing was appended, and
+        no context is read), else None and the context after the append."""
+        return await self._run(appends, read=True)
+
+    async def _run(self, appends: Sequence[Append], *, read: bool) -> list[tuple[bytes | None, list[Message]]]:
         if not appends:
             return []
         keys: list[str] = []
@@ -108,10 +127,13 @@ class ContextStore:
             self._max_bytes,
         ]
         for a in appends:
-            keys += self.keys(a.tenant, a.conversation_id)
+            ctx, seen = self.keys(a.tenant, a.conversation_id)
+            keys += [ctx, seen, a.guard or ctx]
             args += [a.append_id, len(a.messages), *(_encoder.encode(m) for m in a.messages)]
         results = await self._script(keys=keys, args=args)
-        return [[_message_decoder.decode(raw) for raw in result] for result in results] if read else []
+        if not read:
+            return []
+        return [(held or None, [_message_decoder.decode(raw) for raw in context]) for held, context in results]
 
     async def load(self, tenant: str | None, conversation_id: str) -> list[Message]:
         raw = await self._redis.lrange(self.keys(tenant, conversation_id)[0], 0, -1)

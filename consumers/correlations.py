@@ -2,9 +2,12 @@
 its effects.
 
 Keys:
-    {ns}:{tenant}:corr:{event_id}   the Correlation (MessagePack), kept ``ttl`` after its next wake-up
-                                    (or after it is done)
+    {ns}:{tenant}:corr:{event_id}   the Correlation (MessagePack), kept ``ttl`` after its next wake-up;
+                                    once it is done and its outbox cleared, only a ``Done`` marker
+                                    (under 200 bytes) for ``ttl``: enough to recognise a redelivery
     {ns}:wake                       sorted set: correlation key -> when a sweeper must look at it
+    {ns}:sent:{digest}              a record published once per identity (dead letters, rejected
+                                    responses), kept ``ttl``: a redone batch does not send it again
 
 Every write stores the new state *with the effects it implies in its outbox*, then the effects
 are carried out (context appended, records published), then removed from the outbox. A
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
@@ -28,7 +32,8 @@ from redis.asyncio import Redis
 from consumers.bus import Outgoing, fits, publish
 from consumers.context import Append, ContextStore, tenant_part
 from consumers.retry import retrying
-from router.correlation import Correlation, Effect
+from router.correlation import Correlation, Effect, response_status
+from schemas import ResponseStatus
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +65,20 @@ for _, key in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], key) end
 return due
 """
 
+class Done(msgspec.Struct, frozen=True, array_like=True):
+    """What is left of a finished correlation: who it belonged to and how it ended. A MessagePack
+    array (a state is a map), so one read tells them apart. The full state's ``context`` copy made
+    a finished turn cost 8 KB and more for ``dedup_ttl_s``; this is under 200 bytes."""
+
+    event_id: str
+    conversation_id: str
+    tenant: str | None
+    status: ResponseStatus
+    late_replies: int = 0
+
+
 _decoder = msgspec.msgpack.Decoder(Correlation)
+_done_decoder = msgspec.msgpack.Decoder(Done)
 _encoder = msgspec.msgpack.Encoder()
 _json_decoder = msgspec.json.Decoder(Correlation)
 
@@ -68,7 +86,7 @@ _json_decoder = msgspec.json.Decoder(Correlation)
 class Write(msgspec.Struct, frozen=True):
     key: str
     expected: bytes | None
-    state: Correlation
+    state: Correlation | Done
 
 
 class CorrelationStore:
@@ -105,6 +123,24 @@ class CorrelationStore:
         results = await self._cas(keys=[self.wake_key, *(w.key for w in writes)], args=args)
         return [raw if ok else None for raw, ok in zip(encoded, results, strict=True)]
 
+    def sent_key(self, *identity: str | int | None) -> str:
+        """The key of a "published once" marker (a dead letter, a rejection); hashed, since
+        ``identity`` may hold anything a hostile record carried."""
+        digest = hashlib.sha256("\0".join(str(part) for part in identity).encode()).hexdigest()[:32]
+        return f"{self._ns}:sent:{digest}"
+
+    async def sent(self, keys: Sequence[str]) -> list[bool]:
+        """Which markers exist: their records were published already."""
+        return [raw is not None for raw in await self.get_many(keys)] if keys else []
+
+    async def mark_sent(self, keys: Sequence[str]) -> None:
+        """Remember for ``ttl`` that these records were published."""
+        if keys:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, b"1", ex=self._ttl)
+                await pipe.execute()
+
     async def claim_due(self, now: float, limit: int = 200) -> list[str]:
         """Keys whose wake time has passed; each is pushed one lease ahead, so one sweeper has it."""
         keys = await self._claim(keys=[self.wake_key], args=[now, now + self.lease_s, limit])
@@ -114,7 +150,9 @@ class CorrelationStore:
         """Correlations still waiting on agents or on their outbox."""
         return int(await self._redis.zcard(self.wake_key))
 
-    def _wake(self, state: Correlation, now: float) -> float | None:
+    def _wake(self, state: Correlation | Done, now: float) -> float | None:
+        if isinstance(state, Done):
+            return None
         wake = state.next_wakeup()
         if state.outbox:
             lease = now + self.lease_s
@@ -122,14 +160,33 @@ class CorrelationStore:
         return wake
 
 
-def decode_state(raw: bytes) -> Correlation:
-    """A stored state. States are MessagePack: a fifth smaller than JSON with an outbox (whose
+def decode_state(raw: bytes) -> Correlation | Done:
+    """A stored state, or the ``Done`` marker of a finished one (a MessagePack array: first byte
+    0x90-0x9f). States are MessagePack: a fifth smaller than JSON with an outbox (whose
     records are bytes, base64 in JSON) and encoded twice as fast. JSON states, as versions before
     this one wrote them, still decode, so correlations in flight survive an upgrade (a MessagePack
     map never starts with ``{``)."""
     if raw[:1] == b"{":
         return _json_decoder.decode(raw)
+    if 0x90 <= raw[0] <= 0x9F:
+        return _done_decoder.decode(raw)
     return _decoder.decode(raw)
+
+
+def finished(state: Correlation) -> Done:
+    """The marker kept once ``state`` is done and nothing is left to carry out."""
+    return Done(
+        event_id=state.event_id,
+        conversation_id=state.conversation_id,
+        tenant=state.tenant,
+        status=response_status(state.slots),
+        late_replies=state.late_replies,
+    )
+
+
+def shrunk(state: Correlation) -> Correlation | Done:
+    """What to store after its outbox changed: the marker once nothing more can happen to it."""
+    return finished(state) if state.done and not state.outbox else state
 
 
 class Stored(msgspec.Struct, frozen=True):
@@ -221,8 +278,11 @@ class Outbox:
                     continue
                 if state is None:
                     state = decode_state(raw)
+                if isinstance(state, Done):  # already finished and shrunk
+                    pending.pop(key)
+                    continue
                 kept = [e for e in state.outbox if e.id not in pending[key]]
-                writes.append(Write(key, raw, msgspec.structs.replace(state, outbox=kept)))
+                writes.append(Write(key, raw, shrunk(msgspec.structs.replace(state, outbox=kept))))
             results = await self._store.write_many(writes, time.time())
             for w, ok in zip(writes, results, strict=True):
                 if ok is not None:

@@ -33,7 +33,7 @@ from consumers import tracing
 from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
 from consumers.circuit import CircuitStore
 from consumers.context import ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from consumers.correlations import CorrelationStore, Done, Outbox, Stored, Write, decode_state
 from consumers.metrics import METRICS, Phases, child
 from consumers.retry import backoff_for, retrying
 from consumers.settings import Settings
@@ -137,11 +137,13 @@ class Correlator:
             return step
 
         try:
-            strays = await self._apply(replies, record, phases)
+            strays, finished = await self._apply(replies, record, phases)
         finally:
             for span in spans:
                 span.end()
         dead += self._refused(refused, sources)
+        if finished:  # answered and shrunk to a done marker: late, as on a state
+            await self._count_late({key: len(replies[key]) for key in finished})
         for key in strays:  # no correlation: never routed here, or expired long ago
             child(METRICS.replies, outcome="unknown").inc(len(sources[key]))
             why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
@@ -179,7 +181,7 @@ class Correlator:
         keys = await self._store.claim_due(time.time())
         if keys:
             phases.done("claim")
-            await self._apply(keys, self._expire, phases)
+            await self._apply(keys, self._expire, phases)  # done markers are left alone: nothing is due
         return len(keys)
 
     def _record(
@@ -251,20 +253,49 @@ class Correlator:
             child(METRICS.withheld_retries, agent=agent).inc()
         return transition.state
 
-    async def _apply(self, keys: Iterable[str], change: Change, phases: Phases) -> list[str]:
+    async def _count_late(self, counts: dict[str, int]) -> None:
+        """Late replies to finished turns: counted, and on their done markers (compare-and-set)."""
+        child(METRICS.replies, outcome="late").inc(sum(counts.values()))
+        pending = dict(counts)
+        for _ in range(CAS_ATTEMPTS):
+            if not pending:
+                return
+            writes = []
+            for key, raw in zip(pending, await self._store.get_many(list(pending)), strict=True):
+                marker = decode_state(raw) if raw is not None else None
+                if isinstance(marker, Done):
+                    late = msgspec.structs.replace(marker, late_replies=marker.late_replies + pending[key])
+                    writes.append(Write(key, raw, late))
+            results = await self._store.write_many(writes, time.time())
+            pending = {w.key: pending[w.key] for w, ok in zip(writes, results, strict=True) if ok is None}
+
+    async def _load(self, keys: list[str]) -> tuple[dict[str, tuple[bytes, Correlation]], list[str], list[str]]:
+        """The stored states of ``keys``; the keys with nothing stored; those shrunk to a done marker."""
+        states: dict[str, tuple[bytes, Correlation]] = {}
+        missing, finished = [], []
+        for key, raw in zip(keys, await self._store.get_many(keys), strict=True):
+            state = decode_state(raw) if raw is not None else None
+            if isinstance(state, Correlation):
+                states[key] = (raw, state)  # type: ignore[assignment]  # raw is bytes here
+            else:
+                (finished if isinstance(state, Done) else missing).append(key)
+        return states, missing, finished
+
+    async def _apply(self, keys: Iterable[str], change: Change, phases: Phases) -> tuple[list[str], list[str]]:
         """Load, change and compare-and-set each key until it sticks; then carry out the effects.
 
-        Returns the keys that have no stored correlation.
+        Returns the keys that have no stored correlation, and those that hold only a done marker
+        (finished: nothing changes them).
         """
-        pending, missing = list(keys), []
+        pending, missing, finished = list(keys), [], []
         done: dict[str, Stored] = {}
         outcomes: dict[str, list[Outcome]] = {}
         for _ in range(CAS_ATTEMPTS):
             if not pending:
                 break
-            raws = await self._store.get_many(pending)
-            states = {key: (raw, decode_state(raw)) for key, raw in zip(pending, raws, strict=True) if raw is not None}
-            missing += [key for key in pending if key not in states]
+            states, absent, shrunk = await self._load(pending)
+            missing += absent
+            finished += shrunk
             blocked = await self._blocked([state for _, state in states.values()])
             phases.done("read")
             now = time.time()
@@ -288,7 +319,7 @@ class Correlator:
         _timed_out([(d.state, outcomes[key]) for key, d in done.items()])
         _responded([d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)])
         await self._feedback([o for key in done for o in outcomes[key]])
-        return missing
+        return missing, finished
 
     async def _blocked(self, states: list[Correlation]) -> frozenset[str]:
         """The agents that may get a retry in this batch whose breaker is not closed (read from

@@ -2,8 +2,11 @@
 
 One batch at a time: decode -> append each turn to its context (Redis) -> one engine call for
 the whole batch -> store each correlation with its effects -> publish tasks and decisions ->
-commit offsets. A redelivered event finds its correlation already stored and is not decided or
-dispatched again; undecodable or invalid events go to the dead-letter topic with the reason.
+commit offsets. A redelivered event finds its correlation (or its done marker) already stored and
+is neither appended to its context nor decided nor dispatched again; that check and the append
+are one Redis script call. Undecodable or invalid events, and events whose id another
+conversation of the tenant already used, go to the dead-letter topic with the reason, and their
+sender gets a ``rejected`` response (consumers.rejection), each published once.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from consumers import tracing
-from consumers.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
+from consumers.bus import Record, consume_batches
 from consumers.circuit import CircuitStore
 from consumers.context import Append, ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Stored, Write
+from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
 from consumers.metrics import METRICS, Phases, child
+from consumers.rejection import Rejected, Rejecter
 from consumers.retry import backoff_for
 from consumers.settings import Settings
 from router.catalog import Catalog
@@ -107,6 +111,15 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def answerable(topic: str, catalog: Catalog, settings: Settings) -> bool:
+    """Whether a response may go to ``topic`` (a sender's reply_topic)."""
+    try:
+        _check_reply_topic(topic, catalog, settings)
+    except InvalidEvent:
+        return False
+    return True
+
+
 def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) -> None:
     """A response may go to the responses topic or a client's own topic, never into routeyard's
     own namespace (whose topics it may create), an agent's topic or Kafka's internal topics."""
@@ -132,6 +145,25 @@ def _reserved(topic: str, catalog: Catalog, topics: Topics) -> bool:
 
 def _fold(name: str) -> str:
     return name.replace(".", "_")
+
+
+REUSED = "event id already used by another conversation of this tenant (event ids must be unique)"
+
+
+def _first_of_each(events: list[ConversationEvent], keys: list[str]) -> tuple[list[int], list[tuple[int, str]]]:
+    """The indexes of the first event of each correlation key in the batch, and the later ones
+    of another conversation, refused. Later copies in the same conversation are redeliveries."""
+    firsts: dict[str, int] = {}
+    refused: list[tuple[int, str]] = []
+    for i, key in enumerate(keys):
+        first = firsts.setdefault(key, i)
+        if first == i:
+            continue
+        if events[first].conversation_id != events[i].conversation_id:
+            refused.append((i, REUSED))
+        else:
+            METRICS.redelivered.inc()
+    return list(firsts.values()), refused
 
 
 class RouterWorker:
@@ -160,6 +192,9 @@ class RouterWorker:
         self._context = context
         self._store = store
         self._outbox = Outbox(store, context, producer)
+        self._rejecter = Rejecter(
+            producer, store, settings.topics, may_answer_on=lambda topic: answerable(topic, catalog, settings)
+        )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:6]}"
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -171,7 +206,7 @@ class RouterWorker:
             max_records=cfg.max_batch,
             wait_ms=cfg.batch_wait_ms,
             what="route batch",
-            poison=dead_letterer(self._producer, self._topics.dead_letters, stage="route"),
+            poison=self._poison,
             backoff=backoff_for(self._settings),
             tick=self.tick,
             stage="route",
@@ -189,22 +224,31 @@ class RouterWorker:
                 for e, r in zip(events, sources, strict=True)
             }
             try:
-                await self._route(events, spans, phases)
+                refused = await self._route(events, spans, phases)
             finally:
                 for span in spans.values():
                     span.end()
+            dead += [Rejected(sources[i], why, events[i], stage="route") for i, why in refused]
         if dead:
-            await publish(self._producer, dead)
-            child(METRICS.dead_letters, stage="route").inc(len(dead))
+            await self._reject(dead)
 
-    def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Outgoing]]:
-        """The valid events with the records they came from, and dead letters for the rest. Decoding
-        and validating are pure: any exception they raise is the record's fault."""
+    async def _poison(self, record: Record, error: BaseException) -> None:
+        """A record whose handling failed on its own (batch isolation): rejected like the rest."""
+        await self._reject([Rejected(record, error, stage="route")])
+
+    async def _reject(self, dead: list[Rejected]) -> None:
+        sent = await self._rejecter.reject(dead)
+        child(METRICS.dead_letters, stage="route").inc(sent)
+
+    def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Rejected]]:
+        """The valid events with the records they came from, and the rest, rejected. Decoding and
+        validating are pure: any exception they raise is the record's fault."""
         events: list[ConversationEvent] = []
         sources: list[Record] = []
-        dead: list[Outgoing] = []
+        dead: list[Rejected] = []
         limit = self._settings.router.max_event_bytes
         for record in records:
+            event = None
             try:
                 if record.value is None or len(record.value) > limit:
                     raise InvalidEvent(f"event is empty or larger than {limit} bytes")
@@ -212,7 +256,7 @@ class RouterWorker:
                 validate(event, self._catalog, self._settings)
             except Exception as exc:  # the record's fault, whatever it is (a RecursionError of deep JSON too)
                 log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
-                dead.append(dead_letter(record, self._topics.dead_letters, stage="decode", error=exc))
+                dead.append(Rejected(record, exc, event))
                 continue
             events.append(event)
             sources.append(record)
@@ -223,22 +267,40 @@ class RouterWorker:
         events: list[ConversationEvent],
         spans: dict[str, tracing.Span] | None = None,
         phases: Phases | None = None,
-    ) -> None:
+    ) -> list[tuple[int, str]]:
+        """Route the batch's events; returns (index, reason) of those refused (dead-lettered)."""
         phases = phases or Phases("route")
         keys = [self._store.key(e.tenant, e.event_id) for e in events]
-        # Three reads at once, on three connections: one round trip's wait instead of three.
-        existing, contexts, gate = await asyncio.gather(
-            self._store.get_many(keys),
-            self._context.append_many(
-                [Append(e.tenant, e.conversation_id, e.event_id, e.messages) for e in events], read=True
-            ),
-            self._gate(),
-        )
+        firsts, refused = _first_of_each(events, keys)
+        # Two calls at once, on two connections: one round trip's wait. The first appends each
+        # turn to its context only where its correlation key is absent, and returns that key's
+        # value where it is present (a redelivery, or an event id another conversation used).
+        appends = [
+            Append(events[i].tenant, events[i].conversation_id, events[i].event_id, events[i].messages, keys[i])
+            for i in firsts
+        ]
+        admitted, gate = await asyncio.gather(self._context.admit_many(appends), self._gate())
         phases.done("read")
+        picked: list[int] = []
+        for i, (held, _) in zip(firsts, admitted, strict=True):
+            if held is not None and decode_state(held).conversation_id != events[i].conversation_id:
+                refused.append((i, REUSED))
+            else:
+                picked.append(i)
+        found = dict(zip(firsts, admitted, strict=True))
         try:
-            await self._dispatch(events, keys, existing, contexts, gate, spans or {}, phases)
+            await self._dispatch(
+                [events[i] for i in picked],
+                [keys[i] for i in picked],
+                [found[i][0] for i in picked],
+                [found[i][1] for i in picked],
+                gate,
+                spans or {},
+                phases,
+            )
         finally:  # also when deciding failed: a probe claimed and not used must not wait out its lease
             await self._release(gate)
+        return refused
 
     async def _dispatch(
         self,

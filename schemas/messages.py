@@ -13,6 +13,10 @@ payloads of every earlier version):
    a new field with a default, never as a new value of an existing one. A reader therefore never
    meets a value it cannot decode; a record that carries one anyway is rejected (dead-lettered)
    rather than guessed at.
+   One deliberate exception, requested by users: version 2 added ``rejected`` to
+   ``ConversationResponse.status`` (with the new field ``reason``), so that a turn the router
+   refuses answers its sender at once. A version-1 reader fails to decode such a response; it
+   would otherwise never have got one (it waited out its timeout), so nothing it did before breaks.
 5. ``v`` is bumped when a field is added; readers never branch on it to decode, it is there
    for humans and for audits.
 """
@@ -24,7 +28,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Version = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 """``v``: a small non-negative number. A record claiming version 2**70 is not from any writer:
 it fails to decode (and is dead-lettered with the reason) instead of being routed."""
@@ -32,7 +36,7 @@ it fails to decode (and is dead-lettered with the reason) instead of being route
 Role = Literal["user", "assistant", "system", "developer", "tool"]
 Mode = Literal["parallel", "sequential"]
 ReplyStatus = Literal["ok", "error"]
-ResponseStatus = Literal["complete", "partial", "no_route", "failed"]
+ResponseStatus = Literal["complete", "partial", "no_route", "failed", "rejected"]
 
 TOKEN_DOC = "echo the task's token in the reply; replies without the right token are refused"
 Token = Annotated[str, msgspec.Meta(description=TOKEN_DOC)]
@@ -159,7 +163,8 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
     """The one response for an event: every agent's reply, correlated.
 
     status: ``complete`` every selected agent answered ok; ``partial`` some did, others
-    errored or timed out; ``failed`` none did; ``no_route`` no agent was selected.
+    errored or timed out; ``failed`` none did; ``no_route`` no agent was selected;
+    ``rejected`` (v2) the router refused the turn (``reason`` says why; it was dead-lettered).
     """
 
     event_id: str
@@ -174,6 +179,8 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime | None = None
     responded_at: datetime = msgspec.field(default_factory=utcnow)
     v: Version = SCHEMA_VERSION
+    reason: str | None = None
+    """With ``rejected`` (v2): why, in one line."""
 
     @property
     def content(self) -> str:

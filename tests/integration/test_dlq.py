@@ -131,6 +131,7 @@ async def _response(settings: Settings, event_id: str, timeout: float = 30):  # 
         while True:
             for value in await read_all(settings, settings.topics.responses, settle=0.3):
                 response = response_decoder.decode(value)
-                if response.event_id == event_id:
+                # the refusal answered its sender at once; a re-driven event's own answer comes after
+                if response.event_id == event_id and response.status != "rejected":
                     return response
             await asyncio.sleep(0.2)

@@ -21,6 +21,7 @@ import msgspec
 import pytest
 
 from schemas import (
+    SCHEMA_VERSION,
     WIRE_MESSAGES,
     AgentReply,
     AgentTask,
@@ -368,7 +369,7 @@ def test_minimal_v1_payload_decodes_with_defaults(name: str) -> None:
         assert value.tzinfo is not None
         decoded = msgspec.structs.replace(decoded, **{stamp: EPOCH})
     assert decoded == MINIMAL[name]
-    assert decoded.v == 1  # type: ignore[attr-defined]
+    assert decoded.v == SCHEMA_VERSION  # type: ignore[attr-defined]  # no ``v``: the reader's own (rule 5)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -414,3 +415,21 @@ def test_newer_writer_fields_are_ignored_by_this_reader(name: str) -> None:
     decoded = DECODERS[name].decode(json.dumps(payload))
     assert msgspec.structs.replace(decoded, v=1) == FULL[name]
     assert decoded.v == 2  # type: ignore[attr-defined]
+
+
+V2 = Path(__file__).parent / "payloads" / "v2"
+
+
+def test_v2_rejected_response_decodes_with_its_reason() -> None:
+    """Version 2's deliberate exception to rule 4: ``rejected`` joined ``ConversationResponse.status``
+    (with ``reason``) so that a refused turn answers its sender. Frozen: never edit the payload."""
+    decoded = response_decoder.decode((V2 / "ConversationResponse.rejected.json").read_bytes())
+    assert decoded == ConversationResponse(
+        event_id="ev-0003",
+        conversation_id="conv-44",
+        status="rejected",
+        tenant="acme",
+        reason="unknown agents in the turn's restriction: HotelAgent",
+        responded_at=datetime(2024, 3, 1, 12, 0, 0, 10000, tzinfo=UTC),
+        v=2,
+    )

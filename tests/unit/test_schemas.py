@@ -120,6 +120,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         created_at=T0,
         responded_at=T1,
         v=7,
+        reason="not a real rejection: every field set",
     ),
     "DeadLetter": DeadLetter(
         original=b"\x00\xff{not json",
