@@ -84,12 +84,15 @@ class Rejecter:
         topics: Topics,
         *,
         may_answer_on: Callable[[str], bool],
+        answer_topic: Callable[[str | None], str] | None = None,
     ) -> None:
         self._producer = producer
         self._store = store
         self._topics = topics
         self._may_answer_on = may_answer_on
         """Whether a sender's ``reply_topic`` may carry its answer (valid, not routeyard's own)."""
+        self._answer_topic = answer_topic or (lambda tenant: topics.responses)
+        """Where a tenant's answers go when its event names no usable reply_topic."""
 
     async def reject(self, items: Sequence[Rejected]) -> int:
         """Publish each item's dead letter and rejected response not published before; returns
@@ -125,4 +128,5 @@ class Rejecter:
             status="rejected",
             reason=reason,
         )
-        return Outgoing(topic=topic or self._topics.responses, value=encode(response), key=sender.conversation_id)
+        topic = topic or self._answer_topic(sender.tenant)
+        return Outgoing(topic=topic, value=encode(response), key=sender.conversation_id)

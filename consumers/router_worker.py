@@ -192,8 +192,13 @@ class RouterWorker:
         self._context = context
         self._store = store
         self._outbox = Outbox(store, context, producer)
+        allowed = settings.router.tenants or frozenset()  # an unknown tenant has no topic of its own
         self._rejecter = Rejecter(
-            producer, store, settings.topics, may_answer_on=lambda topic: answerable(topic, catalog, settings)
+            producer,
+            store,
+            settings.topics,
+            may_answer_on=lambda topic: answerable(topic, catalog, settings),
+            answer_topic=lambda tenant: settings.response_topic(tenant if tenant in allowed else None),
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:6]}"
 

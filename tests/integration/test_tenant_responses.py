@@ -134,3 +134,21 @@ async def test_per_tenant_response_topics_carry_only_their_tenants_responses(
         ("globex", "globex-live", "complete"),
     ]
     assert (acme_client.responses_topic, globex_client.responses_topic) == (acme_topic, globex_topic)
+
+
+async def test_a_rejected_turn_is_answered_on_its_tenants_topic(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str
+) -> None:
+    """With per-tenant topics, a refused turn's ``rejected`` answer reaches its sender's client on
+    the tenant's own topic (the shared responses topic is not readable by tenants)."""
+    from consumers.client import TurnRejected
+
+    settings = make_settings(broker, valkey, prefix, tenants=["acme"], tenant_response_topics=True)
+    async with (
+        running(settings, CATALOG, [Recorder().agent("WeatherAgent")]),
+        RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant="acme", tenant_topic=True) as client,
+    ):
+        with pytest.raises(TurnRejected, match="unknown agents"):
+            await client.ask("acme-bad", "weather?", agents=["Ghost"], timeout=20)
+    shared = [response_decoder.decode(v) for v in await read_all(settings, settings.topics.responses)]
+    assert shared == []
