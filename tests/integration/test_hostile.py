@@ -243,6 +243,7 @@ async def test_reserved_reply_topics_odd_tenants_and_versions_are_dead_lettered(
         for name, fields in bad.items()
     }
     agents = Recorder()
+    started = datetime.now(UTC)
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
         producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
         await producer.start()
@@ -252,7 +253,9 @@ async def test_reserved_reply_topics_odd_tenants_and_versions_are_dead_lettered(
         finally:
             await producer.stop()
         after = await client.ask("c-after", "weather?", timeout=30)
-        accounted = await _accounted(settings, {(m.partition, m.offset): payloads[n] for n, m in sent.items()})
+        accounted = await _accounted(
+            settings, {(m.partition, m.offset): payloads[n] for n, m in sent.items()}, started
+        )
     assert after.status == "complete"
     assert accounted == {"dead": len(bad), "decided": 0}
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
