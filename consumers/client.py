@@ -27,12 +27,11 @@ from types import TracebackType
 from typing import Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from consumers import tracing
-from consumers.bus import Outgoing, fetch, make_consumer, make_producer, publish
-from consumers.settings import KafkaSettings
-from router.errors import RouteyardError
-from schemas import (
+from routeyard.consumers import tracing
+from routeyard.consumers.kafka.bus import Outgoing, fetch, make_consumer, make_producer, publish
+from routeyard.consumers.settings import KafkaSettings
+from routeyard.router.errors import RouteyardError
+from routeyard.schemas import (
     ConversationEvent,
     ConversationResponse,
     Message,

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
-from consumers.metrics import METRICS
+from routeyard.consumers.metrics import METRICS
 
 log = logging.getLogger(__name__)
 

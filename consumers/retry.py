@@ -40,10 +40,9 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from consumers.metrics import METRICS
-from consumers.settings import Settings
-from router.errors import RouteyardError
+from routeyard.consumers.metrics import METRICS
+from routeyard.consumers.settings import Settings
+from routeyard.router.errors import RouteyardError
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
-
-from router.openai_engine import OpenAISettings
-from router.semantic import SemanticSettings
-from router.vllm_engine import VllmSettings
-from schemas import Topics
+from routeyard.router.engines.semantic import SemanticSettings
+from routeyard.router.plano.openai import OpenAISettings
+from routeyard.router.plano.vllm import VllmSettings
+from routeyard.schemas import Topics
 
 
 class KafkaSettings(BaseModel):
@@ -276,7 +275,7 @@ class Settings(BaseSettings):
     @field_validator("topic_prefix")
     @classmethod
     def _prefix(cls, prefix: str) -> str:
-        from schemas import valid_topic
+        from routeyard.schemas import valid_topic
 
         if prefix and not valid_topic(prefix + "x"):
             raise ValueError(f"topic prefix {prefix!r} must use letters, digits, '.', '_' and '-'")
@@ -287,7 +286,7 @@ class Settings(BaseSettings):
         if self.router.tenant_response_topics:
             if self.router.tenants is None:
                 raise ValueError("router.tenant_response_topics needs the router.tenants allow-list")
-            from schemas import valid_topic
+            from routeyard.schemas import valid_topic
 
             bad = sorted(t for t in self.tenant_response_topics() if not valid_topic(t))
             if bad:

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import re
 
-from consumers.agent import Agent, agent
-from schemas import AgentTask, Message
+from routeyard import Agent, AgentTask, Message, agent
 
 # --- WeatherAgent ---------------------------------------------------------------------------
 

@@ -23,8 +23,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaBroker as Broker
 from faststream.middlewares import AckPolicy
-
-from schemas import AgentReply, AgentTask, Topics
+from routeyard.schemas import AgentReply, AgentTask, Topics
 
 NAME = "FaststreamAgent"
 

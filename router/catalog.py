@@ -29,9 +29,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from router.errors import RouteyardError
-from schemas import valid_topic
+from routeyard.router.errors import RouteyardError
+from routeyard.schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")

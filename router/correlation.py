@@ -37,9 +37,8 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
-
-from router.token import new_secret, task_token, token_matches
-from schemas import (
+from routeyard.router.token import new_secret, task_token, token_matches
+from routeyard.schemas import (
     AgentReply,
     AgentTask,
     ConversationResponse,

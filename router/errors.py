@@ -1,14 +1,14 @@
 """The error tree: every routeyard error says whether retrying can help.
 
     RouteyardError                  retriable=False, fatal=False: the input is at fault -> dead letter
-    |-- InvalidEvent                (consumers.router_worker) decoded but cannot be routed
-    |-- CatalogError                (router.catalog) an impossible catalog; raised at boot   fatal
-    |-- EngineDead                  (router.engine) the engine is gone for good               fatal
+    |-- InvalidEvent                (routeyard.consumers.workers.router) decoded but cannot be routed
+    |-- CatalogError                (routeyard.router.catalog) an impossible catalog; raised at boot   fatal
+    |-- EngineDead                  (routeyard.router.engines.base) the engine is gone for good               fatal
     |   '-- VllmEngineDead
-    |-- EncoderUnavailable          (router.embedding) model or library missing               fatal
+    |-- EncoderUnavailable          (routeyard.router.engines.embedding) model or library missing               fatal
     '-- DependencyUnavailable       Redis or the broker cannot be reached for now             retriable
 
-``consumers.retry.classify`` is the one place that turns any exception (these, and the Redis,
+``routeyard.consumers.retry.classify`` is the one place that turns any exception (these, and the Redis,
 Kafka and msgspec ones) into an action: retry with backoff, dead-letter, or exit the process.
 """
 

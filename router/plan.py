@@ -9,11 +9,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import msgspec
-
-from router.catalog import AgentSpec, Catalog
-from router.engine import EngineResult
-from router.parse import known_routes
-from schemas import ConversationEvent, Mode, RoutingDecision
+from routeyard.router.catalog import AgentSpec, Catalog
+from routeyard.router.engines.base import EngineResult
+from routeyard.router.plano.parse import known_routes
+from routeyard.schemas import ConversationEvent, Mode, RoutingDecision
 
 
 class Routing(msgspec.Struct, frozen=True, kw_only=True):

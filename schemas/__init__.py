@@ -4,7 +4,7 @@ No I/O here: agents and producers in other languages need only this package (or 
 JSON Schema).
 """
 
-from schemas.codec import (
+from routeyard.schemas.codec import (
     DecodeError,
     dead_letter_decoder,
     decision_decoder,
@@ -14,8 +14,8 @@ from schemas.codec import (
     response_decoder,
     task_decoder,
 )
-from schemas.export import export_schemas, json_schema
-from schemas.messages import (
+from routeyard.schemas.export import export_schemas, json_schema
+from routeyard.schemas.messages import (
     SCHEMA_VERSION,
     WIRE_MESSAGES,
     AgentReply,
@@ -30,7 +30,7 @@ from schemas.messages import (
     RoutingDecision,
     utcnow,
 )
-from schemas.topics import Topics, valid_topic
+from routeyard.schemas.topics import Topics, valid_topic
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
-
-from schemas.messages import (
+from routeyard.schemas.messages import (
     AgentReply,
     AgentTask,
     ConversationEvent,

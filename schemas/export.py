@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-from schemas.messages import SCHEMA_VERSION, WIRE_MESSAGES
+from routeyard.schemas.messages import SCHEMA_VERSION, WIRE_MESSAGES
 
 
 def json_schema(name: str) -> dict[str, Any]:

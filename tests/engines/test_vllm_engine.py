@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from router.engine import RoutingRequest
-from router.plano import PlanoEngine
-from router.vllm_engine import VllmEngineDead, VllmGenerator, VllmSettings
-from schemas import Message
+from routeyard.router.engines.base import RoutingRequest
+from routeyard.router.plano.engine import PlanoEngine
+from routeyard.router.plano.vllm import VllmEngineDead, VllmGenerator, VllmSettings
+from routeyard.schemas import Message
 
 pytest.importorskip("vllm")
 

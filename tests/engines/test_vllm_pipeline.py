@@ -11,9 +11,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from router.parse import parse_routes
-from router.vllm_engine import VllmSettings
-from schemas import decision_decoder
+from routeyard.router.plano.parse import parse_routes
+from routeyard.router.plano.vllm import VllmSettings
+from routeyard.schemas import decision_decoder
+
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = [pytest.mark.vllm, pytest.mark.integration]

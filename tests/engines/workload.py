@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 
-from router.catalog import catalog_from_dict
-from router.engine import EngineResult, RoutingRequest
-from router.parse import known_routes
-from schemas import Message
+from routeyard.router.catalog import catalog_from_dict
+from routeyard.router.engines.base import EngineResult, RoutingRequest
+from routeyard.router.plano.parse import known_routes
+from routeyard.schemas import Message
 
 CATALOG = catalog_from_dict(
     {

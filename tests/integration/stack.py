@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from consumers.agent import Agent, agent
-from consumers.app import create_topics, run_agent, run_correlator, run_router
-from consumers.client import RouteyardClient
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from router.catalog import Catalog, catalog_from_dict
-from schemas import AgentTask
+from routeyard.consumers.agents.agent import Agent, agent
+from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
+from routeyard.consumers.client import RouteyardClient
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.settings import Settings
+from routeyard.router.catalog import Catalog, catalog_from_dict
+from routeyard.schemas import AgentTask
 
 
 def make_settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, **router: Any) -> Settings:
@@ -149,5 +148,8 @@ def start_worker(role: str, settings: Settings, catalog_path: Path, log: Path, *
     )
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "consumers.cli", "worker", role], env=variables, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "routeyard.consumers.cli", "worker", role],
+            env=variables,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )

@@ -13,14 +13,14 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
+from routeyard.consumers.agents.agent import Agent, agent
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.stores.correlations import decode_state
+from routeyard.router.circuit import Breaker
+from routeyard.schemas import AgentReply, AgentTask, decision_decoder, encode, response_decoder
 
-from consumers.agent import Agent, agent
-from consumers.bus import Outgoing, make_producer, publish
-from consumers.correlations import decode_state
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from router.circuit import Breaker
-from schemas import AgentReply, AgentTask, decision_decoder, encode, response_decoder
 from tests.integration.stack import catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration

@@ -13,14 +13,14 @@ from uuid import uuid4
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from routeyard.consumers.agents.agent import agent
+from routeyard.consumers.app import redis_client, run_agent
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.admin import ensure_topics
+from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.settings import Settings
+from routeyard.schemas import AgentTask, Message, dead_letter_decoder, encode, reply_decoder
 
-from consumers.admin import ensure_topics
-from consumers.agent import agent
-from consumers.app import redis_client, run_agent
-from consumers.bus import Outgoing, make_producer, publish
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import AgentTask, Message, dead_letter_decoder, encode, reply_decoder
 from tests.integration.stack import catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ async def test_a_failed_reply_publish_is_retried_without_running_the_handler_aga
             raise KafkaConnectionError("broker went away")
         await publish(producer, messages)
 
-    monkeypatch.setattr(sys.modules["consumers.agent"], "publish", flaky)  # the package exports agent()
+    monkeypatch.setattr(sys.modules["routeyard.consumers.agents.agent"], "publish", flaky)
 
     @agent("EchoAgent", "echo")
     async def echo(task: AgentTask) -> str:

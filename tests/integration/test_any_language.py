@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from routeyard.consumers.app import create_topics
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.dev.server import run_pipeline
+from routeyard.consumers.settings import Settings
+from routeyard.router.catalog import Catalog, load_catalog
+from routeyard.schemas import export_schemas
 
-from consumers.app import create_topics
-from consumers.dev import run_pipeline
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
 from examples import faststream_agent, plain_kafka_agent, plain_kafka_client
-from router.catalog import Catalog, load_catalog
-from schemas import export_schemas
 
 pytestmark = pytest.mark.integration
 

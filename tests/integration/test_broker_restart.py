@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey, _EmbeddedServer
+from routeyard.schemas import response_decoder
 
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey, _EmbeddedServer
-from schemas import response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
-
-from consumers.admin import ensure_topics
-from consumers.bus import MAX_REQUEST_SIZE, Outgoing, make_producer, partition_of, publish
-from consumers.embedded import EmbeddedBroker
-from consumers.settings import KafkaSettings
+from routeyard.consumers.dev.embedded import EmbeddedBroker
+from routeyard.consumers.kafka.admin import ensure_topics
+from routeyard.consumers.kafka.bus import MAX_REQUEST_SIZE, Outgoing, make_producer, partition_of, publish
+from routeyard.consumers.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

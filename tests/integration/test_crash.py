@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.schemas import response_decoder
 
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from schemas import response_decoder
 from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ async def test_sigkill_router_mid_stream_loses_nothing_and_answers_once(
     entries = [spec("WeatherAgent", "weather"), spec("RestaurantAgent", "table")]
     catalog_path = tmp_path / "agents.yaml"
     catalog_path.write_text(yaml.safe_dump({"agents": entries}))
-    from router.catalog import load_catalog
+    from routeyard.router.catalog import load_catalog
 
     catalog = load_catalog(catalog_path)
     agents = Recorder()

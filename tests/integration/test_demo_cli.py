@@ -18,7 +18,7 @@ def _demo(onnx_cache: Path, *args: str) -> str:
     env = {**os.environ, "ROUTEYARD_SEMANTIC__CACHE_DIR": str(onnx_cache)}
     env.pop("ROUTEYARD_ROUTER__ENGINE", None)
     done = subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "demo", *args],
+        [sys.executable, "-m", "routeyard.consumers.cli", "demo", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -47,6 +47,6 @@ def test_demo_routes_every_turn_with_the_semantic_engine(onnx_cache: Path) -> No
 
 def test_unknown_engine_is_refused() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "consumers.cli", "demo", "--engine", "nope"], capture_output=True, text=True
+        [sys.executable, "-m", "routeyard.consumers.cli", "demo", "--engine", "nope"], capture_output=True, text=True
     )
     assert done.returncode == 2 and "invalid choice" in done.stderr

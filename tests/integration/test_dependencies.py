@@ -14,10 +14,10 @@ import asyncio
 import collections
 
 import pytest
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.settings import Settings
+from routeyard.schemas import response_decoder
 
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ class _Proxy:
     ones for a while: the network between routeyard and Kafka failing, the broker itself fine."""
 
     def __init__(self, target_port: int) -> None:
-        from consumers.embedded import free_port
+        from routeyard.consumers.dev.embedded import free_port
 
         self.port = free_port()
         self.target_port = target_port
@@ -141,7 +141,7 @@ class _AdvertisedBroker(EmbeddedBroker):
 async def test_broker_connection_dropped_for_seconds_mid_stream_loses_nothing_and_answers_once(
     valkey: EmbeddedValkey, prefix: str
 ) -> None:
-    from consumers.embedded import free_port
+    from routeyard.consumers.dev.embedded import free_port
 
     proxy_port = free_port()
     with _AdvertisedBroker(proxy_port) as broker:

@@ -8,12 +8,12 @@ import json
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from routeyard.consumers.cli.main import main
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.tools.dlq import Letter, read_letters
+from routeyard.schemas import ConversationEvent, Message, encode, response_decoder
 
-from consumers.cli import main
-from consumers.dlq import Letter, read_letters
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import ConversationEvent, Message, encode, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration

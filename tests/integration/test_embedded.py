@@ -8,9 +8,8 @@ import pytest
 import redis.asyncio as redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-from consumers.admin import delete_topics, ensure_topics
-from consumers.embedded import EmbeddedBroker, EmbeddedServerError, EmbeddedValkey
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedServerError, EmbeddedValkey
+from routeyard.consumers.kafka.admin import delete_topics, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -9,15 +9,15 @@ from collections.abc import Sequence
 
 import msgspec
 import pytest
+from routeyard.consumers.app import run_router, stores
+from routeyard.consumers.stores.circuits import CircuitStore
+from routeyard.consumers.workers.router import RouterWorker
+from routeyard.router.circuit import Breaker
+from routeyard.router.engines.base import EngineBase, EngineDead, EngineResult, RoutingRequest
+from routeyard.router.engines.fallback import FallbackEngine
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.schemas import ConversationEvent, Message, response_decoder
 
-from consumers.app import run_router, stores
-from consumers.circuit import CircuitStore
-from consumers.router_worker import RouterWorker
-from router.circuit import Breaker
-from router.engine import EngineBase, EngineDead, EngineResult, RoutingRequest
-from router.fallback import FallbackEngine
-from router.rules import RulesEngine
-from schemas import ConversationEvent, Message, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from consumers.cli import main
+from routeyard.consumers.cli.main import main
 
 CLINC = Path("/work/shared/data/clinc150_val_routing.jsonl.gz")
 AGENTS = [

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable
 import pytest
 import redis.asyncio as redis
 from aiokafka.structs import ConsumerRecord
+from routeyard.consumers.app import create_topics, stores
+from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.metrics import METRICS, child
+from routeyard.consumers.workers.router import RouterWorker
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.schemas import AgentReply, ConversationEvent, Message, dead_letter_decoder, encode, response_decoder
 
-from consumers.app import create_topics, stores
-from consumers.bus import Outgoing, make_producer, publish
-from consumers.metrics import METRICS, child
-from consumers.router_worker import RouterWorker
-from router.rules import RulesEngine
-from schemas import AgentReply, ConversationEvent, Message, dead_letter_decoder, encode, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -122,7 +122,7 @@ async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(
 
 
 async def test_a_rejected_turn_raises_turn_rejected_at_once(broker, valkey, prefix) -> None:
-    from consumers.client import TurnRejected
+    from routeyard.consumers.client import TurnRejected
 
     settings = make_settings(broker, valkey, prefix)
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
@@ -143,7 +143,7 @@ async def test_send_wait_on_a_rejected_turn_prints_one_line_and_fails(broker, va
         "ROUTEYARD_TOPIC_PREFIX": settings.topic_prefix,
         "ROUTEYARD_KAFKA__BOOTSTRAP": settings.kafka.bootstrap,
     }
-    command = [sys.executable, "-m", "consumers.cli", "send", "c", "weather?", "--agents", "Nope", "--wait"]
+    command = [sys.executable, "-m", "routeyard.consumers.cli", "send", "c", "weather?", "--agents", "Nope", "--wait"]
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
         await client.ask("warm-up", "weather?", timeout=30)
         process = await asyncio.create_subprocess_exec(
@@ -190,7 +190,7 @@ async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_c
             return late._value.get() > before
 
         await _until(counted)
-    from consumers.correlations import Done, decode_state
+    from routeyard.consumers.stores.correlations import Done, decode_state
 
     marker = decode_state(await redis_client.get(key))
     assert isinstance(marker, Done) and marker.status == "complete" and marker.conversation_id == "c"

@@ -8,10 +8,10 @@ import asyncio
 from uuid import uuid4
 
 import pytest
+from routeyard.consumers.cli.main import main
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.tools.explain import explain_markdown, find_event
 
-from consumers.cli import main
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.explain import explain_markdown, find_event
 from tests.integration.stack import Recorder, catalog, make_settings, running, spec
 
 pytestmark = pytest.mark.integration

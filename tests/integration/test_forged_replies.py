@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
+from routeyard.consumers.agents.agent import Agent, agent
+from routeyard.consumers.app import stores
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.settings import Settings
+from routeyard.schemas import AgentTask, ConversationEvent, ConversationResponse, Message, dead_letter_decoder
 
-from consumers.agent import Agent, agent
-from consumers.app import stores
-from consumers.bus import Outgoing, make_producer, publish
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import AgentTask, ConversationEvent, ConversationResponse, Message, dead_letter_decoder
 from tests.integration.stack import catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration

@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.stores.context import Append, ContextStore
+from routeyard.schemas import Message, dead_letter_decoder, decision_decoder, encode, response_decoder
 
-from consumers.context import Append, ContextStore
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import Message, dead_letter_decoder, decision_decoder, encode, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -294,7 +294,7 @@ async def test_message_content_is_never_logged_at_info(settings: Settings, caplo
 
 
 def encode_event(event_id: str, text: str, **fields: Any) -> bytes:
-    from schemas import ConversationEvent
+    from routeyard.schemas import ConversationEvent
 
     return encode(
         ConversationEvent(

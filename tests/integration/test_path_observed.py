@@ -17,10 +17,10 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
+from routeyard.consumers import app
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.observability import Health, serving
 
-from consumers import app
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.observability import Health, serving
 from tests.integration.stack import Recorder, catalog, make_settings, running, spec
 from tests.unit.test_observability import get
 

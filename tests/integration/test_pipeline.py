@@ -12,10 +12,9 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
-
-from consumers.agent import agent
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from schemas import (
+from routeyard.consumers.agents.agent import agent
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.schemas import (
     AgentTask,
     ConversationEvent,
     Message,
@@ -24,6 +23,7 @@ from schemas import (
     encode,
     response_decoder,
 )
+
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -217,7 +217,7 @@ async def test_agent_exception_becomes_error_reply(settings, caplog) -> None:
     """The caller gets a generic error with a reference id; the exception's text (which may hold a
     secret) stays in the agent's log under that id."""
     agents = Recorder()
-    with caplog.at_level(logging.ERROR, logger="consumers.agent"):
+    with caplog.at_level(logging.ERROR, logger="routeyard.consumers.agents.agent"):
         async with running(settings, CATALOG, [agents.agent("WeatherAgent", fail=True)]) as client:
             response = await client.ask("c8", "weather?", timeout=30)
     assert response.status == "failed"
@@ -253,8 +253,8 @@ async def test_two_router_workers_share_the_partitions(settings) -> None:
 
 
 async def test_reply_for_an_unknown_event_is_dead_lettered(settings) -> None:
-    from consumers.bus import Outgoing, make_producer, publish
-    from schemas import AgentReply
+    from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+    from routeyard.schemas import AgentReply
 
     stray = AgentReply(task_id="nope:0:WeatherAgent", event_id="nope", conversation_id="c9", agent="WeatherAgent")
     agents = Recorder()

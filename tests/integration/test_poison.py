@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.bus import MAX_REQUEST_SIZE
+from routeyard.consumers.settings import Settings
+from routeyard.schemas import DeadLetter, dead_letter_decoder, decision_decoder, response_decoder
 
-from consumers.bus import MAX_REQUEST_SIZE
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import DeadLetter, dead_letter_decoder, decision_decoder, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration
@@ -158,8 +158,8 @@ async def test_a_deep_response_is_skipped_by_the_client(settings: Settings) -> N
 
 
 def _big(name: str, size: int) -> Any:
-    from consumers.agent import agent
-    from schemas import AgentTask
+    from routeyard.consumers.agents.agent import agent
+    from routeyard.schemas import AgentTask
 
     async def handle(task: AgentTask) -> str:
         return "weather" * (size // 7) if "big" in task.messages[-1].content else f"{name}: small"
@@ -190,7 +190,7 @@ async def test_an_agent_returning_over_1_mb_sends_an_error_reply_and_goes_on(set
 
 
 async def test_dlq_replay_refuses_a_truncated_letter(settings: Settings, redis_client: Any) -> None:
-    from consumers.dlq import Letter, redrive, refusal
+    from routeyard.consumers.tools.dlq import Letter, redrive, refusal
 
     letter = DeadLetter(
         original=b"p" * 10,

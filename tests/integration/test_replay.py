@@ -22,17 +22,17 @@ from uuid import uuid4
 import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from routeyard.consumers.app import build_engine
+from routeyard.consumers.cli.main import main
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.tools.replay import ReplayError, Selection, replay
+from routeyard.consumers.tools.replay_report import ReplayReport, change_kind, replay_markdown
+from routeyard.router.catalog import catalog_from_dict
+from routeyard.router.engines.base import RoutingRequest
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.schemas import Message, Topics, event_decoder
 
-from consumers.app import build_engine
-from consumers.cli import main
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.replay import ReplayError, Selection, replay
-from consumers.replay_report import ReplayReport, change_kind, replay_markdown
-from consumers.settings import Settings
-from router.catalog import catalog_from_dict
-from router.engine import RoutingRequest
-from router.rules import RulesEngine
-from schemas import Message, Topics, event_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.router.catalog import load_catalog
+from routeyard.schemas import response_decoder
 
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from router.catalog import load_catalog
-from schemas import response_decoder
 from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
 
 pytestmark = pytest.mark.integration

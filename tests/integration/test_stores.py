@@ -12,14 +12,13 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis.asyncio as redis
-
-from consumers.agent import _Marks
-from consumers.app import _HiredisPacking, connect_redis
-from consumers.context import Append, ContextStore
-from consumers.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
-from consumers.embedded import EmbeddedValkey
-from router.correlation import Correlation, Effect, start
-from schemas import Message
+from routeyard.consumers.agents.agent import _Marks
+from routeyard.consumers.app import _HiredisPacking, connect_redis
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.stores.context import Append, ContextStore
+from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from routeyard.router.correlation import Correlation, Effect, start
+from routeyard.schemas import Message
 
 pytestmark = pytest.mark.integration
 

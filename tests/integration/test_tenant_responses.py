@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+from routeyard.consumers.client import RouteyardClient
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.admin import make_admin
+from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.settings import Settings
+from routeyard.schemas import AgentReply, ConversationEvent, ConversationResponse, Message, encode, response_decoder
 
-from consumers.admin import make_admin
-from consumers.bus import Outgoing, make_producer, publish
-from consumers.client import RouteyardClient
-from consumers.embedded import EmbeddedBroker, EmbeddedValkey
-from consumers.settings import Settings
-from schemas import AgentReply, ConversationEvent, ConversationResponse, Message, encode, response_decoder
 from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
 from tests.integration.test_forged_replies import Gated
 
@@ -74,7 +74,7 @@ async def test_a_client_ignores_a_response_of_another_tenant_or_conversation_wit
 ) -> None:
     settings = make_settings(broker, valkey, prefix)
     weather = Gated("WeatherAgent")
-    caplog.set_level(logging.WARNING, logger="consumers.client")
+    caplog.set_level(logging.WARNING, logger="routeyard.consumers.client")
     async with running(settings, CATALOG, [weather.agent()]):
         mine = turn("acme-conv", "acme")
         async with RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant="acme") as client:
@@ -141,7 +141,7 @@ async def test_a_rejected_turn_is_answered_on_its_tenants_topic(
 ) -> None:
     """With per-tenant topics, a refused turn's ``rejected`` answer reaches its sender's client on
     the tenant's own topic (the shared responses topic is not readable by tenants)."""
-    from consumers.client import TurnRejected
+    from routeyard.consumers.client import TurnRejected
 
     settings = make_settings(broker, valkey, prefix, tenants=["acme"], tenant_response_topics=True)
     async with (

@@ -6,8 +6,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from router.catalog import MAX_TIMEOUT_S, Catalog, CatalogError, load_catalog, parse_duration
+from routeyard.router.catalog import MAX_TIMEOUT_S, Catalog, CatalogError, load_catalog, parse_duration
 
 VALID = """\
 agents:

@@ -1,13 +1,12 @@
-"""Circuit breakers (router.circuit), routing around open ones (router.plan) and the catalog's
+"""Circuit breakers (routeyard.router.circuit), routing around open ones (routeyard.router.plan) and the catalog's
 ``fallback``/``retries`` fields."""
 
 from __future__ import annotations
 
 import pytest
-
-from router.catalog import CatalogError, catalog_from_dict
-from router.circuit import Breaker, Gate, Policy, admit, probe_lease, record, record_all, release
-from router.plan import Routing, avoid_open_circuits
+from routeyard.router.catalog import CatalogError, catalog_from_dict
+from routeyard.router.circuit import Breaker, Gate, Policy, admit, probe_lease, record, record_all, release
+from routeyard.router.plan import Routing, avoid_open_circuits
 
 POLICY = Policy(threshold=3, cooldown_s=10.0)
 T = 1_000.0

@@ -8,8 +8,7 @@ import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from router.correlation import (
+from routeyard.router.correlation import (
     Correlation,
     Effect,
     Slot,
@@ -19,8 +18,8 @@ from router.correlation import (
     response_status,
     start,
 )
-from router.token import task_token
-from schemas import (
+from routeyard.router.token import task_token
+from routeyard.schemas import (
     AgentReply,
     AgentTask,
     ConversationResponse,
@@ -468,7 +467,7 @@ def test_any_interleaving_ends_in_exactly_one_response(
 
 
 def test_redeliver_restarts_the_clock_of_tasks_never_confirmed_published() -> None:
-    from router.correlation import redeliver, stage
+    from routeyard.router.correlation import redeliver, stage
 
     opened = start(
         event_id="e",

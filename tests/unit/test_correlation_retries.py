@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-
-from router.correlation import (
+from routeyard.router.correlation import (
     Correlation,
     Target,
     Transition,
@@ -15,8 +14,8 @@ from router.correlation import (
     stage,
     start,
 )
-from router.token import task_token
-from schemas import AgentReply, Message, Mode, response_decoder, task_decoder
+from routeyard.router.token import task_token
+from routeyard.schemas import AgentReply, Message, Mode, response_decoder, task_decoder
 
 NOW = 1_700_000_000.0
 EVENT = "ev@1"  # an '@' in the event id must not be mistaken for an attempt number

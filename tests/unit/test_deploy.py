@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import routeyard.consumers.metrics  # noqa: F401  (registers every routeyard metric)
 import yaml
 from prometheus_client import REGISTRY
-
-import consumers.metrics  # noqa: F401  (registers every routeyard metric)
-from consumers.cli import _parser, load_agent
-from consumers.settings import Settings
+from routeyard.consumers.cli.main import _parser, load_agent
+from routeyard.consumers.settings import Settings
 
 ROOT = Path(__file__).parents[2]
 COMPOSE = ROOT / "compose"
@@ -165,7 +164,7 @@ def test_services_point_at_the_compose_kafka_and_redis(compose: dict[str, Any]) 
 
 
 def test_image_catalog_names_the_agents_compose_runs(compose: dict[str, Any]) -> None:
-    from router.catalog import load_catalog
+    from routeyard.router.catalog import load_catalog
 
     dockerfile = (ROOT / "Dockerfile").read_text()
     source = next(line.split()[1] for line in dockerfile.splitlines() if line.endswith("/etc/routeyard/agents.yaml"))
@@ -211,7 +210,7 @@ def engines_named(service: dict[str, Any], image_env: dict[str, str]) -> set[str
 
 
 def test_every_engine_a_service_names_is_installed_in_its_image(compose: dict[str, Any]) -> None:
-    from consumers.app import ENGINE_PACKAGES
+    from routeyard.consumers.app import ENGINE_PACKAGES
 
     stages = dockerfile_stages()
     checked = 0

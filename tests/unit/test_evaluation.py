@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from router.catalog import AgentSpec
-from router.engine import EngineBase, EngineResult, RoutingRequest
-from router.evaluation import Case, DatasetError, Outcome, load_cases, run_engine
-from router.scoring import (
+from routeyard.router.catalog import AgentSpec
+from routeyard.router.engines.base import EngineBase, EngineResult, RoutingRequest
+from routeyard.router.engines.scoring import (
     MULTI,
     NONE,
     OTHER,
@@ -28,7 +26,8 @@ from router.scoring import (
     report_markdown,
     score,
 )
-from schemas import Message
+from routeyard.router.evaluation.evaluate import Case, DatasetError, Outcome, load_cases, run_engine
+from routeyard.schemas import Message
 
 AGENTS = tuple(AgentSpec(name=n, description=f"{n} things") for n in ("A", "B", "C"))
 HELLO = [Message(role="user", content="hello")]

@@ -6,13 +6,12 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
-
-from router.catalog import catalog_from_dict
-from router.engine import EngineBase, EngineDead, EngineResult, RoutingRequest
-from router.fallback import FallbackEngine
-from router.plan import decide_routes
-from router.rules import RulesEngine
-from schemas import Message
+from routeyard.router.catalog import catalog_from_dict
+from routeyard.router.engines.base import EngineBase, EngineDead, EngineResult, RoutingRequest
+from routeyard.router.engines.fallback import FallbackEngine
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.router.plan import decide_routes
+from routeyard.schemas import Message
 
 CATALOG = catalog_from_dict(
     {

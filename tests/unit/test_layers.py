@@ -1,7 +1,8 @@
 """The layer direction ``schemas`` <- ``router`` <- ``consumers``, checked on the source with ``ast``.
 
 ``schemas`` is what agents in other languages depend on: no routeyard layer above it and no I/O
-library. ``router`` decides and knows nothing about Kafka or Redis.
+library. ``router`` decides and knows nothing about Kafka or Redis. Every layer imports routeyard's
+own modules as ``routeyard.*`` (one namespace: a user's ``schemas`` or ``router`` never collides).
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 _DYNAMIC_IMPORTS = {"import_module", "__import__"}
 
 
+LAYERS = ("schemas", "router", "consumers")
+
+
 def _package_parts(path: Path, root: Path) -> list[str]:
-    """``router/engine.py`` -> ["router"]; ``consumers/demo/run.py`` -> ["consumers", "demo"]."""
-    return list(path.relative_to(root).parent.parts)
+    """``router/engines/rules.py`` -> ["routeyard", "router", "engines"]: the package it installs as."""
+    return ["routeyard", *path.relative_to(root).parent.parts]
+
+
+def _top(module: str) -> str:
+    """What a module belongs to: a routeyard layer (``routeyard.router.plan`` -> "router") or a
+    distribution (``redis.asyncio`` -> "redis"); a bare ``schemas`` is the user's, not ours."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "routeyard" and len(parts) > 1 else parts[0]
 
 
 def imported_modules(source: str, package: list[str]) -> Iterator[tuple[int, str]]:
@@ -52,9 +63,26 @@ def violations(layer: str, root: Path = ROOT) -> list[str]:
     for path in sorted((root / layer).rglob("*.py")):
         source = path.read_text(encoding="utf-8")
         for line, module in imported_modules(source, _package_parts(path, root)):
-            if module.split(".")[0] in FORBIDDEN[layer]:
+            if _top(module) in FORBIDDEN[layer]:
                 found.append(f"{path.relative_to(root)}:{line}: imports {module}")
     return found
+
+
+def outside_the_namespace(root: Path = ROOT) -> list[str]:
+    """Imports of routeyard's layers by their bare names (``from schemas import ...``): in a user's
+    project those names are the user's own modules."""
+    found = []
+    for layer in LAYERS:
+        for path in sorted((root / layer).rglob("*.py")):
+            for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
+                if module.split(".")[0] in LAYERS:
+                    found.append(f"{path.relative_to(root)}:{line}: imports {module}")
+    return found
+
+
+def test_every_layer_imports_routeyard_modules_by_their_namespace() -> None:
+    found = outside_the_namespace()
+    assert not found, "import routeyard's modules as routeyard.*:\n" + "\n".join(found)
 
 
 @pytest.mark.parametrize("layer", sorted(FORBIDDEN))
@@ -84,10 +112,10 @@ def test_consumers_files_parse() -> None:
     [
         ("import redis.asyncio as r\n", ["router"], [(1, "redis.asyncio")]),
         ("import json, aiokafka\n", ["router"], [(1, "json"), (1, "aiokafka")]),
-        ("\nfrom consumers.bus import publish\n", ["router"], [(2, "consumers.bus")]),
-        ("from .engine import EngineResult\n", ["router"], [(1, "router.engine")]),
-        ("from .. import consumers\n", ["router", "sub"], [(1, "router")]),
-        ("from ..consumers import bus\n", ["router", "sub"], [(1, "router.consumers")]),
+        ("\nfrom routeyard.consumers.kafka import bus\n", ["router"], [(2, "routeyard.consumers.kafka")]),
+        ("from .engine import EngineResult\n", ["routeyard", "router"], [(1, "routeyard.router.engine")]),
+        ("from ... import consumers\n", ["routeyard", "router", "sub"], [(1, "routeyard")]),
+        ("from ...consumers import bus\n", ["routeyard", "router", "sub"], [(1, "routeyard.consumers")]),
         ("def f():\n    import vllm\n", ["schemas"], [(2, "vllm")]),
         (
             "import importlib\nimportlib.import_module('faststream')\n",
@@ -107,12 +135,21 @@ def test_imported_modules(source: str, package: list[str], expected: list[tuple[
 
 def test_violations_name_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "router" / "sub").mkdir(parents=True)
-    (tmp_path / "router" / "ok.py").write_text("import json\nfrom schemas import encode\n")
+    (tmp_path / "router" / "ok.py").write_text("import json\nfrom routeyard.schemas import encode\n")
     (tmp_path / "router" / "sub" / "bad.py").write_text(
-        "import json\n\nfrom consumers.bus import publish\nimport redis.asyncio\n"
+        "import json\n\nfrom routeyard.consumers.kafka.bus import publish\n"
+        "import redis.asyncio\nfrom ...consumers import app\n"
     )
     assert violations("router", root=tmp_path) == [
-        "router/sub/bad.py:3: imports consumers.bus",
+        "router/sub/bad.py:3: imports routeyard.consumers.kafka.bus",
         "router/sub/bad.py:4: imports redis.asyncio",
+        "router/sub/bad.py:5: imports routeyard.consumers",
     ]
     assert violations("schemas", root=tmp_path) == []
+
+
+def test_bare_layer_names_are_found(tmp_path: Path) -> None:
+    for layer in LAYERS:
+        (tmp_path / layer).mkdir()
+    (tmp_path / "router" / "bad.py").write_text("from schemas import encode\nfrom routeyard.schemas import Topics\n")
+    assert outside_the_namespace(tmp_path) == ["router/bad.py:1: imports schemas"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from consumers.metrics import METRICS
-from consumers.observability import Health, serving
+from routeyard.consumers.metrics import METRICS
+from routeyard.consumers.observability import Health, serving
 
 
 async def get(port: int, path: str, method: str = "GET") -> tuple[int, str]:

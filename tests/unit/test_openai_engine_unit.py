@@ -17,13 +17,13 @@ import pytest
 
 httpx = pytest.importorskip("httpx")
 
-from router.catalog import catalog_from_dict  # noqa: E402
-from router.engine import RoutingRequest  # noqa: E402
-from router.openai_engine import OpenAIGenerator, OpenAISettings  # noqa: E402
-from router.plano import PlanoEngine  # noqa: E402
-from router.prompt import PromptBuilder  # noqa: E402
-from router.route_schema import route_json_schema  # noqa: E402
-from schemas import Message  # noqa: E402
+from routeyard.router.catalog import catalog_from_dict  # noqa: E402
+from routeyard.router.engines.base import RoutingRequest  # noqa: E402
+from routeyard.router.plano.engine import PlanoEngine  # noqa: E402
+from routeyard.router.plano.openai import OpenAIGenerator, OpenAISettings  # noqa: E402
+from routeyard.router.plano.prompt import PromptBuilder  # noqa: E402
+from routeyard.router.plano.route_schema import route_json_schema  # noqa: E402
+from routeyard.schemas import Message  # noqa: E402
 
 CATALOG = catalog_from_dict(
     {
@@ -129,7 +129,7 @@ async def test_one_request_per_prompt_holding_plano_prompt_as_single_user_messag
 
 async def test_plano_grammar_is_sent_as_structured_outputs_grammar(make) -> None:
     pytest.importorskip("xgrammar")
-    from router.route_schema import plano_grammar
+    from routeyard.router.plano.route_schema import plano_grammar
 
     endpoint = Endpoint()
     generator = await make(endpoint, constraint="plano_grammar", max_routes=2)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from router.parse import MalformedOutput, answer_json, known_routes, parse_routes
+from routeyard.router.plano.parse import MalformedOutput, answer_json, known_routes, parse_routes
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from router.catalog import AgentSpec, Catalog
-from router.engine import EngineResult
-from router.plan import Routing, decide_routes, make_decision
-from schemas import ConversationEvent, Message, RoutingDecision, decision_decoder, encode
+from routeyard.router.catalog import AgentSpec, Catalog
+from routeyard.router.engines.base import EngineResult
+from routeyard.router.plan import Routing, decide_routes, make_decision
+from routeyard.schemas import ConversationEvent, Message, RoutingDecision, decision_decoder, encode
 
 WEATHER = AgentSpec(name="WeatherAgent", description="Weather forecasts")
 RESTAURANT = AgentSpec(name="RestaurantAgent", description="Restaurant bookings")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from router.catalog import catalog_from_dict
-from router.engine import RoutingRequest
-from router.plan import decide_routes
-from router.plano import Generation, PlanoEngine
-from router.prompt import PromptBuilder
-from schemas import Message
+from routeyard.router.catalog import catalog_from_dict
+from routeyard.router.engines.base import RoutingRequest
+from routeyard.router.plan import decide_routes
+from routeyard.router.plano.engine import Generation, PlanoEngine
+from routeyard.router.plano.prompt import PromptBuilder
+from routeyard.schemas import Message
 
 CATALOG = catalog_from_dict(
     {

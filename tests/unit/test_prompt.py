@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from router.catalog import AgentSpec
-from router.prompt import (
+from routeyard.router.catalog import AgentSpec
+from routeyard.router.plano.prompt import (
     ORCHESTRATION_PROMPT,
     PLANO_TEMPLATE,
     TRIM_MARKER,
@@ -26,7 +25,7 @@ from router.prompt import (
     select_messages,
     trim_middle,
 )
-from schemas import Message
+from routeyard.schemas import Message
 
 REFERENCE = Path(__file__).parent / "reference"
 

@@ -4,10 +4,9 @@ whose token, agent, tenant or conversation does not match is refused and changes
 from __future__ import annotations
 
 import msgspec
-
-from router.correlation import Correlation, Target, Transition, attempt_task_id, on_reply, start
-from router.token import new_secret, task_token, token_matches
-from schemas import AgentReply, Message, Mode, response_decoder, task_decoder
+from routeyard.router.correlation import Correlation, Target, Transition, attempt_task_id, on_reply, start
+from routeyard.router.token import new_secret, task_token, token_matches
+from routeyard.schemas import AgentReply, Message, Mode, response_decoder, task_decoder
 
 NOW = 1_700_000_000.0
 SECRET = "0123456789abcdef0123456789abcdef"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from router.catalog import AgentRules, AgentSpec
-from router.engine import DecisionEngine, EngineResult, RoutingRequest
-from router.rules import RulesEngine
-from schemas import Message
+from routeyard.router.catalog import AgentRules, AgentSpec
+from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
+from routeyard.router.engines.rules import RulesEngine
+from routeyard.schemas import Message
 
 
 def _agent(name: str, keywords: tuple[str, ...] = (), patterns: tuple[str, ...] = ()) -> AgentSpec:

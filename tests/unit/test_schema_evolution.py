@@ -19,8 +19,7 @@ from typing import Any
 
 import msgspec
 import pytest
-
-from schemas import (
+from routeyard.schemas import (
     SCHEMA_VERSION,
     WIRE_MESSAGES,
     AgentReply,

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
-
-from schemas import (
+from routeyard.schemas import (
     SCHEMA_VERSION,
     WIRE_MESSAGES,
     AgentReply,

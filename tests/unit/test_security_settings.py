@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-
-from consumers.admin import make_admin
-from consumers.bus import make_consumer, make_producer, security_options
-from consumers.settings import KafkaSettings, RedisSettings, Settings
+from routeyard.consumers.kafka.admin import make_admin
+from routeyard.consumers.kafka.bus import make_consumer, make_producer, security_options
+from routeyard.consumers.settings import KafkaSettings, RedisSettings, Settings
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
-
-from consumers.settings import Settings
-from schemas import Topics
+from routeyard.consumers.settings import Settings
+from routeyard.schemas import Topics
 
 
 def _settings(**router: object) -> Settings:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from consumers import tracing
+from routeyard.consumers import tracing
 
 PARENT = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
 

@@ -6,11 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-
-from consumers.router_worker import InvalidEvent, validate
-from consumers.settings import Settings
-from router.catalog import catalog_from_dict
-from schemas import ConversationEvent, Message
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.workers.router import InvalidEvent, validate
+from routeyard.router.catalog import catalog_from_dict
+from routeyard.schemas import ConversationEvent, Message
 
 CATALOG = catalog_from_dict({"agents": [{"name": "WeatherAgent", "description": "weather", "topic": "weather.tasks"}]})
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)

@@ -1,0 +1,320 @@
+"""The ``routeyard`` command.
+
+    routeyard dev                          the whole pipeline on embedded servers, until Ctrl-C
+    routeyard demo                         scripted conversations through it (starts `dev` itself
+                                           unless --bootstrap is given)
+    routeyard worker router|correlator     one worker process (production)
+    routeyard agent MODULE:OBJECT ...      run agents written with @agent
+    routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
+                                           (rejected or timed out: one line, exit 1)
+    routeyard schema export DIR            JSON Schema of every wire message
+    routeyard catalog check FILE           validate an agent catalog
+    routeyard topics create                create routeyard's topics
+    routeyard eval DATASET                 score an engine on routing cases (--compare: two)
+    routeyard tune DATASET                 fit the semantic engine's thresholds on labelled cases
+    routeyard replay                       route recorded conversations again with a candidate
+                                           engine or catalog; compare with the recorded decisions
+    routeyard dlq list|show|replay         look at dead letters; re-drive them, each once
+
+Settings come from ROUTEYARD_* variables (and --env-file); the flags below override the most common
+ones. `dev` and `demo` route with the semantic engine unless an engine is chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from aiokafka.errors import KafkaConnectionError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from routeyard.consumers.agents.agent import Agent
+from routeyard.consumers.cli import offline
+from routeyard.consumers.settings import EngineName, Settings
+from routeyard.consumers.tools import dlq
+from routeyard.router.catalog import CatalogError, load_catalog
+from routeyard.router.engines.embedding import EncoderUnavailable
+
+if TYPE_CHECKING:
+    pass
+
+ENGINES: tuple[str, ...] = typing.get_args(EngineName)
+
+
+DEV_ENGINE: EngineName = "semantic"
+"""The engine of `routeyard dev` and `demo` when none is chosen: it needs no GPU and no network."""
+
+
+class SettingsFileError(ValueError):
+    """--env-file names no file."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "func", None) is _demo:
+        logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        settings = _settings(args)
+        result: int = args.func(args, settings)
+        return result
+    except (CatalogError, SettingsFileError) as exc:
+        print(f"routeyard: {exc}", file=sys.stderr)
+        return 2
+    except EncoderUnavailable as exc:
+        print(f"routeyard: {exc} (or choose another engine: --engine rules)", file=sys.stderr)
+        return 2
+    except (KafkaConnectionError, RedisConnectionError) as exc:
+        print(
+            f"routeyard: cannot connect: {exc} (check --bootstrap / --redis or ROUTEYARD_* settings)", file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.env_file is not None and not args.env_file.is_file():
+        raise SettingsFileError(f"--env-file {args.env_file}: no such file")
+    settings = Settings(_env_file=args.env_file) if args.env_file else Settings()
+    kafka, redis, router, top = {}, {}, {}, {}
+    if args.bootstrap:
+        kafka["bootstrap"] = args.bootstrap
+    if args.redis:
+        redis["url"] = args.redis
+    if args.prefix is not None:
+        top["topic_prefix"] = args.prefix
+    for name in ("catalog", "engine", "mode"):
+        if getattr(args, name, None):
+            router[name] = getattr(args, name)
+    if args.func in (_dev, _demo) and "engine" not in router and "engine" not in settings.router.model_fields_set:
+        router["engine"] = DEV_ENGINE
+    data = settings.model_dump()
+    data["redis"]["url"] = settings.redis.url.get_secret_value()
+    for section, update in (("kafka", kafka), ("redis", redis), ("router", router)):
+        data[section].update(update)
+    data.update(top)
+    return Settings.model_validate(data)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="routeyard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (ROUTEYARD_KAFKA__BOOTSTRAP)")
+    parser.add_argument("--redis", help="Redis URL (ROUTEYARD_REDIS__URL)")
+    parser.add_argument("--prefix", help="topic prefix (ROUTEYARD_TOPIC_PREFIX)")
+    parser.add_argument("--env-file", type=Path, metavar="FILE", help="read ROUTEYARD_* settings from this file too")
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    dev = _command(commands, "dev", _dev, "run the whole pipeline on embedded servers")
+    dev.add_argument("--catalog", type=Path, help="agent catalog (default: the demo's)")
+    dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
+    dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
+
+    demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
+    demo.add_argument("--mode", choices=["parallel", "sequential"])
+    demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
+
+    worker = _command(commands, "worker", _worker, "run a router or correlator worker")
+    worker.add_argument("role", choices=["router", "correlator"])
+    worker.add_argument("--catalog", type=Path)
+    worker.add_argument("--engine", choices=offline.ENGINES)
+    worker.add_argument("--mode", choices=["parallel", "sequential"])
+
+    agent = _command(commands, "agent", _agent, "run agents written with @agent")
+    agent.add_argument("targets", nargs="+", metavar="MODULE:OBJECT")
+
+    send = _command(commands, "send", _send, "publish one turn")
+    send.add_argument("conversation")
+    send.add_argument("text")
+    send.add_argument("--wait", action="store_true", help="wait for the response and print it")
+    send.add_argument("--timeout", type=float, default=60.0)
+    send.add_argument("--tenant")
+    send.add_argument(
+        "--mode", dest="send_mode", choices=["parallel", "sequential"], help="multi-intent mode for this turn"
+    )
+    send.add_argument("--agents", nargs="+", metavar="NAME", help="restrict this turn to these agents")
+
+    schema = _command(commands, "schema", _schema, "export the wire contract as JSON Schema")
+    schema.add_argument("action", choices=["export"])
+    schema.add_argument("directory", type=Path)
+
+    catalog = _command(commands, "catalog", _catalog, "validate an agent catalog")
+    catalog.add_argument("action", choices=["check"])
+    catalog.add_argument("file", type=Path)
+
+    topics = _command(commands, "topics", _topics, "create routeyard's topics")
+    topics.add_argument("action", choices=["create"])
+    topics.add_argument("--catalog", type=Path)
+
+    offline.add_commands(commands, _command)
+    dlq.add_commands(commands, _command)
+    return parser
+
+
+def _command(commands: Any, name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def load_agent(target: str) -> Agent:
+    """``package.module:object`` -> the Agent declared there."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise SystemExit(f"routeyard: agent must be given as MODULE:OBJECT, got {target!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    obj = getattr(importlib.import_module(module_name), attribute, None)
+    if not isinstance(obj, Agent):
+        raise SystemExit(f"routeyard: {target} is not an agent declared with @agent")
+    return obj
+
+
+def _dev(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.app import check_engine, run_until_signal
+    from routeyard.consumers.dev.server import demo_agents, dev_settings, embedded_servers, run_pipeline
+
+    check_engine(settings)
+    agents = [load_agent(t) for t in args.agents] if args.agents is not None else demo_agents()
+    settings, catalog = dev_settings(settings, args.catalog)
+    with embedded_servers(settings) as live:
+        print(
+            f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
+            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {len(agents)} agents. Ctrl-C stops.",
+            flush=True,
+        )
+        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop), live, "dev")
+    print("routeyard dev: stopped", flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.app import check_engine
+    from routeyard.consumers.dev.demo.run import play
+
+    if args.bootstrap:
+        asyncio.run(play(settings))
+        return 0
+    from routeyard.consumers.dev.server import demo_agents, dev_settings, embedded_servers, run_pipeline
+
+    settings, catalog = dev_settings(settings, None)
+    check_engine(settings)
+
+    async def demo(live: Settings) -> None:
+        stop, ready = asyncio.Event(), asyncio.Event()
+        pipeline = asyncio.create_task(run_pipeline(live, catalog, demo_agents(), stop, ready))
+        await asyncio.wait([pipeline, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await play(live)
+        finally:
+            stop.set()
+            await pipeline
+
+    with embedded_servers(settings) as live:
+        print(
+            f"routeyard demo: embedded broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
+            f"engine {live.router.engine}",
+            flush=True,
+        )
+        asyncio.run(demo(live))
+    return 0
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.app import run_correlator, run_router, run_until_signal
+
+    if args.role == "router":
+        from routeyard.consumers.app import check_engine
+
+        check_engine(settings)
+        catalog = load_catalog(settings.router.catalog)
+        run_until_signal(lambda stop: run_router(settings, stop, catalog), settings, "router")
+    else:
+        run_until_signal(lambda stop: run_correlator(settings, stop), settings, "correlator")
+    return 0
+
+
+def _agent(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.app import run_agent, run_until_signal
+
+    agents = [load_agent(t) for t in args.targets]
+
+    async def run_all(stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as group:
+            for agent in agents:
+                group.create_task(run_agent(agent, settings, stop))
+
+    run_until_signal(run_all, settings, "agent")
+    return 0
+
+
+def _send(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.client import RouteyardClient, TurnRejected, TurnTimeout
+
+    async def send() -> int:
+        async with RouteyardClient(
+            settings.kafka,
+            prefix=settings.topic_prefix,
+            tenant=args.tenant,
+            tenant_topic=settings.router.tenant_response_topics and bool(args.tenant),
+        ) as client:
+            event = client.event(args.conversation, args.text, mode=args.send_mode, agents=args.agents)
+            print(event.event_id, flush=True)  # first: `routeyard explain` works even if nothing comes
+            if not args.wait:
+                await client.publish([event])
+                return 0
+            try:
+                (response,) = await client.ask_many([event], timeout=args.timeout)
+            except TurnTimeout as exc:
+                print(f"routeyard send: {exc}", file=sys.stderr)
+                return 1
+            if response.status == "rejected":
+                print(f"routeyard send: {TurnRejected(event.event_id, response.reason or '')}", file=sys.stderr)
+                return 1
+            print(msgspec.json.format(msgspec.json.encode(response)).decode())
+            return 0
+
+    return asyncio.run(send())
+
+
+def _schema(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.schemas import export_schemas
+
+    for path in export_schemas(args.directory):
+        print(path)
+    return 0
+
+
+def _catalog(args: argparse.Namespace, settings: Settings) -> int:
+    catalog = load_catalog(args.file)
+    default = catalog.default_agent
+    print(
+        f"{args.file}: {len(catalog.agents)} agents, version {catalog.version}, "
+        f"default agent: {default.name if default else 'none'}"
+    )
+    for spec in catalog.agents:
+        print(f"  {spec.name:<24} timeout {spec.timeout_s:g}s  topic {spec.topic or settings.topics.agent(spec.name)}")
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.app import create_topics
+
+    catalog = load_catalog(args.catalog) if args.catalog else None
+    asyncio.run(create_topics(settings, catalog))
+    print("topics ready:", ", ".join(settings.topics.core()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

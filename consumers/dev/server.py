@@ -1,0 +1,76 @@
+"""``routeyard dev``: the whole pipeline on one machine, no infrastructure needed.
+
+Starts the embedded broker (tansu) and Valkey on free loopback ports, creates the topics, and
+runs the router worker, the correlator and the agents in this process until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from routeyard.consumers.agents.agent import Agent
+from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
+from routeyard.router.catalog import Catalog, load_catalog
+
+log = logging.getLogger(__name__)
+
+DEMO_CATALOG = Path(__file__).parent / "demo" / "catalog.yaml"
+
+
+def demo_agents() -> list[Agent]:
+    from routeyard.consumers.dev.demo.agents import AGENTS
+
+    return AGENTS
+
+
+@contextlib.contextmanager
+def embedded_servers(settings: Settings) -> Iterator[Settings]:
+    """Start tansu and Valkey; yield the settings pointing at them."""
+    with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
+        yield settings.model_copy(
+            update={
+                "kafka": settings.kafka.model_copy(update={"bootstrap": broker.bootstrap}),
+                "redis": settings.redis.model_copy(update={"url": RedisSettings(url=valkey.url).url}),
+            }
+        )
+
+
+async def run_pipeline(
+    settings: Settings,
+    catalog: Catalog,
+    agents: Sequence[Agent],
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+) -> None:
+    """Router, correlator and agents as tasks of one process, until ``stop``."""
+    await create_topics(settings, catalog)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(run_router(settings, stop, catalog))
+        group.create_task(run_correlator(settings, stop))
+        for agent in agents:
+            group.create_task(run_agent(agent, settings, stop))
+        if ready is not None:
+            group.create_task(_signal_ready(ready, stop))
+
+
+async def _signal_ready(ready: asyncio.Event, stop: asyncio.Event) -> None:
+    # The consumer groups' first join takes ~3 s on tansu and Kafka; give them a moment.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), 4.0)
+    ready.set()
+
+
+def dev_settings(settings: Settings, catalog_path: Path | None) -> tuple[Settings, Catalog]:
+    path = catalog_path or DEMO_CATALOG
+    catalog = load_catalog(path)
+    router = settings.router.model_copy(update={"catalog": path})
+    return settings.model_copy(update={"router": RouterSettings.model_validate(router.model_dump())}), catalog
+
+
+__all__ = ["DEMO_CATALOG", "KafkaSettings", "demo_agents", "dev_settings", "embedded_servers", "run_pipeline"]

@@ -1,0 +1,139 @@
+"""Conversation context in Redis: the last messages of each conversation, appended once per id.
+
+Keys (``ns`` = namespace, tenant ``_`` when none):
+    {ns}:{tenant}:ctx:{conversation_id}   list of JSON messages, trimmed to ``max_messages`` and
+                                          ``max_bytes`` (oldest dropped first; the newest stays)
+    {ns}:{tenant}:seen:{conversation_id}  sorted set of the last applied append ids (bounded,
+                                          scored in order of application)
+
+An append carries an id (the event id for a user turn, ``ctx:<event>`` for agents' replies);
+appending the same id twice is a no-op, so redelivered events never duplicate a turn. A user
+turn's append is also *guarded* by its correlation key: where that key exists (the event was
+decided before, or its id is another conversation's), nothing is appended, however long ago it
+left the seen set. The check and the append are one script call, so one round trip per batch.
+
+Tenants are isolated by key: every key of a conversation carries its tenant, so a turn of tenant A
+never reads or extends tenant B's context, even with the same conversation id. Tenant names never
+contain ``:`` and never are ``_`` (the router worker rejects such events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+from redis.asyncio import Redis
+from routeyard.schemas import Message
+
+SEEN_IDS_KEPT = 128
+"""Append ids remembered per conversation (at least twice ``max_messages``). 128 is Redis's
+``zset-max-listpack-entries``: up to it the sorted set keeps its compact encoding (1.8 KB at
+128 ids); past it, a skiplist of about 90 bytes per id - bigger than the context it guards. 128
+ids cover the last 64 turns (a user turn and its agents' replies are one id each), while a
+redelivered event comes back within seconds or minutes."""
+DEFAULT_MAX_BYTES = 512 * 1024
+"""Bytes of stored messages kept per conversation (JSON as stored)."""
+
+_APPEND = """
+local max, ttl, kept = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+local read, budget, out, a = ARGV[4] == '1', tonumber(ARGV[5]), {}, 6
+for k = 1, #KEYS, 3 do
+  local ctx, seen, guard, id, n = KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1])
+  local held = false
+  if guard ~= ctx then held = redis.call('GET', guard) end
+  if not held and not redis.call('ZSCORE', seen, id) then
+    -- make room first: the set never grows past ``kept``, so it keeps its compact encoding;
+    -- scores count up, so the oldest id goes first
+    redis.call('ZREMRANGEBYRANK', seen, 0, -kept)
+    local last = redis.call('ZRANGE', seen, -1, -1, 'WITHSCORES')
+    redis.call('ZADD', seen, (tonumber(last[2]) or 0) + 1, id)
+    for i = a + 2, a + 1 + n do redis.call('RPUSH', ctx, ARGV[i]) end
+    redis.call('LTRIM', ctx, -max, -1)
+    local items = redis.call('LRANGE', ctx, 0, -1)
+    local bytes, keep = 0, #items
+    for i = #items, 1, -1 do
+      bytes = bytes + string.len(items[i])
+      if bytes > budget then keep = math.max(1, #items - i) break end
+    end
+    if keep < #items then redis.call('LTRIM', ctx, -keep, -1) end
+  end
+  redis.call('EXPIRE', ctx, ttl)
+  redis.call('EXPIRE', seen, ttl)
+  if read then
+    if held then out[#out + 1] = {held, {}} else out[#out + 1] = {'', redis.call('LRANGE', ctx, 0, -1)} end
+  end
+  a = a + 2 + n
+end
+return out
+"""
+"""Appends of a batch in one call. KEYS: (ctx, seen, guard) per append (guard: the correlation key
+that must be absent for the append to happen; the ctx key itself for no guard); ARGV: max
+messages, ttl, seen ids kept, read ('1' returns per append the guard's value, or '' and the
+context after the append), max bytes, then per append its id, its message count and the messages."""
+
+_message_decoder = msgspec.json.Decoder(Message)
+_encoder = msgspec.json.Encoder()
+
+
+class Append(msgspec.Struct, frozen=True):
+    tenant: str | None
+    conversation_id: str
+    append_id: str
+    messages: list[Message]
+    guard: str | None = None
+    """A key that must not exist for the append to happen (a user turn's correlation key)."""
+
+
+def tenant_part(tenant: str | None) -> str:
+    return tenant or "_"
+
+
+class ContextStore:
+    def __init__(
+        self, redis: Redis, namespace: str, *, max_messages: int, ttl_s: int, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        self._redis = redis
+        self._ns = namespace
+        self._max = max_messages
+        self._max_bytes = max_bytes
+        self._ttl = ttl_s
+        self.seen_kept = max(SEEN_IDS_KEPT, 2 * max_messages)
+        self._script = redis.register_script(_APPEND)
+
+    def keys(self, tenant: str | None, conversation_id: str) -> list[str]:
+        base = f"{self._ns}:{tenant_part(tenant)}"
+        return [f"{base}:ctx:{conversation_id}", f"{base}:seen:{conversation_id}"]
+
+    async def append_many(self, appends: Sequence[Append], *, read: bool = False) -> list[list[Message]]:
+        """Append each batch of messages once (by id); with ``read``, return each context after."""
+        results = await self._run(appends, read=read)
+        return [context for _, context in results]
+
+    async def admit_many(self, appends: Sequence[Append]) -> list[tuple[bytes | None, list[Message]]]:
+        """Per append: the value of its ``guard`` key if that exists (then nothing was appended, and
+        no context is read), else None and the context after the append."""
+        return await self._run(appends, read=True)
+
+    async def _run(self, appends: Sequence[Append], *, read: bool) -> list[tuple[bytes | None, list[Message]]]:
+        if not appends:
+            return []
+        keys: list[str] = []
+        args: list[bytes | str | int | float] = [
+            self._max,
+            self._ttl,
+            self.seen_kept,
+            "1" if read else "0",
+            self._max_bytes,
+        ]
+        for a in appends:
+            ctx, seen = self.keys(a.tenant, a.conversation_id)
+            keys += [ctx, seen, a.guard or ctx]
+            args += [a.append_id, len(a.messages), *(_encoder.encode(m) for m in a.messages)]
+        results = await self._script(keys=keys, args=args)
+        if not read:
+            return []
+        return [(held or None, [_message_decoder.decode(raw) for raw in context]) for held, context in results]
+
+    async def load(self, tenant: str | None, conversation_id: str) -> list[Message]:
+        raw = await self._redis.lrange(self.keys(tenant, conversation_id)[0], 0, -1)
+        return [_message_decoder.decode(r) for r in raw]

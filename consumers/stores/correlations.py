@@ -1,0 +1,290 @@
+"""Correlation state in Redis, written with compare-and-set, and the outbox that carries out
+its effects.
+
+Keys:
+    {ns}:{tenant}:corr:{event_id}   the Correlation (MessagePack), kept ``ttl`` after its next wake-up;
+                                    once it is done and its outbox cleared, only a ``Done`` marker
+                                    (under 200 bytes) for ``ttl``: enough to recognise a redelivery
+    {ns}:wake                       sorted set: correlation key -> when a sweeper must look at it
+    {ns}:sent:{digest}              a record published once per identity (dead letters, rejected
+                                    responses), kept ``ttl``: a redone batch does not send it again
+
+Every write stores the new state *with the effects it implies in its outbox*, then the effects
+are carried out (context appended, records published), then removed from the outbox. A
+process that dies in between leaves the outbox full and the key due in ``{ns}:wake`` after a
+lease; a sweeper then carries the effects out again. Effects have stable ids, so doing one
+twice is harmless. This is how a response is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+
+import msgspec
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
+from routeyard.consumers.kafka.bus import Outgoing, fits, publish
+from routeyard.consumers.retry import retrying
+from routeyard.consumers.stores.context import Append, ContextStore, tenant_part
+from routeyard.router.correlation import Correlation, Effect, response_status
+from routeyard.schemas import ResponseStatus
+
+log = logging.getLogger(__name__)
+
+_CAS = """
+local wake_key, out = KEYS[1], {}
+for i = 2, #KEYS do
+  local a = (i - 2) * 4
+  local expected, cur = ARGV[a + 1], redis.call('GET', KEYS[i])
+  if (expected == '' and cur) or (expected ~= '' and cur ~= expected) then
+    out[i - 1] = 0
+  else
+    redis.call('SET', KEYS[i], ARGV[a + 2], 'EX', ARGV[a + 3])
+    if ARGV[a + 4] == '' then
+      redis.call('ZREM', wake_key, KEYS[i])
+    else
+      redis.call('ZADD', wake_key, ARGV[a + 4], KEYS[i])
+    end
+    out[i - 1] = 1
+  end
+end
+return out
+"""
+"""Compare-and-set a batch in one call: KEYS = wake set, then each correlation key; ARGV = per
+key (expected bytes or '' for "absent", new bytes, ttl seconds, wake time or '' for none)."""
+
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, key in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], key) end
+return due
+"""
+
+class Done(msgspec.Struct, frozen=True, array_like=True):
+    """What is left of a finished correlation: who it belonged to and how it ended. A MessagePack
+    array (a state is a map), so one read tells them apart. The full state's ``context`` copy made
+    a finished turn cost 8 KB and more for ``dedup_ttl_s``; this is under 200 bytes."""
+
+    event_id: str
+    conversation_id: str
+    tenant: str | None
+    status: ResponseStatus
+    late_replies: int = 0
+
+
+_decoder = msgspec.msgpack.Decoder(Correlation)
+_done_decoder = msgspec.msgpack.Decoder(Done)
+_encoder = msgspec.msgpack.Encoder()
+_json_decoder = msgspec.json.Decoder(Correlation)
+
+
+class Write(msgspec.Struct, frozen=True):
+    key: str
+    expected: bytes | None
+    state: Correlation | Done
+
+
+class CorrelationStore:
+    def __init__(self, redis: Redis, namespace: str, *, ttl_s: int, lease_s: float) -> None:
+        self._redis = redis
+        self._ns = namespace
+        self._ttl = ttl_s
+        self.lease_s = lease_s
+        self.wake_key = f"{namespace}:wake"
+        self._cas = redis.register_script(_CAS)
+        self._claim = redis.register_script(_CLAIM)
+
+    def key(self, tenant: str | None, event_id: str) -> str:
+        return f"{self._ns}:{tenant_part(tenant)}:corr:{event_id}"
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return list(await self._redis.mget(keys))
+
+    async def write_many(self, writes: Sequence[Write], now: float) -> list[bytes | None]:
+        """Compare-and-set each state (one script call for the batch): the bytes stored where it
+        stuck, None where someone else changed it first (the bytes let a later compare-and-set
+        skip reading the key again)."""
+        if not writes:
+            return []
+        encoded = [_encoder.encode(w.state) for w in writes]
+        args: list[bytes | str | int | float] = []
+        for w, raw in zip(writes, encoded, strict=True):
+            wake = self._wake(w.state, now)
+            # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
+            ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
+            args += [w.expected or b"", raw, ttl, "" if wake is None else wake]
+        results = await self._cas(keys=[self.wake_key, *(w.key for w in writes)], args=args)
+        return [raw if ok else None for raw, ok in zip(encoded, results, strict=True)]
+
+    def sent_key(self, *identity: str | int | None) -> str:
+        """The key of a "published once" marker (a dead letter, a rejection); hashed, since
+        ``identity`` may hold anything a hostile record carried."""
+        digest = hashlib.sha256("\0".join(str(part) for part in identity).encode()).hexdigest()[:32]
+        return f"{self._ns}:sent:{digest}"
+
+    async def sent(self, keys: Sequence[str]) -> list[bool]:
+        """Which markers exist: their records were published already."""
+        return [raw is not None for raw in await self.get_many(keys)] if keys else []
+
+    async def mark_sent(self, keys: Sequence[str]) -> None:
+        """Remember for ``ttl`` that these records were published."""
+        if keys:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, b"1", ex=self._ttl)
+                await pipe.execute()
+
+    async def claim_due(self, now: float, limit: int = 200) -> list[str]:
+        """Keys whose wake time has passed; each is pushed one lease ahead, so one sweeper has it."""
+        keys = await self._claim(keys=[self.wake_key], args=[now, now + self.lease_s, limit])
+        return [k.decode() if isinstance(k, bytes) else k for k in keys]
+
+    async def pending(self) -> int:
+        """Correlations still waiting on agents or on their outbox."""
+        return int(await self._redis.zcard(self.wake_key))
+
+    def _wake(self, state: Correlation | Done, now: float) -> float | None:
+        if isinstance(state, Done):
+            return None
+        wake = state.next_wakeup()
+        if state.outbox:
+            lease = now + self.lease_s
+            wake = lease if wake is None else min(wake, lease)
+        return wake
+
+
+def decode_state(raw: bytes) -> Correlation | Done:
+    """A stored state, or the ``Done`` marker of a finished one (a MessagePack array: first byte
+    0x90-0x9f). States are MessagePack: a fifth smaller than JSON with an outbox (whose
+    records are bytes, base64 in JSON) and encoded twice as fast. JSON states, as versions before
+    this one wrote them, still decode, so correlations in flight survive an upgrade (a MessagePack
+    map never starts with ``{``)."""
+    if raw[:1] == b"{":
+        return _json_decoder.decode(raw)
+    if 0x90 <= raw[0] <= 0x9F:
+        return _done_decoder.decode(raw)
+    return _decoder.decode(raw)
+
+
+def finished(state: Correlation) -> Done:
+    """The marker kept once ``state`` is done and nothing is left to carry out."""
+    return Done(
+        event_id=state.event_id,
+        conversation_id=state.conversation_id,
+        tenant=state.tenant,
+        status=response_status(state.slots),
+        late_replies=state.late_replies,
+    )
+
+
+def shrunk(state: Correlation) -> Correlation | Done:
+    """What to store after its outbox changed: the marker once nothing more can happen to it."""
+    return finished(state) if state.done and not state.outbox else state
+
+
+class Stored(msgspec.Struct, frozen=True):
+    """A state as just stored (``raw``: its bytes in Redis) with the effects its writer added."""
+
+    state: Correlation
+    raw: bytes
+    effects: list[Effect]
+
+
+def _publishable(effects: list[tuple[Correlation, Effect]]) -> list[Outgoing]:
+    """The records to publish. Records are bounded where they are made (replies, responses,
+    headers); one that is too large anyway is left out with an error log rather than raised:
+    it is stored in an outbox, so raising would fail every sweep that carries it out again."""
+    out = []
+    for state, e in effects:
+        if e.topic is None or e.value is None:
+            continue
+        record = Outgoing(topic=e.topic, value=e.value, key=e.key, headers=e.headers)
+        if fits(record):
+            out.append(record)
+        else:
+            log.error(
+                "effect %s of event %s is too large to publish (%d bytes); left out", e.id, state.event_id, len(e.value)
+            )
+    return out
+
+
+class Outbox:
+    """Carries out stored effects, then removes them from the stored states.
+
+    The removal runs in the background, overlapping the caller's next batch: the effects are
+    already published, so it only spares a sweeper from publishing them again after the lease
+    (harmless, ids are stable, but wasted). ``settle`` waits for it; ``carry_out`` settles the
+    previous removal first, so at most one per caller is in flight.
+    """
+
+    def __init__(self, store: CorrelationStore, context: ContextStore, producer: AIOKafkaProducer) -> None:
+        self._store = store
+        self._context = context
+        self._producer = producer
+        self._clearing: set[asyncio.Task[None]] = set()
+
+    async def carry_out(self, items: dict[str, Stored]) -> None:
+        """``items``: key -> the stored state and the effects this caller added to its outbox.
+
+        Effects run (context appends first, then publishes); their removal from the outbox is
+        started and not waited for. A caller carries out only its own effects; a sweeper passes
+        the whole outbox.
+        """
+        await self.settle()
+        effects = [(item.state, e) for item in items.values() for e in item.effects]
+        if not effects:
+            return
+        await self._context.append_many(
+            [
+                Append(state.tenant, state.conversation_id, e.id, e.context)
+                for state, e in effects
+                if e.context is not None
+            ]
+        )
+        await publish(self._producer, _publishable(effects))
+        # Retried in place: redoing the whole batch would find the states stored and leave the
+        # outbox to a sweeper, which would publish it all again after the lease.
+        task = asyncio.create_task(retrying(functools.partial(self.clear, items), what="outbox clear"))
+        self._clearing.add(task)
+        task.add_done_callback(self._clearing.discard)
+
+    async def settle(self) -> None:
+        """Wait for the outbox removals in flight; raises if one failed for good."""
+        if self._clearing:
+            await asyncio.gather(*self._clearing)
+
+    async def clear(self, items: dict[str, Stored], attempts: int = 8) -> None:
+        """Remove each item's effects from its stored outbox. The first compare-and-set expects
+        the bytes just stored (no read); where the state changed since, it is read and retried."""
+        pending = {key: {e.id for e in item.effects} for key, item in items.items() if item.effects}
+        known = {key: (items[key].raw, items[key].state) for key in pending}
+        for _ in range(attempts):
+            if not pending:
+                return
+            keys = [k for k in pending if k not in known]
+            raws = dict(zip(keys, await self._store.get_many(keys), strict=True)) if keys else {}
+            writes = []
+            for key in list(pending):
+                raw, state = known.pop(key) if key in known else (raws[key], None)
+                if raw is None:
+                    pending.pop(key)
+                    continue
+                if state is None:
+                    state = decode_state(raw)
+                if isinstance(state, Done):  # already finished and shrunk
+                    pending.pop(key)
+                    continue
+                kept = [e for e in state.outbox if e.id not in pending[key]]
+                writes.append(Write(key, raw, shrunk(msgspec.structs.replace(state, outbox=kept))))
+            results = await self._store.write_many(writes, time.time())
+            for w, ok in zip(writes, results, strict=True):
+                if ok is not None:
+                    pending.pop(w.key)
+        if pending:
+            log.warning("outbox of %d correlations not cleared; a sweeper will retry", len(pending))

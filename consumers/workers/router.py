@@ -1,0 +1,469 @@
+"""The router worker: conversations in, decisions and agent tasks out.
+
+One batch at a time: decode -> append each turn to its context (Redis) -> one engine call for
+the whole batch -> store each correlation with its effects -> publish tasks and decisions ->
+commit offsets. A redelivered event finds its correlation (or its done marker) already stored and
+is neither appended to its context nor decided nor dispatched again; that check and the append
+are one Redis script call. Undecodable or invalid events, and events whose id another
+conversation of the tenant already used, go to the dead-letter topic with the reason, and their
+sender gets a ``rejected`` response (routeyard.consumers.workers.rejection), each published once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from routeyard.consumers import tracing
+from routeyard.consumers.kafka.bus import Record, consume_batches
+from routeyard.consumers.metrics import METRICS, Phases, child
+from routeyard.consumers.retry import backoff_for
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.stores.circuits import CircuitStore
+from routeyard.consumers.stores.context import Append, ContextStore
+from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from routeyard.consumers.workers.rejection import Rejected, Rejecter
+from routeyard.router.catalog import Catalog
+from routeyard.router.circuit import Gate, probe_lease
+from routeyard.router.correlation import Effect, Target, stage, start
+from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
+from routeyard.router.errors import RouteyardError
+from routeyard.router.plan import avoid_open_circuits, decide_routes, make_decision
+from routeyard.schemas import (
+    ConversationEvent,
+    Message,
+    RoutingDecision,
+    Topics,
+    encode,
+    event_decoder,
+    valid_topic,
+)
+
+log = logging.getLogger(__name__)
+
+_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: ``$`` would accept a trailing newline
+"""Never ``_`` (the key part of "no tenant") and never ``:`` (the key separator): see
+routeyard.consumers.stores.context."""
+MAX_ID_LENGTH = 256
+
+
+class InvalidEvent(RouteyardError, ValueError):
+    """The event decoded but cannot be routed. Not retriable: it goes to the dead-letter topic."""
+
+
+def validate(
+    event: ConversationEvent, catalog: Catalog, settings: Settings | None = None, *, now: datetime | None = None
+) -> None:
+    """Raise ``InvalidEvent`` with the reason if the event must not be routed. Without ``settings``
+    only the checks that need no configuration run (ids, tenant form, user message, agents)."""
+    for name, value in (("event_id", event.event_id), ("conversation_id", event.conversation_id)):
+        if not 0 < len(value) <= MAX_ID_LENGTH:
+            raise InvalidEvent(f"{name} must have 1-{MAX_ID_LENGTH} characters")
+    if event.tenant is not None and not _TENANT.fullmatch(event.tenant):
+        raise InvalidEvent("tenant must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
+    if not any(m.role == "user" and m.content.strip() for m in event.messages):
+        raise InvalidEvent("the turn has no user message with text")
+    if event.agents is not None:
+        unknown = sorted(set(event.agents) - set(catalog.names))
+        if unknown:
+            raise InvalidEvent(f"unknown agents in the turn's restriction: {', '.join(unknown)}")
+    if settings is not None:
+        _check_tenant_allowed(event.tenant, settings.router.tenants)
+        _check_created_at(event.created_at, settings, now or datetime.now(UTC))
+        _check_reply_topic(event.reply_topic, catalog, settings)
+
+
+def _check_tenant_allowed(tenant: str | None, allowed: frozenset[str] | None) -> None:
+    if allowed is not None and (tenant or "") not in allowed:
+        raise InvalidEvent(f"tenant {tenant!r} is not in router.tenants" if tenant else "the event has no tenant")
+
+
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+"""No event is older: an earlier ``created_at`` (year 1, or year 0 once in UTC) is a wrong clock or
+hostile, and dates near datetime's limits fail arithmetic later (latency, encoding)."""
+
+
+def _check_created_at(created_at: datetime, settings: Settings, now: datetime) -> None:
+    try:  # naive means UTC; an offset may take year 1 (or 9999) out of datetime's range
+        moment = utc(created_at)
+    except (OverflowError, ValueError):
+        raise InvalidEvent("created_at is not representable in UTC") from None
+    if moment < EARLIEST:
+        raise InvalidEvent("created_at is before 2000-01-01")
+    ahead = (moment - now).total_seconds()
+    if ahead > settings.router.max_clock_skew_s:
+        raise InvalidEvent(f"created_at is {ahead:.0f}s in the future (more than router.max_clock_skew_s)")
+    limit = settings.router.max_event_age_s
+    if limit is not None and -ahead > limit:
+        raise InvalidEvent(f"created_at is {-ahead:.0f}s old (more than router.max_event_age_s)")
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC (naive means UTC); ``validate`` made sure it is representable."""
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def answerable(topic: str, catalog: Catalog, settings: Settings) -> bool:
+    """Whether a response may go to ``topic`` (a sender's reply_topic)."""
+    try:
+        _check_reply_topic(topic, catalog, settings)
+    except InvalidEvent:
+        return False
+    return True
+
+
+def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) -> None:
+    """A response may go to the responses topic or a client's own topic, never into routeyard's
+    own namespace (whose topics it may create), an agent's topic or Kafka's internal topics."""
+    if topic is None:
+        return
+    if not valid_topic(topic):
+        raise InvalidEvent("reply_topic is not a valid topic name (1-249 of letters, digits, '.', '_', '-')")
+    if topic == settings.topics.responses:
+        return
+    if _reserved(topic, catalog, settings.topics):
+        raise InvalidEvent(f"reply_topic {topic!r} is reserved (routeyard's own topics, an agent's or Kafka's)")
+
+
+def _reserved(topic: str, catalog: Catalog, topics: Topics) -> bool:
+    """Kafka's internal topics (``__*``), routeyard's prefix and agents' topics. Kafka treats ``.``
+    and ``_`` as the same in topic names (their metrics collide), so they are compared as one."""
+    folded = _fold(topic)
+    if topic.startswith("__") or (topics.prefix and folded.startswith(_fold(topics.prefix))):
+        return True
+    agent_topics = {_fold(spec.topic or topics.agent(spec.name)) for spec in catalog.agents}
+    return folded in agent_topics or folded in {_fold(t) for t in topics.core()}
+
+
+def _fold(name: str) -> str:
+    return name.replace(".", "_")
+
+
+REUSED = "event id already used by another conversation of this tenant (event ids must be unique)"
+
+
+def _first_of_each(events: list[ConversationEvent], keys: list[str]) -> tuple[list[int], list[tuple[int, str]]]:
+    """The indexes of the first event of each correlation key in the batch, and the later ones
+    of another conversation, refused. Later copies in the same conversation are redeliveries."""
+    firsts: dict[str, int] = {}
+    refused: list[tuple[int, str]] = []
+    for i, key in enumerate(keys):
+        first = firsts.setdefault(key, i)
+        if first == i:
+            continue
+        if events[first].conversation_id != events[i].conversation_id:
+            refused.append((i, REUSED))
+        else:
+            METRICS.redelivered.inc()
+    return list(firsts.values()), refused
+
+
+class RouterWorker:
+    tick: Callable[[], None] | None = None
+    """Called on every turn of the batch loop (the process's liveness probe)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        catalog: Catalog,
+        engine: DecisionEngine,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        context: ContextStore,
+        store: CorrelationStore,
+        circuits: CircuitStore | None = None,
+    ) -> None:
+        self._settings = settings
+        self._circuits = circuits
+        self._topics = settings.topics
+        self._catalog = catalog
+        self._engine = engine
+        self._consumer = consumer
+        self._producer = producer
+        self._context = context
+        self._store = store
+        self._outbox = Outbox(store, context, producer)
+        allowed = settings.router.tenants or frozenset()  # an unknown tenant has no topic of its own
+        self._rejecter = Rejecter(
+            producer,
+            store,
+            settings.topics,
+            may_answer_on=lambda topic: answerable(topic, catalog, settings),
+            answer_topic=lambda tenant: settings.response_topic(tenant if tenant in allowed else None),
+        )
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:6]}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self._settings.router
+        await consume_batches(
+            self._consumer,
+            self.handle,
+            stop,
+            max_records=cfg.max_batch,
+            wait_ms=cfg.batch_wait_ms,
+            what="route batch",
+            poison=self._poison,
+            backoff=backoff_for(self._settings),
+            tick=self.tick,
+            stage="route",
+        )
+        await self._outbox.settle()
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        started_ns = time.time_ns()
+        phases = Phases("route")
+        events, sources, dead = self._decode(records)
+        phases.done("decode")
+        if events:
+            spans = {
+                e.event_id: tracing.started("routeyard.route", tracing.carrier(r.headers), at_ns=started_ns)
+                for e, r in zip(events, sources, strict=True)
+            }
+            try:
+                refused = await self._route(events, spans, phases)
+            finally:
+                for span in spans.values():
+                    span.end()
+            dead += [Rejected(sources[i], why, events[i], stage="route") for i, why in refused]
+        if dead:
+            await self._reject(dead)
+
+    async def _poison(self, record: Record, error: BaseException) -> None:
+        """A record whose handling failed on its own (batch isolation): rejected like the rest."""
+        await self._reject([Rejected(record, error, stage="route")])
+
+    async def _reject(self, dead: list[Rejected]) -> None:
+        sent = await self._rejecter.reject(dead)
+        child(METRICS.dead_letters, stage="route").inc(sent)
+
+    def _decode(self, records: Sequence[Record]) -> tuple[list[ConversationEvent], list[Record], list[Rejected]]:
+        """The valid events with the records they came from, and the rest, rejected. Decoding and
+        validating are pure: any exception they raise is the record's fault."""
+        events: list[ConversationEvent] = []
+        sources: list[Record] = []
+        dead: list[Rejected] = []
+        limit = self._settings.router.max_event_bytes
+        for record in records:
+            event = None
+            try:
+                if record.value is None or len(record.value) > limit:
+                    raise InvalidEvent(f"event is empty or larger than {limit} bytes")
+                event = event_decoder.decode(record.value)
+                validate(event, self._catalog, self._settings)
+            except Exception as exc:  # the record's fault, whatever it is (a RecursionError of deep JSON too)
+                log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
+                dead.append(Rejected(record, exc, event))
+                continue
+            events.append(event)
+            sources.append(record)
+        return events, sources, dead
+
+    async def _route(
+        self,
+        events: list[ConversationEvent],
+        spans: dict[str, tracing.Span] | None = None,
+        phases: Phases | None = None,
+    ) -> list[tuple[int, str]]:
+        """Route the batch's events; returns (index, reason) of those refused (dead-lettered)."""
+        phases = phases or Phases("route")
+        keys = [self._store.key(e.tenant, e.event_id) for e in events]
+        firsts, refused = _first_of_each(events, keys)
+        # Two calls at once, on two connections: one round trip's wait. The first appends each
+        # turn to its context only where its correlation key is absent, and returns that key's
+        # value where it is present (a redelivery, or an event id another conversation used).
+        appends = [
+            Append(events[i].tenant, events[i].conversation_id, events[i].event_id, events[i].messages, keys[i])
+            for i in firsts
+        ]
+        admitted, gate = await asyncio.gather(self._context.admit_many(appends), self._gate())
+        phases.done("read")
+        picked: list[int] = []
+        for i, (held, _) in zip(firsts, admitted, strict=True):
+            if held is not None and decode_state(held).conversation_id != events[i].conversation_id:
+                refused.append((i, REUSED))
+            else:
+                picked.append(i)
+        found = dict(zip(firsts, admitted, strict=True))
+        try:
+            await self._dispatch(
+                [events[i] for i in picked],
+                [keys[i] for i in picked],
+                [found[i][0] for i in picked],
+                [found[i][1] for i in picked],
+                gate,
+                spans or {},
+                phases,
+            )
+        finally:  # also when deciding failed: a probe claimed and not used must not wait out its lease
+            await self._release(gate)
+        return refused
+
+    async def _dispatch(
+        self,
+        events: list[ConversationEvent],
+        keys: list[str],
+        existing: list[bytes | None],
+        contexts: list[list[Message]],
+        gate: Gate,
+        spans: dict[str, tracing.Span],
+        phases: Phases,
+    ) -> None:
+        """Decide the turns not seen before, store their correlations, carry out their effects."""
+        fresh = [i for i, raw in enumerate(existing) if raw is None]
+        if len(fresh) < len(events):
+            METRICS.redelivered.inc(len(events) - len(fresh))
+        if not fresh:
+            return
+        requests = [
+            RoutingRequest(
+                event_id=events[i].event_id,
+                conversation=contexts[i],
+                agents=self._catalog.restrict(events[i].agents),
+            )
+            for i in fresh
+        ]
+        started = time.perf_counter()
+        results = await self._engine.decide(requests)
+        latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(requests))
+        METRICS.batch_size.observe(len(requests))
+        self._observe_engine()
+        writes = [
+            self._open(events[i], keys[i], request, result, latency_ms, gate, spans.get(events[i].event_id))
+            for i, request, result in zip(fresh, requests, results, strict=True)
+        ]
+        phases.done("decide")
+        stored = await self._store.write_many([w for w, _ in writes], time.time())
+        phases.done("store")
+        items = {w.key: Stored(w.state, raw, effects) for (w, effects), raw in zip(writes, stored, strict=True) if raw}
+        await self._outbox.carry_out(items)
+        phases.done("publish")
+
+    async def _release(self, gate: Gate) -> None:
+        if self._circuits is not None and gate.unused_probes():
+            await self._circuits.release(gate.unused_probes())
+
+    def _open(
+        self,
+        event: ConversationEvent,
+        key: str,
+        request: RoutingRequest,
+        result: EngineResult,
+        latency_ms: float,
+        gate: Gate | None = None,
+        span: tracing.Span | None = None,
+    ) -> tuple[Write, list[Effect]]:
+        now = time.time()
+        mode = event.mode or self._settings.router.mode
+        routing = decide_routes(
+            result, request.agents, self._catalog, min_confidence=self._settings.router.min_confidence
+        )
+        if gate is not None:
+            allowed = [a.name for a in request.agents]
+            routing = avoid_open_circuits(routing, gate.take, self._catalog, allowed)
+            for name in routing.circuit_open:
+                child(METRICS.circuit_rerouted, agent=name).inc()
+        decision = make_decision(
+            event,
+            routing,
+            result,
+            engine=self._engine.name,
+            mode=mode,
+            catalog_version=self._catalog.version,
+            latency_ms=latency_ms,
+            decided_at=datetime.fromtimestamp(now, UTC),
+            worker=self.worker_id,
+        )
+        self._count(decision)
+        if span is not None:
+            span.set(
+                routes=list(decision.routes),
+                engine=decision.engine,
+                mode=mode,
+                decision_ms=round(latency_ms, 3),
+                confidence=decision.confidence,
+                fallback_reason=decision.fallback_reason,
+                catalog_version=decision.catalog_version,
+            )
+        trace = span.context() if span is not None else {}
+        transition = start(
+            event_id=event.event_id,
+            conversation_id=event.conversation_id,
+            tenant=event.tenant,
+            mode=mode,
+            agents=[self._target(name) for name in routing.routes],
+            context=request.conversation,
+            replies_topic=self._topics.replies,
+            response_topic=event.reply_topic or self._settings.response_topic(event.tenant),
+            created_at=utc(event.created_at),
+            metadata=event.metadata,
+            now=now,
+            trace=trace,
+        )
+        effects = [self._decision_effect(decision, trace), *transition.effects]
+        return Write(key, None, stage(transition.state, effects, now)), effects
+
+    def _observe_engine(self) -> None:
+        rate = getattr(self._engine, "prefix_cache_hit_rate", None)
+        value = rate() if callable(rate) else None
+        if value is not None:
+            METRICS.prefix_cache_hit_rate.set(value)
+
+    async def _gate(self) -> Gate:
+        """Which agents this batch may use (their circuit breakers), read once per batch."""
+        if self._circuits is None:
+            return Gate()
+        retry = self._settings.retry
+        leases = {
+            a.name: probe_lease(a.timeout_s, self._retries(a.name), retry.backoff_max_s) for a in self._catalog.agents
+        }
+        return await self._circuits.gate(leases, time.time())
+
+    def _retries(self, name: str) -> int:
+        spec = self._catalog.get(name)
+        retries = spec.retries if spec is not None else None
+        return self._settings.retry.agent_retries if retries is None else retries
+
+    def _target(self, name: str) -> Target:
+        spec = self._catalog.get(name)
+        assert spec is not None  # decide_routes keeps catalog names only
+        retry = self._settings.retry
+        return Target(
+            agent=name,
+            topic=spec.topic or self._topics.agent(name),
+            timeout_s=spec.timeout_s,
+            retries=self._retries(name),
+            backoff_s=retry.backoff_s,
+            backoff_max_s=retry.backoff_max_s,
+        )
+
+    def _decision_effect(self, decision: RoutingDecision, trace: dict[str, str] | None = None) -> Effect:
+        return Effect(
+            id=f"decision:{decision.event_id}",
+            topic=self._topics.decisions,
+            key=decision.conversation_id,
+            value=encode(decision),
+            headers=tracing.headers(trace),
+        )
+
+    def _count(self, decision: RoutingDecision) -> None:
+        if decision.abstained:
+            outcome = "abstained"
+        elif decision.fallback_reason:
+            outcome = "fallback"
+        else:
+            outcome = "routed" if decision.routes else "no_route"
+        child(METRICS.decisions, engine=decision.engine, outcome=outcome).inc()
+        child(METRICS.decision_seconds, engine=decision.engine).observe(decision.latency_ms / 1000)
+        for name in decision.routes:
+            child(METRICS.routes, agent=name).inc()
+        if decision.dropped:
+            METRICS.dropped_routes.inc(len(decision.dropped))

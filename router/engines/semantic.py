@@ -1,0 +1,353 @@
+"""The ``semantic`` engine: routing by sentence-embedding similarity, on CPU, offline.
+
+An agent is a set of prototypes: its description, the description's sentences and the items of a
+"Can: a; b" / "Handles: a, b" list (phrased as requests: "help me with a"), and its catalog
+examples. Its similarity to a text is the best cosine similarity over its prototypes. A turn is
+decided from its similarities by ``score_turn``, a pure function:
+
+1. context, per agent: the best similarity of the last ``context_turns`` earlier user messages,
+   mixed with the end of the assistant message the user answers (``assistant_weight``);
+2. scores: the last message's similarities mixed with the context, the more so the weaker the
+   message (``weak_context_weight`` below ``weak_similarity``, ``context_weight`` from
+   ``strong_similarity``): "and tomorrow?" goes where the conversation was;
+3. no route when the message is a closing ("thanks, that's all"; a small-talk phrase counts
+   ``small_talk_in_context`` as much mid-conversation) at least ``closing_similarity`` and
+   ``closing_margin`` closer than to any agent, or when best score - ``negative_weight`` x that
+   closeness is below ``min_similarity`` (weak, off-topic or chit-chat turns);
+4. otherwise the best agent, agents within ``extra_margin`` of it, and each clause's best agent
+   when it reaches ``clause_min_similarity``, ``clause_margin`` ahead of the clause's next agent
+   (clauses split on ".", ";", "," and "and"/"then"): "book the table and text Anna the address"
+   goes to two agents, in the order the message names them.
+
+``scores`` in each result are the per-agent scores of step 2. Each prototype text is encoded once
+(a catalog's matrix is assembled once per ``agents`` tuple) and recent conversation texts are
+kept, so an earlier turn is not encoded again. ``routeyard.router.evaluation.tuning`` fits the thresholds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
+from routeyard.router.catalog import AgentSpec
+from routeyard.router.engines.base import EngineBase, EngineResult, RoutingRequest
+from routeyard.router.engines.embedding import DEFAULT_MODEL, Encoder, OnnxMiniLM, VectorCache
+from routeyard.router.plano.parse import answer_json
+from routeyard.schemas import Message
+
+__all__ = ["CLOSINGS", "SMALL_TALK", "SemanticEngine", "SemanticSettings", "TurnScores", "TurnTexts", "score_turn"]
+
+_CLOSINGS = """
+thanks | thank you very much | thanks, that's all I need | no, that is all, thank you | nothing else, thanks
+that's everything, thank you | goodbye | bye, see you later | have a nice day | ok, great, thanks for your help
+"""
+_SMALL_TALK = """
+hello | hi there | good morning | how are you? | how is it going? | what's up? | nice to meet you | I'm bored
+tell me a joke | say something funny | tell me an interesting fact | what is the meaning of life?
+what's your name? | who are you? | are you a robot or a human? | how old are you? | where do you live?
+who created you? | who is your boss? | what company built you? | do you have any pets?
+what are your hobbies? | what is your favorite color? | do you have feelings? | what can you do?
+what can I ask you?
+"""
+
+
+def _phrases(block: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in re.split(r"[|\n]", block) if p.strip())
+
+
+CLOSINGS = _phrases(_CLOSINGS)
+"""The user is done: a turn that is one of these, more than a request to any agent, gets no route."""
+SMALL_TALK = _phrases(_SMALL_TALK)
+"""Greetings, small talk, questions about the assistant: no agent's business (less telling mid-task)."""
+
+NO_USER_MESSAGE = "no user message to route"
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE = re.compile(r"[.!?;]+(?:\s+|$)|,\s*|\s+(?:and|then|plus)\s+", re.IGNORECASE)
+_LEADING = re.compile(r"^(?:and|also|then|plus|but|so)\b\s*", re.IGNORECASE)
+_LIST = re.compile(r"^\s*[A-Z][\w ]{0,30}:\s*(?P<items>.+)$")
+
+
+class SemanticSettings(BaseModel):
+    """The model and the thresholds of the semantic engine (defaults fitted by
+    ``routeyard.router.evaluation.tuning``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    """``all-MiniLM-L6-v2`` (bundled) or a sentence-transformers folder."""
+    cache_dir: Path | None = None
+    """Where the ONNX export is kept (None: ``~/.cache/routeyard/onnx``)."""
+    threads: int = Field(default=2, ge=1)
+    """Cores the encoder uses: that many single-threaded ONNX Runtime calls at once."""
+    batch_size: int = Field(default=8, ge=1)
+    """Texts per ONNX Runtime call (sorted by length first: small batches waste little padding)."""
+    quantize: bool = True
+    """int8 matrix products: about 2.3x faster per core where the CPU has VNNI, same accuracy on the
+    development sets (within 0.5 points); False runs the exact fp32 model."""
+    min_similarity: float = 0.1
+    negative_weight: float = Field(default=0.6, ge=0)
+    closing_similarity: float = 0.4
+    closing_margin: float = 0.2
+    small_talk_in_context: float = Field(default=0.5, ge=0, le=1)
+    extra_margin: float = Field(default=0.0, ge=0)
+    clause_min_similarity: float = 0.25
+    clause_margin: float = 0.2
+    context_weight: float = Field(default=0.2, ge=0, le=1)
+    weak_context_weight: float = Field(default=1.0, ge=0, le=1)
+    weak_similarity: float = 0.3
+    strong_similarity: float = 0.5
+    context_decay: float = Field(default=1.0, ge=0, le=1)
+    """Weight of each earlier user message relative to the one after it."""
+    context_turns: int = Field(default=3, ge=0)
+    assistant_weight: float = Field(default=0.3, ge=0, le=1)
+    """Share of the assistant message in the context (0: it is not encoded at all)."""
+    assistant_words: int = Field(default=24, ge=1)
+    """Only the end of the assistant message counts (its question, usually)."""
+    max_routes: int = Field(default=3, ge=1)
+    use_examples: bool = True
+    prototype_template: str = "help me with {}"
+    """How description sentences and capability items are phrased as prototypes."""
+    closings: tuple[str, ...] = CLOSINGS
+    small_talk: tuple[str, ...] = SMALL_TALK
+    text_cache: int = Field(default=8192, ge=0)
+    """How many vectors of recent conversation texts are kept."""
+
+
+class TurnTexts(NamedTuple):
+    """The texts a turn is decided from: the last user message, its clauses (none when it has one),
+    earlier user messages (most recent first) and the end of the assistant message before it."""
+
+    last: str
+    clauses: tuple[str, ...]
+    earlier: tuple[str, ...]
+    assistant: str | None
+
+    def all(self) -> list[str]:
+        return [self.last, *self.clauses, *self.earlier, *([self.assistant] if self.assistant else [])]
+
+
+class TurnScores(NamedTuple):
+    """A turn's similarities, all ``score_turn`` needs: per agent, of the last message (agents,),
+    its clauses (clauses, agents), earlier user messages (earlier, agents) and the assistant message
+    (agents,) or None; the last message's closeness to closings and to small talk; each clause's
+    closeness to either (clauses,)."""
+
+    last: Any
+    clauses: Any
+    earlier: Any
+    assistant: Any | None
+    closing: float
+    small_talk: float
+    clause_negative: Any
+
+
+class Verdict(NamedTuple):
+    routes: list[int]
+    """Agent indices: in the order the message's clauses name them, then best first."""
+    scores: Any
+    """Per-agent scores after context mixing."""
+
+
+def turn_texts(conversation: Sequence[Message], s: SemanticSettings) -> TurnTexts | None:
+    """The last user message, its clauses, earlier user messages and the assistant message before it."""
+    users = [i for i, m in enumerate(conversation) if m.role == "user" and m.content.strip()]
+    if not users:
+        return None
+    earlier = tuple(conversation[i].content for i in reversed(users[:-1]))[: s.context_turns]
+    before = [m.content for m in conversation[: users[-1]] if m.role == "assistant" and m.content.strip()]
+    assistant = " ".join(before[-1].split()[-s.assistant_words :]) if before and s.assistant_weight > 0 else None
+    text = conversation[users[-1]].content
+    return TurnTexts(text, split_clauses(text), earlier, assistant)
+
+
+def split_clauses(text: str) -> tuple[str, ...]:
+    """The clauses of a message (of two words or more: "Yes", "Thanks" never name an agent), or ()
+    when it has fewer than two."""
+    parts = (_LEADING.sub("", p.strip()) for p in _CLAUSE.split(text))
+    clauses = tuple(p for p in parts if len(re.findall(r"\w+", p)) >= 2)
+    return clauses if len(clauses) > 1 else ()
+
+
+def agent_prototypes(agent: AgentSpec, s: SemanticSettings) -> list[str]:
+    """The texts an agent is matched against: description, its sentences and list items, examples.
+
+    Sentences and list items ("pin change", "Find a restaurant") are phrased as requests with
+    ``prototype_template`` ("help me with pin change"): that matches what users say better.
+    """
+    texts = [agent.description]
+    for sentence in _SENTENCE.split(agent.description):
+        listed = _LIST.match(sentence)
+        items = listed.group("items").rstrip(".") if listed else ""
+        parts = re.split(";" if ";" in items else ",", items) if listed else [sentence]
+        texts.extend(s.prototype_template.format(p.strip()) for p in parts if p.strip())
+    texts.extend(agent.examples if s.use_examples else ())
+    return list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+
+
+def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
+    """Routes and per-agent scores from a turn's similarities (pure: no model involved)."""
+    import numpy as np
+
+    context = _context(turn, s)
+    scores = _mix(turn, context, s)
+    best = int(np.argmax(scores))
+    top = float(scores[best])
+    negative = max(turn.closing, turn.small_talk * (1.0 if context is None else s.small_talk_in_context))
+    closing = negative >= s.closing_similarity and negative - float(turn.last.max()) >= s.closing_margin
+    if closing or top - s.negative_weight * negative < s.min_similarity:
+        return Verdict([], scores)
+    chosen = {best} | {int(i) for i in np.flatnonzero(scores >= top - s.extra_margin)}
+    named = [int(np.argmax(row)) for row in turn.clauses]  # each clause's agent, in message order
+    for agent, row, clause_negative in zip(named, turn.clauses, turn.clause_negative, strict=True):
+        second, first = np.sort(row)[-2:] if len(row) > 1 else (0.0, row.max())
+        if first >= s.clause_min_similarity and first - second >= s.clause_margin and first > clause_negative:
+            chosen.add(agent)
+    kept = sorted(chosen, key=lambda i: -float(scores[i]))[: s.max_routes]
+    return Verdict(sorted(kept, key=lambda i: named.index(i) if i in named else len(named)), scores)
+
+
+def _context(turn: TurnScores, s: SemanticSettings) -> Any | None:
+    """Per-agent similarity of the conversation before the last message (None: no conversation)."""
+    import numpy as np
+
+    parts: list[tuple[float, Any]] = []
+    earlier = turn.earlier[: s.context_turns]
+    if len(earlier):
+        decay = s.context_decay ** np.arange(len(earlier))
+        parts.append((1.0 - s.assistant_weight, (decay[:, None] * earlier).max(axis=0)))
+    if turn.assistant is not None and s.assistant_weight > 0:
+        parts.append((s.assistant_weight, turn.assistant))
+    total = sum(w for w, _ in parts)
+    return sum(w * p for w, p in parts) / total if total > 0 else None
+
+
+def _mix(turn: TurnScores, context: Any | None, s: SemanticSettings) -> Any:
+    if context is None:
+        return turn.last
+    span = max(s.strong_similarity - s.weak_similarity, 1e-6)
+    strength = min(max((float(turn.last.max()) - s.weak_similarity) / span, 0.0), 1.0)
+    w = s.weak_context_weight + strength * (s.context_weight - s.weak_context_weight)
+    return (1.0 - w) * turn.last + w * context
+
+
+class AgentIndex(NamedTuple):
+    """A catalog's prototype vectors (prototypes, dim); ``starts``: each agent's first row."""
+
+    names: tuple[str, ...]
+    vectors: Any
+    starts: Any
+
+    def similarities(self, vectors: Any) -> Any:
+        """(texts, agents): each text's best similarity over each agent's prototypes."""
+        import numpy as np
+
+        return np.maximum.reduceat(vectors @ self.vectors.T, self.starts, axis=1)
+
+
+def _turn_scores(turn: TurnTexts, vectors: dict[str, Any], index: AgentIndex, negatives: tuple[Any, Any]) -> TurnScores:
+    import numpy as np
+
+    rows = np.stack([vectors[key] for key in turn.all()])
+    sims = index.similarities(rows)
+    c, e = 1 + len(turn.clauses), 1 + len(turn.clauses) + len(turn.earlier)
+    closing, small_talk = ((rows[:c] @ group.T).max(axis=1) for group in negatives)
+    assistant = sims[e] if turn.assistant else None
+    clause_negative = np.maximum(closing[1:], small_talk[1:])
+    return TurnScores(
+        sims[0], sims[1:c], sims[c:e], assistant, float(closing[0]), float(small_talk[0]), clause_negative
+    )
+
+
+class SemanticEngine(EngineBase):
+    """Routing by embedding similarity (see the module docstring)."""
+
+    name = "semantic"
+
+    def __init__(self, settings: SemanticSettings | None = None, *, encoder: Encoder | None = None) -> None:
+        self.settings = settings or SemanticSettings()
+        self._encoder = encoder
+        self._caches: tuple[VectorCache, VectorCache] | None = None
+        self._indexes: OrderedDict[tuple[AgentSpec, ...], AgentIndex] = OrderedDict()
+        self._lock = threading.Lock()
+
+    async def __aenter__(self) -> SemanticEngine:
+        await asyncio.to_thread(self.encoder)  # load (or export) the model before the first turn
+        return self
+
+    async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
+        return await asyncio.to_thread(self.route, requests)
+
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            s = self.settings
+            self._encoder = OnnxMiniLM(
+                s.model, cache_dir=s.cache_dir, threads=s.threads, batch_size=s.batch_size, quantize=s.quantize
+            )
+        return self._encoder
+
+    def route(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
+        """Decide a batch (synchronous): one encoder call for all new texts of the batch."""
+        with self._lock:
+            turns = self.prepare(requests)
+            return [self._result(r, t) for r, t in zip(requests, turns, strict=True)]
+
+    def prepare(self, requests: Sequence[RoutingRequest]) -> list[TurnScores | None]:
+        """Each request's similarities (None: no user message, or no agents), for ``score_turn``."""
+        texts = [turn_texts(r.conversation, self.settings) if r.agents else None for r in requests]
+        vectors = self._cache()[0].get([key for t in texts if t for key in t.all()])
+        negatives = self._negatives()
+        return [
+            _turn_scores(turn, vectors, self.index(request.agents), negatives) if turn else None
+            for request, turn in zip(requests, texts, strict=True)
+        ]
+
+    def index(self, agents: tuple[AgentSpec, ...]) -> AgentIndex:
+        """The catalog's prototype vectors (each prototype text is encoded once, ever)."""
+        import numpy as np
+
+        index = self._indexes.get(agents)
+        if index is None:
+            prototypes = [agent_prototypes(a, self.settings) for a in agents]
+            texts = [p for group in prototypes for p in group]
+            vectors = self._cache()[1].get(texts)
+            starts = np.cumsum([0] + [len(p) for p in prototypes[:-1]])
+            index = AgentIndex(tuple(a.name for a in agents), np.stack([vectors[t] for t in texts]), starts)
+            self._indexes[agents] = index
+            while len(self._indexes) > 64:
+                self._indexes.popitem(last=False)
+        return index
+
+    def _cache(self) -> tuple[VectorCache, VectorCache]:
+        """(conversation texts, prototypes)"""
+        if self._caches is None:
+            encoder = self.encoder()
+            self._caches = (VectorCache(encoder, self.settings.text_cache), VectorCache(encoder, 1 << 16))
+        return self._caches
+
+    def _negatives(self) -> tuple[Any, Any]:
+        """Closing and small-talk prototype vectors (rows)."""
+        import numpy as np
+
+        cache = self._cache()[1]
+        closings, small_talk = (cache.get(g) for g in (self.settings.closings, self.settings.small_talk))
+        return np.stack(list(closings.values())), np.stack(list(small_talk.values()))
+
+    def _result(self, request: RoutingRequest, turn: TurnScores | None) -> EngineResult:
+        if turn is None:
+            return EngineResult(error=NO_USER_MESSAGE) if request.agents else EngineResult(raw_output=answer_json([]))
+        verdict = score_turn(turn, self.settings)
+        names = [a.name for a in request.agents]
+        routes = [names[i] for i in verdict.routes]
+        scores = {name: round(float(x), 4) for name, x in zip(names, verdict.scores, strict=True)}
+        confidence = min(max(scores[routes[0]], 0.0), 1.0) if routes else None
+        model = getattr(self._encoder, "name", None)
+        return EngineResult(
+            routes=routes, raw_output=answer_json(routes), confidence=confidence, scores=scores, model=model
+        )
