@@ -46,7 +46,10 @@ async def _progress(agents: Recorder, name: str, at_least: int) -> None:
 
 
 async def _responses_by_event(settings: Settings) -> collections.Counter[str]:
-    values = await read_all(settings, settings.topics.responses)
+    """How many *different* responses each event got. A record repeated byte for byte is
+    at-least-once delivery (a producer retrying a batch whose acknowledgement the cut connection
+    lost, or an outbox re-run), not a second answer: clients key responses by event id."""
+    values = set(await read_all(settings, settings.topics.responses))
     return collections.Counter(response_decoder.decode(v).event_id for v in values)
 
 
