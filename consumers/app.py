@@ -21,6 +21,7 @@ from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 from routeyard.consumers import tracing
 from routeyard.consumers.agents.agent import Agent, AgentRunner
+from routeyard.consumers.errors import ShutdownTimeout as ShutdownTimeout
 from routeyard.consumers.kafka.admin import ensure_topics
 from routeyard.consumers.kafka.bus import make_consumer, make_producer
 from routeyard.consumers.observability import HEALTH, serving, watch_lag
@@ -34,7 +35,6 @@ from routeyard.router.catalog import Catalog, load_catalog
 from routeyard.router.engines.base import DecisionEngine
 from routeyard.router.engines.fallback import FallbackEngine
 from routeyard.router.engines.rules import RulesEngine
-from routeyard.router.errors import RouteyardError
 from routeyard.router.plano.engine import PlanoEngine
 
 log = logging.getLogger(__name__)
@@ -277,13 +277,6 @@ async def _kafka(settings: Settings, topics: list[str], group: str) -> AsyncIter
             await consumer.stop()
     finally:
         await producer.stop()
-
-
-class ShutdownTimeout(RouteyardError):
-    """In-flight work did not finish within ``lifecycle.shutdown_timeout_s`` of the stop signal.
-    It was cancelled uncommitted (so it is redelivered); the process exits non-zero."""
-
-    fatal = True
 
 
 async def drained(work: Awaitable[None], stop: asyncio.Event, timeout_s: float) -> None:

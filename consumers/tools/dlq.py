@@ -26,13 +26,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from redis.asyncio import Redis
+from routeyard.consumers.errors import DlqError as DlqError
 from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
 from routeyard.consumers.settings import KafkaSettings, Settings
 from routeyard.consumers.tools.replay import read_topics
@@ -40,10 +40,6 @@ from routeyard.schemas import DeadLetter, DecodeError, Topics, dead_letter_decod
 
 REDRIVEN_KEY = "dlq:redriven"
 REDRIVE_HEADER = "routeyard-redriven-from"
-
-
-class DlqError(ValueError):
-    """Bad dlq options: an unknown id, a malformed range, a foreign source topic. Not retriable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,11 +278,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        return asyncio.run(_run(args, settings))
-    except DlqError as exc:
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(_run(args, settings))  # DlqError: exit 2 (routeyard.consumers.cli.exits)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:

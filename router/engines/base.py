@@ -26,14 +26,8 @@ from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 from routeyard.router.catalog import AgentSpec
-from routeyard.router.errors import RouteyardError
+from routeyard.router.errors import EngineDead as EngineDead
 from routeyard.schemas import Message
-
-
-class EngineDead(RouteyardError, RuntimeError):
-    """The engine cannot decide anything any more. Not retriable: the worker must exit."""
-
-    fatal = True
 
 
 class RoutingRequest(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from routeyard.router.errors import RouteyardError
+from routeyard.router.errors import EncoderUnavailable
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -50,12 +50,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
-
-
-class EncoderUnavailable(RouteyardError, RuntimeError):
-    """The embedding model cannot be loaded (missing folder or library). Not retriable."""
-
-    fatal = True
 
 
 @runtime_checkable

@@ -40,17 +40,13 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
-from routeyard.router.engines.base import EngineDead
+from routeyard.router.errors import VllmEngineDead
 from routeyard.router.plano.engine import Generation
 from routeyard.router.plano.route_schema import mean_confidence, plano_grammar, route_json_schema
 
 __all__ = ["VllmEngineDead", "VllmGenerator", "VllmSettings"]
 
 Constraint = Literal["json_schema", "plano_grammar"]
-
-
-class VllmEngineDead(EngineDead):
-    """The vLLM engine process died. Not retriable: exit so a supervisor restarts the worker."""
 
 
 class VllmSettings(BaseModel):
