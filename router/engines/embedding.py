@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from routeyard.router.errors import EncoderUnavailable
+from routeyard.router.settings import DEFAULT_MODEL
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -47,7 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
 
