@@ -9,7 +9,7 @@ import asyncio
 import sys
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -107,7 +107,7 @@ def _eval_configs(args: argparse.Namespace, settings: Settings) -> list[tuple[st
     return [*runs, (name if name != runs[0][0] else f"{name} #2", second)]
 
 
-def _with_engine(settings: Settings, engine: str, fallback: list[str]) -> Settings:
+def _with_engine(settings: Settings, engine: str, fallback: Sequence[str]) -> Settings:
     router = settings.router.model_copy(update={"engine": engine, "fallback": list(fallback)})
     return settings.model_copy(update={"router": router})
 
