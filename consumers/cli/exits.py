@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from aiokafka.errors import KafkaConnectionError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from routeyard.consumers.errors import (
     CatalogError,
     DatasetError,
@@ -25,6 +24,7 @@ from routeyard.consumers.errors import (
     TurnTimeout,
     UsageError,
 )
+from routeyard.consumers.stores.connection import failure as redis_failure
 
 
 class ExitStatus(NamedTuple):
@@ -33,17 +33,15 @@ class ExitStatus(NamedTuple):
     """Printed on stderr; empty: nothing is printed."""
 
 
+_CANNOT_CONNECT = "routeyard: cannot connect: {exc} (check --bootstrap / --redis or ROUTEYARD_* settings)"
 _RULES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
     ((KeyboardInterrupt,), 130, ""),
     ((EncoderUnavailable,), 2, "routeyard: {exc} (or choose another engine: --engine rules)"),
     ((CatalogError, DatasetError, UsageError), 2, "routeyard: {exc}"),
     ((TurnRejected, TurnTimeout), 1, "routeyard send: {exc}"),
-    (
-        (KafkaConnectionError, RedisConnectionError),
-        1,
-        "routeyard: cannot connect: {exc} (check --bootstrap / --redis or ROUTEYARD_* settings)",
-    ),
+    ((KafkaConnectionError,), 1, _CANNOT_CONNECT),
 )
+"""(classes, exit status, message); the first that matches wins. Redis's: see ``exit_status``."""
 
 
 def exit_status(exc: BaseException) -> ExitStatus | None:
@@ -51,4 +49,6 @@ def exit_status(exc: BaseException) -> ExitStatus | None:
     for classes, code, message in _RULES:
         if isinstance(exc, classes):
             return ExitStatus(code, message.format(exc=exc))
+    if redis_failure(exc) in ("denied", "unreachable"):
+        return ExitStatus(1, _CANNOT_CONNECT.format(exc=exc))
     return None

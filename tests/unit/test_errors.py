@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from redis import exceptions as redis_exceptions
 from redis.exceptions import ConnectionError as RedisConnectionError
 from routeyard.consumers import errors
 from routeyard.consumers.cli.exits import exit_status
@@ -76,3 +77,21 @@ def test_the_command_exits_by_the_map(capsys: pytest.CaptureFixture[str]) -> Non
 )
 def test_the_tree_says_what_a_worker_does(exc: BaseException, action: Action) -> None:
     assert classify(exc) is action
+
+
+@pytest.mark.parametrize(
+    ("exc", "action", "exit_code"),
+    [
+        (redis_exceptions.AuthenticationError("WRONGPASS"), Action.EXIT, 1),
+        (redis_exceptions.AuthorizationError("NOPERM"), Action.EXIT, 1),
+        (redis_exceptions.ConnectionError("refused"), Action.RETRY, 1),
+        (redis_exceptions.BusyLoadingError("LOADING"), Action.RETRY, 1),
+        (redis_exceptions.TimeoutError("timed out"), Action.RETRY, None),
+        (redis_exceptions.ReadOnlyError("READONLY"), Action.RETRY, None),
+        (redis_exceptions.ResponseError("WRONGTYPE"), Action.DEAD_LETTER, None),
+    ],
+)
+def test_redis_errors_are_read_by_the_stores_room(exc: BaseException, action: Action, exit_code: int | None) -> None:
+    assert classify(exc) is action
+    status = exit_status(exc)
+    assert (status.code if status else None) == exit_code
