@@ -207,17 +207,12 @@ def _fraction(text: str) -> float:
 
 
 def _tune(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.router.engines.embedding import EncoderUnavailable
     from routeyard.router.evaluation.tuning import tune
 
     base = settings.semantic
     print(f"routeyard tune: encoding {args.dataset.name} with {base.model} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
-    try:
-        result = tune(args.dataset, base, None if args.all else args.limit, args.seed, holdout=args.holdout)
-    except (OSError, ValueError, EncoderUnavailable) as exc:
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
+    result = tune(args.dataset, base, None if args.all else args.limit, args.seed, holdout=args.holdout)
     changed = result.changed(base)
     lines = [f"ROUTEYARD_SEMANTIC__{name.upper()}={value}" for name, value in sorted(changed.items())]
     print(
