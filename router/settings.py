@@ -69,8 +69,8 @@ class SemanticSettings(BaseModel):
     batch_size: int = Field(default=8, ge=1)
     """Texts per ONNX Runtime call (sorted by length first: small batches waste little padding)."""
     quantize: bool = True
-    """int8 matrix products: about 2.3x faster per core where the CPU has VNNI, same accuracy on the
-    development sets (within 0.5 points); False runs the exact fp32 model."""
+    """int8 matrix products: faster where the CPU has VNNI, the same accuracy on the development
+    sets (bench/README.md); False runs the exact fp32 model."""
     min_similarity: float = 0.1
     negative_weight: float = Field(default=0.6, ge=0)
     closing_similarity: float = 0.4

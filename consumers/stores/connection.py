@@ -43,8 +43,8 @@ class _HiredisPacking:
     """Commands packed by hiredis with their arguments as they are. redis-py's asyncio
     connections (8.2, as installed) pack with hiredis too, but encode each argument in Python first: a
     batch's script call has hundreds of arguments, and that loop was the router's and the
-    correlator's largest single CPU cost (``bench/redis_packing.py``: this packs it in under half
-    the time)."""
+    correlator's largest single CPU cost; handing them to hiredis as they are is faster
+    (``bench/redis_packing.py``; figures in bench/README.md)."""
 
     _serializer = HiredisRespSerializer()  # type: ignore[no-untyped-call]
 

@@ -67,8 +67,9 @@ return due
 
 class Done(msgspec.Struct, frozen=True, array_like=True):
     """What is left of a finished correlation: who it belonged to and how it ended. A MessagePack
-    array (a state is a map), so one read tells them apart. The full state's ``context`` copy made
-    a finished turn cost 8 KB and more for ``dedup_ttl_s``; this is under 200 bytes."""
+    array (a state is a map), so one read tells them apart. Keeping the full state, with its copy of
+    the context, for ``dedup_ttl_s`` cost many times more (bench/redis_bytes.py); this stays under
+    200 bytes."""
 
     event_id: str
     conversation_id: str
