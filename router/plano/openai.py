@@ -172,6 +172,10 @@ class OpenAIGenerator:
         self._random = random.Random()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
+    def prefix_cache_hit_rate(self) -> float | None:
+        """None: the server's cache is its own (vLLM publishes it on its /metrics)."""
+        return None
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
