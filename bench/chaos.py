@@ -69,7 +69,7 @@ from routeyard.consumers.settings import Settings  # noqa: E402
 from routeyard.router.catalog import load_catalog  # noqa: E402
 from routeyard.schemas import response_decoder  # noqa: E402
 
-CATALOG = ROOT / "consumers" / "demo" / "catalog.yaml"
+CATALOG = ROOT / "consumers" / "dev" / "demo" / "catalog.yaml"
 AGENTS = [f"routeyard.consumers.dev.demo.agents:{name}" for name in ("weather", "restaurant", "messaging")]
 ROLES = {
     "router": ["worker", "router"],
