@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from routeyard.router.engines.base import RoutingRequest  # noqa: E402
 from routeyard.router.engines.embedding import OnnxMiniLM  # noqa: E402
 from routeyard.router.engines.semantic import SemanticEngine, SemanticSettings  # noqa: E402
-from routeyard.router.evaluation.tuning import load_cases  # noqa: E402
+from routeyard.router.evaluation.evaluate import load_cases  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "sgd_dev_routing_distract4.jsonl.gz"
 
@@ -146,7 +146,7 @@ async def main() -> None:
         f"{os.cpu_count()} CPUs on this machine"
     )
     cases = load_cases(args.data)
-    requests = [c.request for c in cases]
+    requests = [c.request() for c in cases]
     agents = statistics.mean(len(r.agents) for r in requests)
     turns = statistics.mean(len(r.conversation) for r in requests)
     print(f"{args.data.name}: {len(requests)} turns, {agents:.1f} agents and {turns:.1f} messages on average")

@@ -12,20 +12,18 @@ import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from redis.asyncio import Redis
-from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
-from redis.connection import HiredisRespSerializer
-from redis.utils import HIREDIS_AVAILABLE
 from routeyard.consumers import tracing
 from routeyard.consumers.agents.agent import Agent, AgentRunner
+from routeyard.consumers.errors import ShutdownTimeout as ShutdownTimeout
 from routeyard.consumers.kafka.admin import ensure_topics
 from routeyard.consumers.kafka.bus import make_consumer, make_producer
 from routeyard.consumers.observability import HEALTH, serving, watch_lag
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.circuits import CircuitStore
+from routeyard.consumers.stores.connection import Redis, redis_client
+from routeyard.consumers.stores.connection import connect_redis as connect_redis
 from routeyard.consumers.stores.context import ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore
 from routeyard.consumers.workers.correlator import Correlator
@@ -34,7 +32,6 @@ from routeyard.router.catalog import Catalog, load_catalog
 from routeyard.router.engines.base import DecisionEngine
 from routeyard.router.engines.fallback import FallbackEngine
 from routeyard.router.engines.rules import RulesEngine
-from routeyard.router.errors import RouteyardError
 from routeyard.router.plano.engine import PlanoEngine
 
 log = logging.getLogger(__name__)
@@ -99,60 +96,6 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
             name="openai",
         )
     raise ValueError(f"unknown engine {name!r}")
-
-
-class _HiredisPacking:
-    """Commands packed by hiredis. redis-py's asyncio connections pack in Python, one argument
-    at a time (its sync ones use hiredis): a batch's script call has hundreds of arguments, and
-    packing them was the router's and the correlator's largest single CPU cost."""
-
-    _serializer = HiredisRespSerializer()
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return self._serializer.pack(*args)
-
-
-class _HiredisConnection(_HiredisPacking, Connection):
-    pass
-
-
-class _HiredisSSLConnection(_HiredisPacking, SSLConnection):
-    pass
-
-
-class _HiredisUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
-    pass
-
-
-_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
-    Connection: _HiredisConnection,
-    SSLConnection: _HiredisSSLConnection,
-    UnixDomainSocketConnection: _HiredisUnixConnection,
-}
-
-
-def connect_redis(url: str, **options: Any) -> Redis:
-    """``Redis.from_url``, with commands packed by hiredis where it is installed."""
-    client = Redis.from_url(url, **options)
-    pool = client.connection_pool  # the url picks the class (tcp, TLS, unix socket); no connection made yet
-    if HIREDIS_AVAILABLE and pool.connection_class in _PACKING:
-        pool.connection_class = _PACKING[pool.connection_class]
-    return client
-
-
-@contextlib.asynccontextmanager
-async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
-    client = connect_redis(
-        settings.redis.url.get_secret_value(),
-        socket_timeout=10,
-        socket_connect_timeout=5,
-        **settings.redis.client_options(),
-    )
-    try:
-        await client.ping()
-        yield client
-    finally:
-        await client.aclose()
 
 
 def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationStore]:
@@ -277,13 +220,6 @@ async def _kafka(settings: Settings, topics: list[str], group: str) -> AsyncIter
             await consumer.stop()
     finally:
         await producer.stop()
-
-
-class ShutdownTimeout(RouteyardError):
-    """In-flight work did not finish within ``lifecycle.shutdown_timeout_s`` of the stop signal.
-    It was cancelled uncommitted (so it is redelivered); the process exits non-zero."""
-
-    fatal = True
 
 
 async def drained(work: Awaitable[None], stop: asyncio.Event, timeout_s: float) -> None:

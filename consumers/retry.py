@@ -37,11 +37,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
-from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, ReadOnlyError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from routeyard.consumers.metrics import METRICS
 from routeyard.consumers.settings import Settings
+from routeyard.consumers.stores.connection import failure as redis_failure
 from routeyard.router.errors import RouteyardError
 
 log = logging.getLogger(__name__)
@@ -56,14 +54,9 @@ class Action(enum.Enum):
 
 
 _RETRIABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError,  # includes BusyLoadingError (a restarted server loading its AOF)
-    RedisTimeoutError,
-    BusyLoadingError,
-    ReadOnlyError,  # a replica promoted a moment late
     ConnectionError,  # OSError family: refused, reset, broken pipe
     TimeoutError,  # asyncio.TimeoutError is TimeoutError on 3.11
 )
-_NEVER_RETRY: tuple[type[BaseException], ...] = (AuthenticationError, AuthorizationError)
 _RECORD_FAULT: tuple[type[BaseException], ...] = (MessageSizeTooLargeError,)
 """Kafka errors caused by one record (its outcome is too large to publish), not by the client."""
 
@@ -73,8 +66,9 @@ def classify(exc: BaseException) -> Action:
         if exc.retriable:
             return Action.RETRY
         return Action.EXIT if exc.fatal else Action.DEAD_LETTER
-    if isinstance(exc, _NEVER_RETRY):
-        return Action.EXIT
+    redis = redis_failure(exc)  # Redis: auth refused -> exit; unreachable, loading, timeout, read-only -> retry
+    if redis is not None:
+        return Action.EXIT if redis == "denied" else Action.RETRY
     if isinstance(exc, KafkaError) and not isinstance(exc, _RECORD_FAULT):
         return Action.RETRY if getattr(exc, "retriable", False) else Action.EXIT
     if isinstance(exc, _RETRIABLE):

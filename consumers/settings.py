@@ -17,9 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
-from routeyard.router.engines.semantic import SemanticSettings
-from routeyard.router.plano.openai import OpenAISettings
-from routeyard.router.plano.vllm import VllmSettings
+from routeyard.router.settings import OpenAISettings, SemanticSettings, VllmSettings
 from routeyard.schemas import Topics
 
 

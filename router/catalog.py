@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from routeyard.router.errors import RouteyardError
+from routeyard.router.errors import CatalogError as CatalogError
 from routeyard.schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -37,12 +37,6 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
 _LATER_FIELDS = ("retries", "fallback")
-
-
-class CatalogError(RouteyardError, ValueError):
-    """The catalog file is missing, unreadable or invalid. Not retriable: fix the file."""
-
-    fatal = True
 
 
 def parse_duration(value: Any) -> float:

@@ -1,22 +1,34 @@
 """The error tree: every routeyard error says whether retrying can help.
 
+The router layer's errors are defined here; the consumers layer's (the client's, the command
+line's) are in ``routeyard.consumers.errors``, which re-exports these too and draws the whole tree::
+
     RouteyardError                  retriable=False, fatal=False: the input is at fault -> dead letter
-    |-- InvalidEvent                (routeyard.consumers.workers.router) decoded but cannot be routed
-    |-- CatalogError                (routeyard.router.catalog) an impossible catalog; raised at boot   fatal
-    |-- EngineDead                  (routeyard.router.engines.base) the engine is gone for good               fatal
-    |   '-- VllmEngineDead
-    |-- EncoderUnavailable          (routeyard.router.engines.embedding) model or library missing               fatal
+    |-- DatasetError                an evaluation dataset missing or malformed (eval, tune)
+    |-- CatalogError                an impossible catalog; raised at boot                     fatal
+    |-- EngineDead                  the engine is gone for good                               fatal
+    |   '-- VllmEngineDead          the vLLM engine process died                              fatal
+    |-- EncoderUnavailable          the embedding model or its libraries are missing          fatal
     '-- DependencyUnavailable       Redis or the broker cannot be reached for now             retriable
 
 ``routeyard.consumers.retry.classify`` is the one place that turns any exception (these, and the Redis,
-Kafka and msgspec ones) into an action: retry with backoff, dead-letter, or exit the process.
+Kafka and msgspec ones) into an action: retry with backoff, dead-letter, or exit the process;
+``routeyard.consumers.cli.exits`` is the one place that turns them into the command's exit status.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = ["DependencyUnavailable", "RouteyardError"]
+__all__ = [
+    "CatalogError",
+    "DatasetError",
+    "DependencyUnavailable",
+    "EncoderUnavailable",
+    "EngineDead",
+    "RouteyardError",
+    "VllmEngineDead",
+]
 
 
 class RouteyardError(Exception):
@@ -29,6 +41,32 @@ class RouteyardError(Exception):
 
     retriable: ClassVar[bool] = False
     fatal: ClassVar[bool] = False
+
+
+class DatasetError(RouteyardError, ValueError):
+    """The dataset is missing, unreadable or malformed. Not retriable: fix the file or the path."""
+
+
+class CatalogError(RouteyardError, ValueError):
+    """The catalog file is missing, unreadable or invalid. Not retriable: fix the file."""
+
+    fatal = True
+
+
+class EngineDead(RouteyardError, RuntimeError):
+    """The engine cannot decide anything any more. Not retriable: the worker must exit."""
+
+    fatal = True
+
+
+class VllmEngineDead(EngineDead):
+    """The vLLM engine process died. Not retriable: exit so a supervisor restarts the worker."""
+
+
+class EncoderUnavailable(RouteyardError, RuntimeError):
+    """The embedding model cannot be loaded (missing folder or library). Not retriable."""
+
+    fatal = True
 
 
 class DependencyUnavailable(RouteyardError):

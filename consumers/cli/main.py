@@ -30,30 +30,22 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
-from aiokafka.errors import KafkaConnectionError
-from redis.exceptions import ConnectionError as RedisConnectionError
 from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.cli import offline
+from routeyard.consumers.cli.exits import exit_status
+from routeyard.consumers.errors import SettingsFileError, TurnRejected
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
-from routeyard.router.catalog import CatalogError, load_catalog
-from routeyard.router.engines.embedding import EncoderUnavailable
-
-if TYPE_CHECKING:
-    pass
+from routeyard.router.catalog import load_catalog
 
 ENGINES: tuple[str, ...] = typing.get_args(EngineName)
 
 
 DEV_ENGINE: EngineName = "semantic"
 """The engine of `routeyard dev` and `demo` when none is chosen: it needs no GPU and no network."""
-
-
-class SettingsFileError(ValueError):
-    """--env-file names no file."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,19 +58,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         result: int = args.func(args, settings)
         return result
-    except (CatalogError, SettingsFileError) as exc:
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
-    except EncoderUnavailable as exc:
-        print(f"routeyard: {exc} (or choose another engine: --engine rules)", file=sys.stderr)
-        return 2
-    except (KafkaConnectionError, RedisConnectionError) as exc:
-        print(
-            f"routeyard: cannot connect: {exc} (check --bootstrap / --redis or ROUTEYARD_* settings)", file=sys.stderr
-        )
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except (Exception, KeyboardInterrupt) as exc:
+        status = exit_status(exc)
+        if status is None:
+            raise
+        if status.message:
+            print(status.message, file=sys.stderr)
+        return status.code
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -259,7 +245,7 @@ def _agent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.consumers.client import RouteyardClient, TurnRejected, TurnTimeout
+    from routeyard.consumers.client import RouteyardClient
 
     async def send() -> int:
         async with RouteyardClient(
@@ -273,14 +259,9 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
             if not args.wait:
                 await client.publish([event])
                 return 0
-            try:
-                (response,) = await client.ask_many([event], timeout=args.timeout)
-            except TurnTimeout as exc:
-                print(f"routeyard send: {exc}", file=sys.stderr)
-                return 1
+            (response,) = await client.ask_many([event], timeout=args.timeout)  # TurnTimeout: exit 1
             if response.status == "rejected":
-                print(f"routeyard send: {TurnRejected(event.event_id, response.reason or '')}", file=sys.stderr)
-                return 1
+                raise TurnRejected(event.event_id, response.reason or "")
             print(msgspec.json.format(msgspec.json.encode(response)).decode())
             return 0
 

@@ -9,11 +9,12 @@ import asyncio
 import sys
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from routeyard.consumers.errors import DatasetError, UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.router.catalog import load_catalog
 
@@ -70,15 +71,10 @@ def _positive(text: str) -> int:
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.router.evaluation.evaluate import load_cases
 
-    try:
-        runs = _eval_configs(args, settings)
-        cases = load_cases(args.dataset, limit=args.limit, sample=args.sample, seed=args.seed)
-    except ValueError as exc:  # DatasetError, a bad --compare, an invalid env file
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
+    runs = _eval_configs(args, settings)
+    cases = load_cases(args.dataset, limit=args.limit, sample=args.sample, seed=args.seed)
     if not cases:
-        print(f"routeyard: {args.dataset}: no cases", file=sys.stderr)
-        return 2
+        raise DatasetError(f"{args.dataset}: no cases")
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     reports = [
         (name, asyncio.run(_score_engine(s, cases, args.batch_size, _ProgressBar(name, show)))) for name, s in runs
@@ -98,17 +94,20 @@ def _eval_configs(args: argparse.Namespace, settings: Settings) -> list[tuple[st
     if args.compare is None:
         return runs
     if Path(args.compare).is_file():
-        second = Settings(_env_file=args.compare)
+        try:
+            second = Settings(_env_file=args.compare)
+        except ValueError as exc:  # pydantic's ValidationError
+            raise UsageError(str(exc)) from None
         name = Path(args.compare).name
     elif args.compare in ENGINES:
         second = _with_engine(settings, args.compare, fallback)
         name = _chain_name(second)
     else:
-        raise ValueError(f"--compare {args.compare!r} is neither an engine ({', '.join(ENGINES)}) nor an env file")
+        raise UsageError(f"--compare {args.compare!r} is neither an engine ({', '.join(ENGINES)}) nor an env file")
     return [*runs, (name if name != runs[0][0] else f"{name} #2", second)]
 
 
-def _with_engine(settings: Settings, engine: str, fallback: list[str]) -> Settings:
+def _with_engine(settings: Settings, engine: str, fallback: Sequence[str]) -> Settings:
     router = settings.router.model_copy(update={"engine": engine, "fallback": list(fallback)})
     return settings.model_copy(update={"router": router})
 
@@ -208,17 +207,12 @@ def _fraction(text: str) -> float:
 
 
 def _tune(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.router.engines.embedding import EncoderUnavailable
     from routeyard.router.evaluation.tuning import tune
 
     base = settings.semantic
     print(f"routeyard tune: encoding {args.dataset.name} with {base.model} ...", file=sys.stderr, flush=True)
     started = time.monotonic()
-    try:
-        result = tune(args.dataset, base, None if args.all else args.limit, args.seed, holdout=args.holdout)
-    except (OSError, ValueError, EncoderUnavailable) as exc:
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
+    result = tune(args.dataset, base, None if args.all else args.limit, args.seed, holdout=args.holdout)
     changed = result.changed(base)
     lines = [f"ROUTEYARD_SEMANTIC__{name.upper()}={value}" for name, value in sorted(changed.items())]
     print(
@@ -277,22 +271,18 @@ def _count(text: str) -> int:
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.consumers.tools.replay import ReplayError, Selection, shadow_topics
-    from routeyard.consumers.tools.replay_report import LabelsError, load_labels, replay_markdown, write_report
+    from routeyard.consumers.tools.replay import Selection, shadow_topics
+    from routeyard.consumers.tools.replay_report import load_labels, replay_markdown, write_report
 
     fallback: list[str] = list(args.fallback if args.fallback is not None else settings.router.fallback)
     candidate = _with_engine(settings, args.engine or settings.router.engine, fallback)
-    try:
-        labels = load_labels(args.labels) if args.labels else None
-        selection = Selection(since=args.since, until=args.until, skip=args.skip, limit=args.limit)
-        selection.check()
-        if args.dispatch_prefix is not None:
-            shadow_topics(settings.topic_prefix, args.dispatch_prefix)  # refuse before starting the engine
-        catalog = load_catalog(candidate.router.catalog)
-        report = asyncio.run(_run_replay(candidate, catalog, selection, labels, args.dispatch_prefix))
-    except (ReplayError, LabelsError) as exc:
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
+    labels = load_labels(args.labels) if args.labels else None
+    selection = Selection(since=args.since, until=args.until, skip=args.skip, limit=args.limit)
+    selection.check()
+    if args.dispatch_prefix is not None:
+        shadow_topics(settings.topic_prefix, args.dispatch_prefix)  # refuse before starting the engine
+    catalog = load_catalog(candidate.router.catalog)
+    report = asyncio.run(_run_replay(candidate, catalog, selection, labels, args.dispatch_prefix))
     markdown = replay_markdown(report, examples=args.examples)
     print(markdown)
     if args.out:

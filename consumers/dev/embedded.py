@@ -34,14 +34,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
+from routeyard.consumers.errors import EmbeddedServerError
+
 __all__ = ["EmbeddedBroker", "EmbeddedServerError", "EmbeddedValkey", "free_port"]
 
 _PR_SET_PDEATHSIG = 1
 _LIVE: set[_EmbeddedServer] = set()  # not yet stopped: atexit stops them
-
-
-class EmbeddedServerError(RuntimeError):
-    """An embedded server is unavailable or failed to start. Not retriable."""
 
 
 class _ExitedEarly(EmbeddedServerError):

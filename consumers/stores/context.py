@@ -27,8 +27,8 @@ from routeyard.schemas import Message
 
 SEEN_IDS_KEPT = 128
 """Append ids remembered per conversation (at least twice ``max_messages``). 128 is Redis's
-``zset-max-listpack-entries``: up to it the sorted set keeps its compact encoding (1.8 KB at
-128 ids); past it, a skiplist of about 90 bytes per id - bigger than the context it guards. 128
+``zset-max-listpack-entries``: up to it the sorted set keeps its compact encoding; past it, a
+skiplist, bigger than the context it guards (figures: bench/README.md). 128
 ids cover the last 64 turns (a user turn and its agents' replies are one id each), while a
 redelivered event comes back within seconds or minutes."""
 DEFAULT_MAX_BYTES = 512 * 1024

@@ -24,6 +24,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import msgspec
 from aiokafka import AIOKafkaProducer
@@ -66,8 +67,9 @@ return due
 
 class Done(msgspec.Struct, frozen=True, array_like=True):
     """What is left of a finished correlation: who it belonged to and how it ended. A MessagePack
-    array (a state is a map), so one read tells them apart. The full state's ``context`` copy made
-    a finished turn cost 8 KB and more for ``dedup_ttl_s``; this is under 200 bytes."""
+    array (a state is a map), so one read tells them apart. Keeping the full state, with its copy of
+    the context, for ``dedup_ttl_s`` cost many times more (bench/redis_bytes.py); this stays under
+    200 bytes."""
 
     event_id: str
     conversation_id: str
@@ -104,7 +106,8 @@ class CorrelationStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        return list(await self._redis.mget(keys))
+        values = await self._redis.mget(keys)  # bytes: the client does not decode responses
+        return list(cast("list[bytes | None]", values))
 
     async def write_many(self, writes: Sequence[Write], now: float) -> list[bytes | None]:
         """Compare-and-set each state (one script call for the batch): the bytes stored where it
@@ -271,12 +274,11 @@ class Outbox:
             raws = dict(zip(keys, await self._store.get_many(keys), strict=True)) if keys else {}
             writes = []
             for key in list(pending):
-                raw, state = known.pop(key) if key in known else (raws[key], None)
+                raw, stored = known.pop(key) if key in known else (raws[key], None)
                 if raw is None:
                     pending.pop(key)
                     continue
-                if state is None:
-                    state = decode_state(raw)
+                state = stored if stored is not None else decode_state(raw)
                 if isinstance(state, Done):  # already finished and shrunk
                     pending.pop(key)
                     continue

@@ -26,24 +26,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from routeyard.consumers.errors import DlqError as DlqError
 from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
 from routeyard.consumers.settings import KafkaSettings, Settings
+from routeyard.consumers.stores.connection import Redis
+from routeyard.consumers.stores.redriven import RedrivenSet
 from routeyard.consumers.tools.replay import read_topics
 from routeyard.schemas import DeadLetter, DecodeError, Topics, dead_letter_decoder
 
-REDRIVEN_KEY = "dlq:redriven"
 REDRIVE_HEADER = "routeyard-redriven-from"
-
-
-class DlqError(ValueError):
-    """Bad dlq options: an unknown id, a malformed range, a foreign source topic. Not retriable."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +166,9 @@ async def redrive(settings: Settings, redis: Redis, letters: Sequence[Letter], *
     )
     if foreign:
         raise DlqError(f"dead letters from topics outside prefix {settings.topic_prefix!r}: {', '.join(foreign)}")
-    key = f"{settings.namespace}:{REDRIVEN_KEY}"
+    redriven = RedrivenSet(redis, settings.namespace)
     if dry_run:
-        done = await redis.smismember(key, [x.id for x in letters]) if letters else []
+        done = await redriven.seen([x.id for x in letters])
         return Redrive(
             published=[x for x, seen in zip(letters, done, strict=True) if not seen],
             already=[x for x, seen in zip(letters, done, strict=True) if seen],
@@ -181,19 +177,19 @@ async def redrive(settings: Settings, redis: Redis, letters: Sequence[Letter], *
     claimed: list[Letter] = []
     already: list[Letter] = []
     for letter in letters:
-        (claimed if await redis.sadd(key, letter.id) else already).append(letter)
+        (claimed if await redriven.claim(letter.id) else already).append(letter)
     if claimed:
-        await _publish(settings, claimed, redis, key)
+        await _publish(settings, claimed, redriven)
     return Redrive(published=claimed, already=already, refused=refused)
 
 
-async def _publish(settings: Settings, letters: Sequence[Letter], redis: Redis, key: str) -> None:
+async def _publish(settings: Settings, letters: Sequence[Letter], redriven: RedrivenSet) -> None:
     producer = make_producer(settings.kafka)
     await producer.start()
     try:
         await publish(producer, [_outgoing(x) for x in letters])
     except BaseException:
-        await redis.srem(key, *[x.id for x in letters])  # not published: may be re-driven again
+        await redriven.release([x.id for x in letters])  # not published: may be re-driven again
         raise
     finally:
         await producer.stop()
@@ -282,11 +278,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 
 
 def _dlq(args: argparse.Namespace, settings: Settings) -> int:
-    try:
-        return asyncio.run(_run(args, settings))
-    except DlqError as exc:
-        print(f"routeyard: {exc}", file=sys.stderr)
-        return 2
+    return asyncio.run(_run(args, settings))  # DlqError: exit 2 (routeyard.consumers.cli.exits)
 
 
 async def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -302,7 +294,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _replay(args: argparse.Namespace, settings: Settings, letters: list[Letter]) -> int:
-    from routeyard.consumers.app import redis_client
+    from routeyard.consumers.stores.connection import redis_client
 
     filtered = any([args.stage, args.since, args.ids, args.partition is not None, args.offsets])
     if not filtered and not args.all:

@@ -15,13 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from routeyard.consumers.errors import PlotsUnavailable as PlotsUnavailable
 from routeyard.router.engines.scoring import OTHER, Report, confusion_matrix
 
 _ANNOTATE_MAX_CELLS = 400
-
-
-class PlotsUnavailable(RuntimeError):
-    """matplotlib is not installed. Not retriable: ``pip install matplotlib``."""
 
 
 def write_plots(runs: Sequence[tuple[str, Report]], out: Path, *, top: int = 15) -> list[Path]:

@@ -37,6 +37,7 @@ from typing import TypeVar
 
 import msgspec
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from routeyard.consumers.errors import ReplayError as ReplayError
 from routeyard.consumers.kafka.admin import ensure_topics
 from routeyard.consumers.kafka.bus import Outgoing, Record, fetch, make_consumer, make_producer, publish
 from routeyard.consumers.settings import KafkaSettings, Settings
@@ -73,10 +74,6 @@ _MAX_RECORDS = 1000
 _PATIENCE_S = 30.0
 """How long to wait for partitions short of their high watermark before giving up on them."""
 _T = TypeVar("_T")
-
-
-class ReplayError(ValueError):
-    """Bad replay options: a negative or inverted selection, a refused dispatch prefix. Not retriable."""
 
 
 class Selection(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
+from routeyard.consumers.errors import LabelsError as LabelsError
 from routeyard.consumers.kafka.bus import Record
 from routeyard.router.engines.scoring import Report, compare_markdown, score
 from routeyard.router.evaluation.evaluate import Case, Outcome
@@ -49,10 +50,6 @@ CHANGE_LABELS = {
 }
 NAMES = ("recorded", "candidate")
 TEXT_CHARS = 100
-
-
-class LabelsError(ValueError):
-    """The labels file is missing, unreadable or malformed. Not retriable: fix the file."""
 
 
 class TurnComparison(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,14 +26,8 @@ from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 from routeyard.router.catalog import AgentSpec
-from routeyard.router.errors import RouteyardError
+from routeyard.router.errors import EngineDead as EngineDead
 from routeyard.schemas import Message
-
-
-class EngineDead(RouteyardError, RuntimeError):
-    """The engine cannot decide anything any more. Not retriable: the worker must exit."""
-
-    fatal = True
 
 
 class RoutingRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +69,11 @@ class DecisionEngine(Protocol):
 
     async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]: ...
 
+    def prefix_cache_hit_rate(self) -> float | None:
+        """Share of prompt tokens served from the engine's prefix cache so far; None where the
+        engine has no prefix cache or has not reported yet (an optional capability)."""
+        ...
+
     async def __aenter__(self) -> DecisionEngine: ...
 
     async def __aexit__(
@@ -86,9 +85,13 @@ class DecisionEngine(Protocol):
 
 
 class EngineBase:
-    """Convenience base: a no-op context manager. Engines with resources override these."""
+    """Convenience base: a no-op context manager and no optional capabilities. Engines with
+    resources or capabilities override these."""
 
     name = "engine"
+
+    def prefix_cache_hit_rate(self) -> float | None:
+        return None
 
     async def __aenter__(self) -> Self:
         return self

@@ -7,7 +7,7 @@
   Runtime, the ``tokenizers`` fast tokenizer and the folder's pooling. The export needs torch and
   transformers; once the ONNX file exists only ``onnxruntime``, ``tokenizers`` and ``numpy`` are.
   One intra-op thread by default: steady on a busy machine. ``quantize=True`` runs int8 matrix
-  products (about 1.5-2x faster where the CPU has VNNI; vectors within about 0.99 cosine).
+  products: faster where the CPU has VNNI, vectors close to fp32's (figures: bench/README.md).
 - ``TorchEncoder``: the same folder run by sentence-transformers (needs torch).
 - ``VectorCache``: vectors of texts already seen, so each is encoded once.
 
@@ -31,7 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from routeyard.router.errors import RouteyardError
+from routeyard.router.errors import EncoderUnavailable
+from routeyard.router.settings import DEFAULT_MODEL
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -47,15 +48,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
-
-
-class EncoderUnavailable(RouteyardError, RuntimeError):
-    """The embedding model cannot be loaded (missing folder or library). Not retriable."""
-
-    fatal = True
 
 
 @runtime_checkable
@@ -211,9 +205,8 @@ class OnnxMiniLM:
             quantize_onnx(exported, self.onnx_path)
         self._np = _import("numpy")
         # Data parallel: one single-threaded session, run on ``threads`` batches at once (ONNX
-        # Runtime allows concurrent runs and releases the GIL). On 2 cores that encodes about 1.3x
-        # the texts per second of one session with 2 intra-op threads: small matrices split
-        # across threads waste more than they gain.
+        # Runtime allows concurrent runs and releases the GIL): small matrices split across
+        # intra-op threads waste more than they gain (bench/README.md, semantic.py).
         self._session = _session(self.onnx_path, 1)
         self._threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="onnx") if threads > 1 else None

@@ -39,8 +39,8 @@ class FallbackEngine:
         await self._stack.aclose()
 
     def prefix_cache_hit_rate(self) -> float | None:
-        rate = getattr(self.engines[0], "prefix_cache_hit_rate", None)
-        return rate() if callable(rate) else None
+        """The first engine's: the one that decides unless it fails."""
+        return self.engines[0].prefix_cache_hit_rate()
 
     async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
         results: list[EngineResult | None] = [None] * len(requests)

@@ -31,40 +31,16 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
 from routeyard.router.catalog import AgentSpec
 from routeyard.router.engines.base import EngineBase, EngineResult, RoutingRequest
-from routeyard.router.engines.embedding import DEFAULT_MODEL, Encoder, OnnxMiniLM, VectorCache
+from routeyard.router.engines.embedding import Encoder, OnnxMiniLM, VectorCache
 from routeyard.router.plano.parse import answer_json
+from routeyard.router.settings import CLOSINGS, SMALL_TALK, SemanticSettings
 from routeyard.schemas import Message
 
 __all__ = ["CLOSINGS", "SMALL_TALK", "SemanticEngine", "SemanticSettings", "TurnScores", "TurnTexts", "score_turn"]
-
-_CLOSINGS = """
-thanks | thank you very much | thanks, that's all I need | no, that is all, thank you | nothing else, thanks
-that's everything, thank you | goodbye | bye, see you later | have a nice day | ok, great, thanks for your help
-"""
-_SMALL_TALK = """
-hello | hi there | good morning | how are you? | how is it going? | what's up? | nice to meet you | I'm bored
-tell me a joke | say something funny | tell me an interesting fact | what is the meaning of life?
-what's your name? | who are you? | are you a robot or a human? | how old are you? | where do you live?
-who created you? | who is your boss? | what company built you? | do you have any pets?
-what are your hobbies? | what is your favorite color? | do you have feelings? | what can you do?
-what can I ask you?
-"""
-
-
-def _phrases(block: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in re.split(r"[|\n]", block) if p.strip())
-
-
-CLOSINGS = _phrases(_CLOSINGS)
-"""The user is done: a turn that is one of these, more than a request to any agent, gets no route."""
-SMALL_TALK = _phrases(_SMALL_TALK)
-"""Greetings, small talk, questions about the assistant: no agent's business (less telling mid-task)."""
 
 NO_USER_MESSAGE = "no user message to route"
 
@@ -72,52 +48,6 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _CLAUSE = re.compile(r"[.!?;]+(?:\s+|$)|,\s*|\s+(?:and|then|plus)\s+", re.IGNORECASE)
 _LEADING = re.compile(r"^(?:and|also|then|plus|but|so)\b\s*", re.IGNORECASE)
 _LIST = re.compile(r"^\s*[A-Z][\w ]{0,30}:\s*(?P<items>.+)$")
-
-
-class SemanticSettings(BaseModel):
-    """The model and the thresholds of the semantic engine (defaults fitted by
-    ``routeyard.router.evaluation.tuning``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    model: str = DEFAULT_MODEL
-    """``all-MiniLM-L6-v2`` (bundled) or a sentence-transformers folder."""
-    cache_dir: Path | None = None
-    """Where the ONNX export is kept (None: ``~/.cache/routeyard/onnx``)."""
-    threads: int = Field(default=2, ge=1)
-    """Cores the encoder uses: that many single-threaded ONNX Runtime calls at once."""
-    batch_size: int = Field(default=8, ge=1)
-    """Texts per ONNX Runtime call (sorted by length first: small batches waste little padding)."""
-    quantize: bool = True
-    """int8 matrix products: about 2.3x faster per core where the CPU has VNNI, same accuracy on the
-    development sets (within 0.5 points); False runs the exact fp32 model."""
-    min_similarity: float = 0.1
-    negative_weight: float = Field(default=0.6, ge=0)
-    closing_similarity: float = 0.4
-    closing_margin: float = 0.2
-    small_talk_in_context: float = Field(default=0.5, ge=0, le=1)
-    extra_margin: float = Field(default=0.0, ge=0)
-    clause_min_similarity: float = 0.25
-    clause_margin: float = 0.2
-    context_weight: float = Field(default=0.2, ge=0, le=1)
-    weak_context_weight: float = Field(default=1.0, ge=0, le=1)
-    weak_similarity: float = 0.3
-    strong_similarity: float = 0.5
-    context_decay: float = Field(default=1.0, ge=0, le=1)
-    """Weight of each earlier user message relative to the one after it."""
-    context_turns: int = Field(default=3, ge=0)
-    assistant_weight: float = Field(default=0.3, ge=0, le=1)
-    """Share of the assistant message in the context (0: it is not encoded at all)."""
-    assistant_words: int = Field(default=24, ge=1)
-    """Only the end of the assistant message counts (its question, usually)."""
-    max_routes: int = Field(default=3, ge=1)
-    use_examples: bool = True
-    prototype_template: str = "help me with {}"
-    """How description sentences and capability items are phrased as prototypes."""
-    closings: tuple[str, ...] = CLOSINGS
-    small_talk: tuple[str, ...] = SMALL_TALK
-    text_cache: int = Field(default=8192, ge=0)
-    """How many vectors of recent conversation texts are kept."""
 
 
 class TurnTexts(NamedTuple):

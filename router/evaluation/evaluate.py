@@ -33,7 +33,9 @@ from pathlib import Path
 import msgspec
 from pydantic import ValidationError
 from routeyard.router.catalog import AgentSpec
-from routeyard.router.engines.base import DecisionEngine, EngineDead, EngineResult, RoutingRequest
+from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
+from routeyard.router.errors import DatasetError as DatasetError
+from routeyard.router.errors import EngineDead
 from routeyard.router.plano.parse import known_routes
 from routeyard.schemas import Message
 
@@ -41,10 +43,6 @@ Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` before the first batch and after each one."""
 
 _GZIP_MAGIC = b"\x1f\x8b"
-
-
-class DatasetError(ValueError):
-    """The dataset is missing, unreadable or malformed. Not retriable: fix the file or the path."""
 
 
 class Case(msgspec.Struct, frozen=True, kw_only=True):

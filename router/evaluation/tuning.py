@@ -1,36 +1,32 @@
 """Fitting the semantic engine's thresholds on labelled conversations (``routeyard tune DATASET``).
 
-A dataset is JSON Lines (gzip when the name ends in ``.gz``), one case a line::
-
-    {"id": str, "agents": [{"name", "description", "examples"?}], "conversation": [{"role", "content"}],
-     "expected_routes": [str], "tags": [str]}
+The dataset is the one ``routeyard eval`` reads, loaded by the same function
+(``routeyard.router.evaluation.evaluate.load_cases``: JSON Lines, gzip or plain).
 
 Every case's texts are encoded once (``SemanticEngine.prepare``); each candidate setting is then
 scored from those similarities by ``score_turn`` alone, so a coordinate search over ``DEFAULT_GRID``
 takes seconds. The objective is exact set-match accuracy: a case is right when the predicted
 routes, as a set, equal the expected ones.
 
-Errors: ``OSError`` for an unreadable file, ``ValueError`` for a malformed case (with its line).
+Errors: ``DatasetError`` for a missing, unreadable or malformed file (with its line), for a case
+with no user message, and for a dataset too small to hold some cases out.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from routeyard.router.catalog import AgentSpec
-from routeyard.router.engines.base import RoutingRequest
 from routeyard.router.engines.embedding import Encoder
 from routeyard.router.engines.semantic import SemanticEngine, SemanticSettings, TurnScores, score_turn
-from routeyard.schemas import Message
+from routeyard.router.errors import DatasetError
+from routeyard.router.evaluation.evaluate import Case, load_cases
 
-__all__ = ["DEFAULT_GRID", "Accuracy", "Case", "TuneResult", "accuracy", "load_cases", "prepare", "search", "tune"]
+__all__ = ["DEFAULT_GRID", "Accuracy", "TuneResult", "accuracy", "prepare", "search", "tune"]
 
 DEFAULT_GRID: dict[str, tuple[float, ...]] = {
     "min_similarity": (0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
@@ -52,12 +48,6 @@ DEFAULT_GRID: dict[str, tuple[float, ...]] = {
 """The candidate values tried for each setting (one setting at a time, the others held)."""
 
 KEY_TAGS = ("context_dependent", "multi_intent", "negative", "follow_up", "first_turn")
-
-
-class Case(NamedTuple):
-    request: RoutingRequest
-    expected: frozenset[str]
-    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -107,37 +97,12 @@ class TuneResult:
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def load_cases(path: str | Path, limit: int | None = None, seed: int = 0) -> list[Case]:
-    """The cases of a JSONL(.gz) file; a random sample of ``limit`` of them (by ``seed``) if given."""
-    path = Path(path)
-    opener: Any = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        cases = [_case(line, n) for n, line in enumerate(lines, 1) if line.strip()]
-    if limit is not None and limit < len(cases):
-        cases = random.Random(seed).sample(cases, limit)
-    return cases
-
-
-def _case(line: str, number: int) -> Case:
-    try:
-        data = json.loads(line)
-        agents = tuple(
-            AgentSpec(name=a["name"], description=a["description"], examples=tuple(a.get("examples", ())))
-            for a in data["agents"]
-        )
-        conversation = [Message(role=m["role"], content=m["content"]) for m in data["conversation"]]
-        request = RoutingRequest(event_id=str(data.get("id", number)), conversation=conversation, agents=agents)
-        return Case(request, frozenset(data["expected_routes"]), tuple(data.get("tags", ())))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"line {number}: not a routing case: {exc}") from None
-
-
 def prepare(cases: Sequence[Case], settings: SemanticSettings, encoder: Encoder | None = None) -> list[TurnScores]:
     """Every case's similarities, its texts encoded once (context as long as ``settings`` allow)."""
     engine = SemanticEngine(settings.model_copy(update={"text_cache": 0}), encoder=encoder)
-    turns = engine.prepare([c.request for c in cases])
+    turns = engine.prepare([c.request() for c in cases])
     if any(t is None for t in turns):
-        raise ValueError("a case has no user message to route")
+        raise DatasetError("a case has no user message to route")
     return [t for t in turns if t is not None]
 
 
@@ -146,7 +111,7 @@ def accuracy(cases: Sequence[Case], turns: Sequence[TurnScores], settings: Seman
     total: Counter[str] = Counter()
     outcomes: Counter[tuple[bool, bool]] = Counter()  # (expected none, predicted none)
     for case, turn in zip(cases, turns, strict=True):
-        names = [a.name for a in case.request.agents]
+        names = [a.name for a in case.agents]
         predicted = frozenset(names[i] for i in score_turn(turn, settings).routes)
         for tag in ("", *case.tags):
             total[tag] += 1
@@ -203,12 +168,12 @@ def tune(
     if not 0.0 <= holdout < 1.0:
         raise ValueError(f"holdout must be in [0, 1), got {holdout}")
     base = base or SemanticSettings()
-    cases = load_cases(path, limit, seed)
+    cases = load_cases(path, sample=limit, seed=seed)
     if not cases:
-        raise ValueError(f"{path}: no cases")
+        raise DatasetError(f"{path}: no cases")
     kept = len(cases) - int(len(cases) * holdout) if holdout else len(cases)
     if kept < 1:
-        raise ValueError(f"holdout {holdout} leaves no case to fit on")
+        raise DatasetError(f"holdout {holdout} leaves no case to fit on")
     if held_count := len(cases) - kept:
         cases = random.Random(seed).sample(cases, len(cases))  # the held-out share: a random one
     cases, held = cases[:kept], cases[kept:]

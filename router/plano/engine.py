@@ -43,6 +43,11 @@ class TextGenerator(Protocol):
         (for constrained decoding)."""
         ...
 
+    def prefix_cache_hit_rate(self) -> float | None:
+        """Share of prompt tokens served from the backend's prefix cache so far; None where it
+        reports none."""
+        ...
+
 
 class PlanoEngine(EngineBase):
     name = "plano"
@@ -76,8 +81,7 @@ class PlanoEngine(EngineBase):
 
     def prefix_cache_hit_rate(self) -> float | None:
         """The backend's prefix-cache hit rate so far, where it reports one."""
-        rate = getattr(self.generator, "prefix_cache_hit_rate", None)
-        return rate() if callable(rate) else None
+        return self.generator.prefix_cache_hit_rate()
 
     async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
         prompts = [self.prompts.build(r.agents, r.conversation) for r in requests]

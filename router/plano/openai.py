@@ -40,48 +40,19 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import httpx
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from routeyard.router.plano.engine import Generation
 from routeyard.router.plano.route_schema import mean_confidence, plano_grammar, route_json_schema
+from routeyard.router.settings import OpenAIConstraint, OpenAISettings
 
 __all__ = ["OpenAIGenerator", "OpenAISettings"]
 
 logger = logging.getLogger(__name__)
 
-Constraint = Literal["plano_grammar", "json_schema", "none"]
-
-
-class OpenAISettings(BaseModel):
-    """Where the server is and how to ask it."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    base_url: str = "http://127.0.0.1:8000/v1"
-    model: str = "katanemo/Plano-Orchestrator-4B"
-    api_key: SecretStr | None = None
-    timeout_s: float = Field(default=30.0, gt=0)
-    """Per attempt, the whole exchange (connect to last byte)."""
-    max_concurrency: int = Field(default=16, ge=1)
-    """Requests in flight at once for this generator (so for any one batch)."""
-    retries: int = Field(default=3, ge=0)
-    """Further attempts after the first, for retriable failures only."""
-    backoff_s: float = Field(default=0.2, ge=0)
-    backoff_max_s: float = Field(default=5.0, ge=0)
-    retry_after_max_s: float = Field(default=30.0, ge=0)
-    """A server asking to wait longer than this gets no retry: the request fails at once."""
-    max_tokens: int = Field(default=48, ge=1)
-    temperature: float = Field(default=0.01, ge=0)
-    """Plano's."""
-    constraint: Constraint = "plano_grammar"
-    max_routes: int | None = Field(default=None, ge=0)
-    """At most this many routes per answer (default: as many as the turn has agents)."""
-    logprobs: bool = True
-    chat_template_kwargs: dict[str, Any] | None = None
-    """vLLM's ``chat_template_kwargs``, sent when set (e.g. ``{"enable_thinking": False}``); Plano sends none."""
+Constraint = OpenAIConstraint
 
 
 class _TokenLogprob(msgspec.Struct):
@@ -200,6 +171,10 @@ class OpenAIGenerator:
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         self._random = random.Random()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def prefix_cache_hit_rate(self) -> float | None:
+        """None: the server's cache is its own (vLLM publishes it on its /metrics)."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -37,70 +37,16 @@ import asyncio
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
-from routeyard.router.engines.base import EngineDead
+from routeyard.router.errors import VllmEngineDead
 from routeyard.router.plano.engine import Generation
 from routeyard.router.plano.route_schema import mean_confidence, plano_grammar, route_json_schema
+from routeyard.router.settings import VllmConstraint, VllmSettings
 
 __all__ = ["VllmEngineDead", "VllmGenerator", "VllmSettings"]
 
-Constraint = Literal["json_schema", "plano_grammar"]
-
-
-class VllmEngineDead(EngineDead):
-    """The vLLM engine process died. Not retriable: exit so a supervisor restarts the worker."""
-
-
-class VllmSettings(BaseModel):
-    """How to run the model (``ROUTEYARD_VLLM__*``). ``engine_kwargs`` go to ``AsyncEngineArgs`` as they are."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
-
-    model: str = "katanemo/Plano-Orchestrator-4B"
-    tokenizer: str | None = None
-    dtype: str = "auto"
-    gpu_memory_utilization: float = 0.9
-    max_model_len: int | None = None
-    tensor_parallel_size: int = 1
-    enforce_eager: bool = False
-    max_tokens: int = 48
-    temperature: float = 0.01
-    """Plano's."""
-    max_num_seqs: int | None = None
-    enable_prefix_caching: bool = True
-    block_size: int | None = None
-    structured_output_backend: str = "xgrammar"
-    constraint: Constraint = "plano_grammar"
-    max_routes: int | None = None
-    """At most this many routes per answer (default: as many as the turn has agents)."""
-    seed: int = 0
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict)
-
-    def engine_args(self) -> dict[str, Any]:
-        """Keyword arguments for ``AsyncEngineArgs``."""
-        args: dict[str, Any] = {
-            "model": self.model,
-            "tokenizer": self.tokenizer,
-            "dtype": self.dtype,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "max_model_len": self.max_model_len,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "enforce_eager": self.enforce_eager,
-            "enable_prefix_caching": self.enable_prefix_caching,
-            "seed": self.seed,
-            "disable_log_stats": False,
-            "structured_outputs_config": {
-                "backend": self.structured_output_backend,
-                "disable_any_whitespace": True,
-            },
-        }
-        if self.max_num_seqs is not None:
-            args["max_num_seqs"] = self.max_num_seqs
-        if self.block_size is not None:
-            args["block_size"] = self.block_size
-        return {**args, **self.engine_kwargs}
+Constraint = VllmConstraint
 
 
 class _PrefixCacheCounter:

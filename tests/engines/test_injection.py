@@ -44,6 +44,9 @@ class Fooled:
 
     model = "fooled"
 
+    def prefix_cache_hit_rate(self) -> float | None:
+        return None
+
     async def generate(self, prompts: Sequence[str], agents: Sequence[Sequence[str]]) -> list[Generation]:
         assert len(prompts) == len(INJECTIONS)
         named = [re.findall(r"\b([A-Z][A-Za-z]*Agent)\b", text) for text in INJECTIONS]

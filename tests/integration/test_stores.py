@@ -13,8 +13,8 @@ import msgspec
 import pytest
 import redis.asyncio as redis
 from routeyard.consumers.agents.agent import _Marks
-from routeyard.consumers.app import _HiredisPacking, connect_redis
 from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.stores.connection import _HiredisPacking, connect_redis
 from routeyard.consumers.stores.context import Append, ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
 from routeyard.router.correlation import Correlation, Effect, start

@@ -344,3 +344,37 @@ async def test_an_engine_answering_the_wrong_number_of_results_is_an_error() -> 
         await run_engine(Short(), _cases()[:2])
     with pytest.raises(ValueError, match="batch_size"):
         await run_engine(Short(), _cases(), batch_size=0)
+
+
+# -- one loader for eval and tune -----------------------------------------------------------------
+
+
+class _WordEncoder:
+    """Bag of words hashed into 64 dimensions, L2-normalised: enough for tune to run."""
+
+    name = "words"
+
+    def encode(self, texts: Sequence[str]) -> Any:
+        import numpy as np
+
+        rows = np.zeros((len(texts), 64), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                rows[i, sum(word.encode()) % 64] += 1.0
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return rows / np.where(norms == 0, 1, norms)
+
+
+def test_tune_reads_datasets_with_evals_loader(tmp_path: Path) -> None:
+    """tune accepts what eval accepts (a gzip file whatever its name) and refuses what it refuses,
+    naming the file and line."""
+    from routeyard.router.evaluation.tuning import tune
+    from routeyard.router.settings import SemanticSettings
+
+    lines = [_line(i, ["Weather"] if i % 2 else []) for i in range(6)]
+    path = _write(tmp_path / "cases.jsonl", lines, gz=True)  # gzip, though not named .gz
+    result = tune(path, SemanticSettings(), limit=None, encoder=_WordEncoder(), grid={"min_similarity": (0.1, 0.9)})
+    assert result.best.cases == 6
+    bad = _write(tmp_path / "bad.jsonl", [*lines, _line(6, ["Nobody"])])
+    with pytest.raises(DatasetError, match=r"bad\.jsonl:7: expected route\(s\) Nobody"):
+        tune(bad, SemanticSettings(), limit=None, encoder=_WordEncoder())

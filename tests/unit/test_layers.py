@@ -1,8 +1,9 @@
 """The layer direction ``schemas`` <- ``router`` <- ``consumers``, checked on the source with ``ast``.
 
 ``schemas`` is what agents in other languages depend on: no routeyard layer above it and no I/O
-library. ``router`` decides and knows nothing about Kafka or Redis. Every layer imports routeyard's
-own modules as ``routeyard.*`` (one namespace: a user's ``schemas`` or ``router`` never collides).
+library. ``router`` decides and knows nothing about Kafka or Redis. Inside ``consumers``, only the
+stores room (``consumers/stores/``) imports redis. Every layer imports routeyard's own modules as
+``routeyard.*`` (one namespace: a user's ``schemas`` or ``router`` never collides).
 """
 
 from __future__ import annotations
@@ -80,6 +81,23 @@ def outside_the_namespace(root: Path = ROOT) -> list[str]:
     return found
 
 
+def outside_its_room(distribution: str, room: str, root: Path = ROOT) -> list[str]:
+    """Imports of ``distribution`` by consumers modules outside ``consumers/<room>/``."""
+    found = []
+    for path in sorted((root / "consumers").rglob("*.py")):
+        if path.relative_to(root / "consumers").parts[0] == room:
+            continue
+        for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
+            if _top(module) == distribution:
+                found.append(f"{path.relative_to(root)}:{line}: imports {module}")
+    return found
+
+
+def test_only_the_stores_room_imports_redis() -> None:
+    found = outside_its_room("redis", "stores")
+    assert not found, "only consumers/stores/ may import redis:\n" + "\n".join(found)
+
+
 def test_every_layer_imports_routeyard_modules_by_their_namespace() -> None:
     found = outside_the_namespace()
     assert not found, "import routeyard's modules as routeyard.*:\n" + "\n".join(found)
@@ -146,6 +164,19 @@ def test_violations_name_file_and_line(tmp_path: Path) -> None:
         "router/sub/bad.py:5: imports routeyard.consumers",
     ]
     assert violations("schemas", root=tmp_path) == []
+
+
+def test_imports_outside_their_room_are_found(tmp_path: Path) -> None:
+    (tmp_path / "consumers" / "stores").mkdir(parents=True)
+    (tmp_path / "consumers" / "tools").mkdir()
+    (tmp_path / "consumers" / "stores" / "ok.py").write_text("from redis.asyncio import Redis\n")
+    (tmp_path / "consumers" / "app.py").write_text("import json\nimport redis.exceptions\n")
+    (tmp_path / "consumers" / "tools" / "ok.py").write_text("from routeyard.consumers.stores import connection\n")
+    (tmp_path / "consumers" / "tools" / "worse.py").write_text("def f():\n    from redis import Redis\n")
+    assert outside_its_room("redis", "stores", root=tmp_path) == [
+        "consumers/app.py:2: imports redis.exceptions",
+        "consumers/tools/worse.py:2: imports redis",
+    ]
 
 
 def test_bare_layer_names_are_found(tmp_path: Path) -> None:

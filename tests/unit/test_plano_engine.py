@@ -25,9 +25,13 @@ CATALOG = catalog_from_dict(
 class Scripted:
     model = "scripted"
 
-    def __init__(self, answers: list[Generation]) -> None:
+    def __init__(self, answers: list[Generation], hit_rate: float | None = None) -> None:
         self.answers = answers
         self.calls: list[tuple[list[str], list[list[str]]]] = []
+        self.hit_rate = hit_rate
+
+    def prefix_cache_hit_rate(self) -> float | None:
+        return self.hit_rate
 
     async def generate(self, prompts: Sequence[str], agents: Sequence[Sequence[str]]) -> list[Generation]:
         self.calls.append((list(prompts), [list(a) for a in agents]))
@@ -82,3 +86,15 @@ async def test_restricted_turn_gets_a_prompt_with_only_its_agents() -> None:
     prompt = generator.calls[0][0][0]
     assert '"name": "CodeAgent"' in prompt and "WeatherAgent" not in prompt
     assert prompt.startswith("\n") and '"parameters"' in prompt  # Plano's gateway dialect
+
+
+def test_prefix_cache_hit_rate_is_the_generators_through_the_fallback_chain() -> None:
+    from routeyard.router.engines.fallback import FallbackEngine
+    from routeyard.router.engines.rules import RulesEngine
+    from routeyard.router.plano.openai import OpenAIGenerator, OpenAISettings
+
+    plano = PlanoEngine(Scripted([], hit_rate=0.75))
+    assert plano.prefix_cache_hit_rate() == 0.75
+    assert FallbackEngine([plano, RulesEngine()]).prefix_cache_hit_rate() == 0.75
+    assert FallbackEngine([RulesEngine(), plano]).prefix_cache_hit_rate() is None  # the first engine's
+    assert PlanoEngine(OpenAIGenerator(OpenAISettings())).prefix_cache_hit_rate() is None
