@@ -36,10 +36,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, ReadOnlyError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from routeyard.consumers.kafka.errors import KafkaError, MessageSizeTooLargeError
 from routeyard.consumers.metrics import METRICS
 from routeyard.consumers.settings import Settings
 from routeyard.router.errors import RouteyardError

@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.cli import offline
+from routeyard.consumers.kafka.errors import KafkaConnectionError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
 from routeyard.router.catalog import CatalogError, load_catalog

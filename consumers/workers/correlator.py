@@ -27,9 +27,16 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from routeyard.consumers import tracing
-from routeyard.consumers.kafka.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
+from routeyard.consumers.kafka.bus import (
+    Consumer,
+    Outgoing,
+    Producer,
+    Record,
+    consume_batches,
+    dead_letter,
+    dead_letterer,
+)
 from routeyard.consumers.metrics import METRICS, Phases, child
 from routeyard.consumers.retry import backoff_for, retrying
 from routeyard.consumers.settings import Settings
@@ -69,8 +76,8 @@ class Correlator:
         self,
         *,
         settings: Settings,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         context: ContextStore,
         store: CorrelationStore,
         circuits: CircuitStore | None = None,
@@ -148,7 +155,7 @@ class Correlator:
             why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
             dead += [dead_letter(r, self._topics.dead_letters, stage="correlate", error=why) for r in sources[key]]
         if dead:
-            await publish(self._producer, dead)
+            await self._producer.publish(dead)
             child(METRICS.dead_letters, stage="correlate").inc(len(dead))
 
     async def _catch_up(self, stop: asyncio.Event, patience_s: float = CATCH_UP_PATIENCE_S) -> None:

@@ -21,9 +21,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from routeyard.consumers import tracing
-from routeyard.consumers.kafka.bus import Record, consume_batches
+from routeyard.consumers.kafka.bus import Consumer, Producer, Record, consume_batches
 from routeyard.consumers.metrics import METRICS, Phases, child
 from routeyard.consumers.retry import backoff_for
 from routeyard.consumers.settings import Settings
@@ -176,8 +175,8 @@ class RouterWorker:
         settings: Settings,
         catalog: Catalog,
         engine: DecisionEngine,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         context: ContextStore,
         store: CorrelationStore,
         circuits: CircuitStore | None = None,

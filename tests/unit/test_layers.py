@@ -153,3 +153,39 @@ def test_bare_layer_names_are_found(tmp_path: Path) -> None:
         (tmp_path / layer).mkdir()
     (tmp_path / "router" / "bad.py").write_text("from schemas import encode\nfrom routeyard.schemas import Topics\n")
     assert outside_the_namespace(tmp_path) == ["router/bad.py:1: imports schemas"]
+
+
+# -- rooms: a library imported in one folder only -------------------------------------------------
+
+ONLY_IN: dict[str, str] = {"aiokafka": "consumers/kafka"}
+"""A distribution and the only folder whose modules may import it (the bus seam: kafka/)."""
+
+
+def outside_its_room(library: str, room: str, root: Path = ROOT) -> list[str]:
+    found = []
+    for layer in LAYERS:
+        for path in sorted((root / layer).rglob("*.py")):
+            if path.is_relative_to(root / room):
+                continue
+            for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
+                if _top(module) == library:
+                    found.append(f"{path.relative_to(root)}:{line}: imports {module}")
+    return found
+
+
+@pytest.mark.parametrize(("library", "room"), sorted(ONLY_IN.items()))
+def test_library_is_imported_only_in_its_room(library: str, room: str) -> None:
+    found = outside_its_room(library, room)
+    assert not found, f"only {room}/ may import {library}:\n" + "\n".join(found)
+
+
+def test_outside_its_room_finds_imports_elsewhere(tmp_path: Path) -> None:
+    for folder in ("schemas", "router", "consumers/kafka", "consumers/workers"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "consumers" / "kafka" / "aio.py").write_text("from aiokafka import AIOKafkaProducer\n")
+    (tmp_path / "consumers" / "workers" / "w.py").write_text("import json\nfrom aiokafka.errors import KafkaError\n")
+    (tmp_path / "router" / "r.py").write_text("def f():\n    import aiokafka\n")
+    assert outside_its_room("aiokafka", "consumers/kafka", tmp_path) == [
+        "router/r.py:2: imports aiokafka",
+        "consumers/workers/w.py:2: imports aiokafka.errors",
+    ]
