@@ -84,6 +84,12 @@ class MemoryBus:
 
     drain = idle
 
+    async def joined(self, group: str, members: int, timeout: float = 10.0) -> None:
+        """Wait until ``group`` has ``members`` live members."""
+        async with asyncio.timeout(timeout):
+            while len(self._groups[group].members if group in self._groups else ()) < members:
+                await self.changed(None)
+
     def _settled(self) -> bool:
         for group in self._groups.values():
             for p in group.partitions(self):
@@ -112,8 +118,11 @@ class MemoryBus:
         changed.set()
 
     async def changed(self, timeout: float | None) -> None:
+        """Until the next ``notify`` or ``timeout`` s. (``asyncio.timeout``, not ``wait_for``: on 3.11
+        ``wait_for`` may swallow a cancellation that races the event, and a reader never stops.)"""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
 
 class _Group:
