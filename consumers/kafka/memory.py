@@ -97,12 +97,14 @@ class MemoryBus:
                     return False
         return True
 
-    def append(self, messages: Iterable[Outgoing]) -> None:
+    def append(self, messages: Iterable[Outgoing], *, limit: int = MAX_REQUEST_SIZE) -> list[Record]:
+        """Publish: all or none (each record within ``limit`` bytes); returns the records written."""
         messages = list(messages)
         for m in messages:
-            if not fits(m):
-                raise MessageSizeTooLargeError(f"a record for {m.topic} is larger than {MAX_REQUEST_SIZE} bytes")
+            if not fits(m, limit):
+                raise MessageSizeTooLargeError(f"a record for {m.topic} is larger than {limit} bytes")
         now = int(time.time() * 1000)
+        written = []
         for m in messages:
             logs = self._logs.setdefault(m.topic, [[] for _ in range(self._auto)])
             key = m.key.encode() if m.key is not None else None
@@ -110,7 +112,9 @@ class MemoryBus:
             log_ = logs[part]
             headers = tuple(m.headers or ())
             log_.append(Record(m.topic, part, len(log_), key, m.value, headers, now))
+            written.append(log_[-1])
         self.notify()
+        return written
 
     def notify(self) -> None:
         """Wake every waiting fetch (and ``idle``): something was published, joined, left or committed."""

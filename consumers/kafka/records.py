@@ -42,10 +42,11 @@ class Outgoing(msgspec.Struct, frozen=True):
     headers: list[tuple[str, bytes]] | None = None
 
 
-def fits(m: Outgoing) -> bool:
-    """Whether the broker can take ``m`` (its record, headers included, within ``MAX_REQUEST_SIZE``)."""
+def fits(m: Outgoing, limit: int = MAX_REQUEST_SIZE) -> bool:
+    """Whether the broker can take ``m`` (its record, headers included, within ``limit``)."""
     key = m.key.encode() if m.key is not None else None
-    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, m.headers or []) <= MAX_REQUEST_SIZE
+    size: int = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, m.headers or [])
+    return size <= limit
 
 
 @functools.lru_cache(maxsize=1 << 16)

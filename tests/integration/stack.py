@@ -15,13 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from routeyard.consumers.agents.agent import Agent, agent
 from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
 from routeyard.consumers.client import RouteyardClient
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.kafka.aio import KafkaBus
-from routeyard.consumers.kafka.bus import Bus, Producer
+from routeyard.consumers.kafka.bus import Bus, Outgoing, Producer
 from routeyard.consumers.kafka.memory import MemoryBus
 from routeyard.consumers.settings import Settings
 from routeyard.router.catalog import Catalog, catalog_from_dict
@@ -77,6 +77,24 @@ async def joined(settings: Settings, group: str, members: int, seconds: float) -
         await bus.joined(group, members)
     else:
         await asyncio.sleep(seconds)
+
+
+async def send(
+    settings: Settings, topic: str, values: Sequence[bytes], keys: Sequence[str | None] = (), *, limit: int = 1 << 20
+) -> list[tuple[int, int]]:
+    """Publish raw records one at a time, as any producer could (each up to ``limit`` bytes);
+    returns each one's (partition, offset)."""
+    keyed = [Outgoing(topic=topic, value=v, key=keys[i] if keys else None) for i, v in enumerate(values)]
+    bus = memory(settings)
+    if bus is not None:
+        return [(r.partition, r.offset) for m in keyed for r in bus.append([m], limit=limit)]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, max_request_size=limit)
+    await producer.start()
+    try:
+        sent = [await producer.send_and_wait(topic, m.value, key=m.key.encode() if m.key else None) for m in keyed]
+    finally:
+        await producer.stop()
+    return [(m.partition, m.offset) for m in sent]
 
 
 @contextlib.asynccontextmanager
