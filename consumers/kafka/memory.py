@@ -6,7 +6,9 @@ offsets and share the partitions of their topics among their live members (round
 order they joined); a member gives a partition up at its next fetch (its revoked callback runs
 first) and the next owner starts at the committed offset, so what a stopped member did not
 commit is delivered again. A fetch waits until records arrive or its timeout passes: publishes,
-joins, leaves and commits wake it. ``idle()`` waits until every group has committed everything.
+joins, leaves and commits wake it. ``idle()`` waits until every group has committed everything;
+``quiet()`` until every member of a group waits in a fetch with nothing to read (its handlers
+may still be running: an agent's tasks).
 
     bus = MemoryBus()
     async with RouteyardClient(bus=bus) as client: ...
@@ -39,6 +41,8 @@ class MemoryBus:
         self._logs: dict[str, list[list[Record]]] = {}
         self._groups: dict[str, _Group] = {}
         self._changed = asyncio.Event()
+        self._parked: set[MemoryConsumer] = set()
+        """Group members whose last fetch found nothing to read, with nothing published since."""
 
     def producer(self) -> MemoryProducer:
         return MemoryProducer(self)
@@ -84,6 +88,17 @@ class MemoryBus:
 
     drain = idle
 
+    async def quiet(self, timeout: float = 10.0) -> None:
+        """Wait until every live group member waits in a fetch with nothing to read."""
+        async with asyncio.timeout(timeout):
+            while not all(m in self._parked for g in self._groups.values() for m in g.members):
+                await self.changed(None)
+
+    def park(self, member: MemoryConsumer) -> None:
+        if member not in self._parked:
+            self._parked.add(member)
+            self._wake()
+
     async def joined(self, group: str, members: int, timeout: float = 10.0) -> None:
         """Wait until ``group`` has ``members`` live members."""
         async with asyncio.timeout(timeout):
@@ -118,6 +133,10 @@ class MemoryBus:
 
     def notify(self) -> None:
         """Wake every waiting fetch (and ``idle``): something was published, joined, left or committed."""
+        self._parked.clear()
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -206,6 +225,8 @@ class MemoryConsumer:
             await self._rebalance()
             records = self._take(max_records)
             left = deadline - time.monotonic()
+            if not records and self._group is not None:
+                self._bus.park(self)
             if records or left <= 0:
                 return records
             await self._bus.changed(left)

@@ -176,10 +176,10 @@ async def running(
 
 async def read_all(settings: Settings, topic: str, *, settle: float = 0.5) -> list[bytes]:
     """Every record on a topic, from the beginning (waits ``settle`` s with nothing new; on the
-    memory bus, until every consumer group is drained)."""
+    memory bus, until every consumer waits with nothing to read)."""
     bus = memory(settings)
     if bus is not None:
-        await bus.idle()
+        await bus.quiet()
         return [r.value or b"" for r in bus.records(topic)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap,
