@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, TypeGuard, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
@@ -65,7 +65,7 @@ class Agent:
         return await asyncio.to_thread(self.handler, task)  # type: ignore[arg-type]
 
 
-def _is_async(handler: Handler) -> bool:
+def _is_async(handler: Handler) -> TypeGuard[Callable[[AgentTask], Awaitable[str | None]]]:
     call = type(handler).__call__ if not inspect.isroutine(handler) else handler
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 

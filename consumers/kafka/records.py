@@ -52,4 +52,5 @@ def fits(m: Outgoing, limit: int = MAX_REQUEST_SIZE) -> bool:
 @functools.lru_cache(maxsize=1 << 16)
 def partition_of(key: bytes, count: int) -> int:
     """The partition of ``key`` among ``count`` partitions, as Kafka's default partitioner picks it."""
-    return (murmur2(key) & 0x7FFFFFFF) % count  # type: ignore[no-untyped-call]
+    digest: int = murmur2(key)
+    return (digest & 0x7FFFFFFF) % count

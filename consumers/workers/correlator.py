@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
 from routeyard.consumers import tracing
@@ -138,12 +139,12 @@ class Correlator:
         phases.done("decode")
         refused: dict[str, dict[int, str]] = {}
 
-        def record(state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
+        def record_replies(state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
             step, refused[key] = self._record(state, replies[key], now, blocked)
             return step
 
         try:
-            strays, finished = await self._apply(replies, record, phases)
+            strays, finished = await self._apply(replies, record_replies, phases)
         finally:
             for span in spans:
                 span.end()
@@ -174,7 +175,7 @@ class Correlator:
         """Every assigned replies partition read up to its high watermark (none assigned: nothing to read)."""
         partitions = self._consumer.assignment()
         if not partitions:
-            return bool(self._consumer.subscription()) and time.monotonic() - self._born > GROUP_JOIN_GRACE_S
+            return self._consumer.subscribed() and time.monotonic() - self._born > GROUP_JOIN_GRACE_S
         for tp in partitions:
             end = self._consumer.highwater(tp)
             if end is None or await self._consumer.position(tp) < end:
@@ -278,7 +279,8 @@ class Correlator:
     async def _load(self, keys: list[str]) -> tuple[dict[str, tuple[bytes, Correlation]], list[str], list[str]]:
         """The stored states of ``keys``; the keys with nothing stored; those shrunk to a done marker."""
         states: dict[str, tuple[bytes, Correlation]] = {}
-        missing, finished = [], []
+        missing: list[str] = []
+        finished: list[str] = []
         for key, raw in zip(keys, await self._store.get_many(keys), strict=True):
             state = decode_state(raw) if raw is not None else None
             if isinstance(state, Correlation):
@@ -293,7 +295,9 @@ class Correlator:
         Returns the keys that have no stored correlation, and those that hold only a done marker
         (finished: nothing changes them).
         """
-        pending, missing, finished = list(keys), [], []
+        pending = list(keys)
+        missing: list[str] = []
+        finished: list[str] = []
         done: dict[str, Stored] = {}
         outcomes: dict[str, list[Outcome]] = {}
         for _ in range(CAS_ATTEMPTS):
@@ -310,12 +314,12 @@ class Correlator:
                 state, effects, outcomes[key] = change(stored, now, key, blocked)
                 new_effects = [e for e in effects if e not in state.outbox]
                 writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
-            stored = await self._store.write_many([w for w, _ in writes], now)
+            written = await self._store.write_many([w for w, _ in writes], now)
             phases.done("store")
             pending = []
-            for (write, effects), raw in zip(writes, stored, strict=True):
-                if raw is not None:
-                    done[write.key] = Stored(write.state, raw, effects)
+            for (write, effects), now_raw in zip(writes, written, strict=True):
+                if now_raw is not None:  # stage() made a correlation: a done marker is never written here
+                    done[write.key] = Stored(cast(Correlation, write.state), now_raw, effects)
                 else:
                     pending.append(write.key)
         if pending:

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 from routeyard.consumers import tracing
 from routeyard.consumers.kafka.bus import Consumer, Producer, Record, consume_batches
@@ -32,7 +33,7 @@ from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, St
 from routeyard.consumers.workers.rejection import Rejected, Rejecter
 from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
-from routeyard.router.correlation import Effect, Target, stage, start
+from routeyard.router.correlation import Correlation, Effect, Target, stage, start
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
 from routeyard.router.errors import RouteyardError
 from routeyard.router.plan import avoid_open_circuits, decide_routes, make_decision
@@ -342,7 +343,11 @@ class RouterWorker:
         phases.done("decide")
         stored = await self._store.write_many([w for w, _ in writes], time.time())
         phases.done("store")
-        items = {w.key: Stored(w.state, raw, effects) for (w, effects), raw in zip(writes, stored, strict=True) if raw}
+        items = {
+            w.key: Stored(cast(Correlation, w.state), raw, effects)  # _open writes correlations only
+            for (w, effects), raw in zip(writes, stored, strict=True)
+            if raw
+        }
         await self._outbox.carry_out(items)
         phases.done("publish")
 
