@@ -226,7 +226,7 @@ async def test_batch_of_64_encodes_the_catalog_once(encoder: OnnxMiniLM) -> None
     assert counting.texts.count(texts[0]) == 1  # conversation texts are cached too
 
 
-DEMO_CATALOG = Path(__file__).parents[2] / "consumers" / "demo" / "catalog.yaml"
+DEMO_CATALOG = Path(__file__).parents[2] / "consumers" / "dev" / "demo" / "catalog.yaml"
 
 
 @pytest.mark.parametrize(
