@@ -13,12 +13,11 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
-from aiokafka import AIOKafkaConsumer
 from routeyard.consumers import tracing
 from routeyard.consumers.agents.agent import Agent, AgentRunner
 from routeyard.consumers.errors import ShutdownTimeout as ShutdownTimeout
-from routeyard.consumers.kafka.admin import ensure_topics
-from routeyard.consumers.kafka.bus import make_consumer, make_producer
+from routeyard.consumers.kafka.aio import KafkaBus
+from routeyard.consumers.kafka.bus import Bus, Consumer, Producer
 from routeyard.consumers.observability import HEALTH, serving, watch_lag
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.circuits import CircuitStore
@@ -26,6 +25,7 @@ from routeyard.consumers.stores.connection import Redis, redis_client
 from routeyard.consumers.stores.connection import connect_redis as connect_redis
 from routeyard.consumers.stores.context import ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore
+from routeyard.consumers.stores.marks import TaskMarks
 from routeyard.consumers.workers.correlator import Correlator
 from routeyard.consumers.workers.router import RouterWorker
 from routeyard.router.catalog import Catalog, load_catalog
@@ -113,26 +113,36 @@ def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationS
     return context, store
 
 
-async def create_topics(settings: Settings, catalog: Catalog | None = None) -> None:
+def make_bus(settings: Settings) -> Bus:
+    """The bus of a process: the Kafka-protocol broker ``settings.kafka`` names."""
+    return KafkaBus(settings.kafka)
+
+
+async def create_topics(settings: Settings, catalog: Catalog | None = None, bus: Bus | None = None) -> None:
     topics = settings.topics
     names = topics.core() + settings.tenant_response_topics()
     if catalog is not None:
         names += [a.topic or topics.agent(a.name) for a in catalog.agents]
-    await ensure_topics(settings.kafka, dict.fromkeys(names, settings.kafka.partitions))
+    await (bus or make_bus(settings)).create_topics(dict.fromkeys(names, settings.kafka.partitions))
 
 
 async def run_router(
-    settings: Settings, stop: asyncio.Event, catalog: Catalog | None = None, engine: DecisionEngine | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    catalog: Catalog | None = None,
+    engine: DecisionEngine | None = None,
+    bus: Bus | None = None,
 ) -> None:
     catalog = catalog or load_catalog(settings.router.catalog)
-    await create_topics(settings, catalog)
+    bus = bus or make_bus(settings)
+    await create_topics(settings, catalog, bus)
     engine = engine or build_engine(settings)
     group = f"{settings.topic_prefix}router"
     # The engine starts before the worker joins the consumer group.
     async with (
         engine,
         redis_client(settings) as redis,
-        _kafka(settings, [settings.topics.conversations], group) as (consumer, producer),
+        _clients(bus, [settings.topics.conversations], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
         worker = RouterWorker(
@@ -156,12 +166,13 @@ async def run_router(
             await drained(worker.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
 
 
-async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
-    await create_topics(settings)
+async def run_correlator(settings: Settings, stop: asyncio.Event, bus: Bus | None = None) -> None:
+    bus = bus or make_bus(settings)
+    await create_topics(settings, bus=bus)
     group = f"{settings.topic_prefix}correlator"
     async with (
         redis_client(settings) as redis,
-        _kafka(settings, [settings.topics.replies], group) as (consumer, producer),
+        _clients(bus, [settings.topics.replies], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
         circuits = CircuitStore(redis, settings.namespace, settings.circuit)
@@ -174,17 +185,16 @@ async def run_correlator(settings: Settings, stop: asyncio.Event) -> None:
             await drained(correlator.run(stop), stop, settings.lifecycle.shutdown_timeout_s)
 
 
-async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> None:
+async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event, bus: Bus | None = None) -> None:
     topic = agent.topic or settings.topics.agent(agent.name)
-    await ensure_topics(
-        settings.kafka,
-        {topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions},
-    )
+    bus = bus or make_bus(settings)
+    await bus.create_topics({topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions})
     group = f"{settings.topic_prefix}agent.{agent.name}"
-    async with redis_client(settings) as redis, _kafka(settings, [], group) as (consumer, producer):
-        runner = AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, redis=redis)
+    async with redis_client(settings) as redis, _clients(bus, [], group) as (consumer, producer):
+        marks = TaskMarks(redis, settings.agent.dedup_ttl_s)
+        runner = AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, marks=marks)
         # Subscribed here, with the runner's listener: a rebalance drains the revoked partitions.
-        consumer.subscribe([topic], listener=runner.listener)
+        consumer.subscribe([topic], runner.release)
         log.info("agent %s up on %s", agent.name, topic)
         with _observed(f"agent {agent.name}", settings, consumer, group, stop) as tick:
             runner.tick = tick
@@ -194,7 +204,7 @@ async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event) -> No
 
 @contextlib.contextmanager
 def _observed(
-    name: str, settings: Settings, consumer: AIOKafkaConsumer, group: str, stop: asyncio.Event
+    name: str, settings: Settings, consumer: Consumer, group: str, stop: asyncio.Event
 ) -> Iterator[Callable[[], None]]:
     """The component is ready (/readyz) for the block, its loop ticks feed /healthz, and its
     consumer lag is published; yields the tick."""
@@ -208,9 +218,9 @@ def _observed(
 
 
 @contextlib.asynccontextmanager
-async def _kafka(settings: Settings, topics: list[str], group: str) -> AsyncIterator[tuple]:  # type: ignore[type-arg]
-    producer = make_producer(settings.kafka)
-    consumer = make_consumer(settings.kafka, topics, group)
+async def _clients(bus: Bus, topics: list[str], group: str) -> AsyncIterator[tuple[Consumer, Producer]]:
+    producer = bus.producer()
+    consumer = bus.consumer(group, topics)
     await producer.start()
     try:
         await consumer.start()

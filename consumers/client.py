@@ -26,11 +26,11 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from routeyard.consumers import tracing
-from routeyard.consumers.kafka.bus import Outgoing, fetch, make_consumer, make_producer, publish
+from routeyard.consumers.errors import TurnRejected, TurnTimeout
+from routeyard.consumers.kafka.aio import KafkaBus
+from routeyard.consumers.kafka.bus import Bus, Consumer, Outgoing, Partition
 from routeyard.consumers.settings import KafkaSettings
-from routeyard.router.errors import RouteyardError
 from routeyard.schemas import (
     ConversationEvent,
     ConversationResponse,
@@ -46,28 +46,12 @@ from routeyard.schemas import (
 log = logging.getLogger(__name__)
 
 
-class TurnRejected(RouteyardError):
-    """The router refused the turn (it was dead-lettered); ``reason`` says why."""
-
-    def __init__(self, event_id: str, reason: str) -> None:
-        super().__init__(f"turn {event_id} rejected: {reason}")
-        self.event_id = event_id
-        self.reason = reason
-
-
-class TurnTimeout(RouteyardError, TimeoutError):
-    """No response in time. ``event_ids``: the turns still unanswered (see ``routeyard explain``)."""
-
-    def __init__(self, event_ids: list[str], timeout: float) -> None:
-        super().__init__(f"no response to turn {', '.join(event_ids)} within {timeout:g}s")
-        self.event_ids = event_ids
-
-
 class RouteyardClient:
     def __init__(
         self,
-        kafka: str | KafkaSettings,
+        kafka: str | KafkaSettings | None = None,
         *,
+        bus: Bus | None = None,
         prefix: str = "routeyard.",
         reply_topic: str | None = None,
         tenant: str | None = None,
@@ -75,10 +59,15 @@ class RouteyardClient:
         tenant_topic: bool = False,
     ) -> None:
         """``tenant_topic``: read the tenant's own responses topic (the router's
-        ``tenant_response_topics`` must be on), so only this tenant's responses are read."""
+        ``tenant_response_topics`` must be on), so only this tenant's responses are read. ``bus``:
+        the bus to use instead of the broker ``kafka`` names (an in-memory bus, in tests)."""
+        if (kafka is None) == (bus is None):
+            raise ValueError("name a broker (kafka) or pass a bus, not both")
         if tenant_topic and not tenant:
             raise ValueError("tenant_topic needs a tenant")
-        self._kafka = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap=kafka)
+        settings = kafka if isinstance(kafka, KafkaSettings) else KafkaSettings(bootstrap=kafka or "memory")
+        self._bus: Bus = bus or KafkaBus(settings)
+        self._wait_ms = settings.fetch_max_wait_ms
         self.topics = Topics(prefix=prefix)
         self.reply_topic = reply_topic
         self.tenant = tenant
@@ -86,8 +75,8 @@ class RouteyardClient:
         """Where this client's responses arrive (None: the shared responses topic)."""
         self._awaited: dict[str, tuple[str | None, str]] = {}
         """Awaited event id -> the (tenant, conversation id) its response must carry."""
-        self._producer = make_producer(self._kafka)
-        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = self._bus.producer()
+        self._consumer: Consumer | None = None
         self._waiting: dict[str, asyncio.Future[ConversationResponse]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._watch_decisions = watch_decisions
@@ -151,8 +140,7 @@ class RouteyardClient:
         Each starts a trace (or continues the caller's current one): ``traceparent`` in its headers."""
         spans = [tracing.started("routeyard.publish", conversation=e.conversation_id) for e in events]
         try:
-            await publish(
-                self._producer,
+            await self._producer.publish(
                 [
                     Outgoing(
                         topic=self.topics.conversations,
@@ -217,21 +205,21 @@ class RouteyardClient:
         topics = [self.responses_topic or self.topics.responses]
         if self._watch_decisions:
             topics.append(self.topics.decisions)
-        consumer = make_consumer(self._kafka, [], group=None)
+        consumer = self._bus.consumer(None)
         await consumer.start()
         partitions = [tp for topic in topics for tp in await _partitions(consumer, topic)]
         consumer.assign(partitions)
         # Start at about the end. Responses are matched by event id, so reading a few older
         # records (tansu reports the end of a multi-record batch too early) is harmless.
-        await consumer.seek_to_end(*partitions)
+        await consumer.seek_to_end(partitions)
         for tp in partitions:
             await consumer.position(tp)
         self._consumer = consumer
         self._reader = asyncio.create_task(self._read(consumer))
 
-    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+    async def _read(self, consumer: Consumer) -> None:
         while True:
-            for record in await fetch(consumer, max_records=500, timeout_ms=self._kafka.fetch_max_wait_ms):
+            for record in await consumer.fetch(max_records=500, timeout_ms=self._wait_ms):
                 try:
                     where = f"{record.topic}[{record.partition}]@{record.offset}"
                     self._receive(record.topic, record.value or b"", where)
@@ -264,11 +252,10 @@ class RouteyardClient:
         future.set_result(response)
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str, timeout: float = 10.0) -> list[TopicPartition]:
+async def _partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[Partition]:
     async with asyncio.timeout(timeout):
         while True:
-            ids = consumer.partitions_for_topic(topic)
-            if ids:
-                return [TopicPartition(topic, p) for p in sorted(ids)]
-            await consumer.topics()  # refreshes cluster metadata
+            partitions = await consumer.partitions_for(topic)  # refreshes cluster metadata
+            if partitions:
+                return partitions
             await asyncio.sleep(0.1)

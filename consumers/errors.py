@@ -24,14 +24,9 @@ never imports this one) and re-exported here. ``routeyard.consumers.retry.classi
 exception to what a worker does (retry, dead-letter, exit); ``routeyard.consumers.cli.exits`` maps
 it to the ``routeyard`` command's exit status (the column on the right).
 
-``InvalidEvent``, ``TurnRejected`` and ``TurnTimeout`` are still defined beside the code that raises
-them (the router worker and the client) and are loaded from there on first use.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING, Any
 
 from routeyard.router.errors import (
     CatalogError,
@@ -39,6 +34,7 @@ from routeyard.router.errors import (
     DependencyUnavailable,
     EncoderUnavailable,
     EngineDead,
+    InvalidEvent,
     RouteyardError,
     VllmEngineDead,
 )
@@ -63,17 +59,6 @@ __all__ = [
     "UsageError",
     "VllmEngineDead",
 ]
-
-if TYPE_CHECKING:
-    from routeyard.consumers.client import TurnRejected, TurnTimeout
-    from routeyard.consumers.workers.router import InvalidEvent
-
-_ELSEWHERE: dict[str, str] = {
-    "InvalidEvent": "routeyard.consumers.workers.router",
-    "TurnRejected": "routeyard.consumers.client",
-    "TurnTimeout": "routeyard.consumers.client",
-}
-
 
 class UsageError(RouteyardError, ValueError):
     """The command line, or a file it names, is wrong. Not retriable: the command exits 2."""
@@ -112,10 +97,18 @@ class PlotsUnavailable(RouteyardError, RuntimeError):
     """matplotlib is not installed. Not retriable: ``pip install matplotlib``."""
 
 
-def __getattr__(name: str) -> Any:
-    module = _ELSEWHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+class TurnRejected(RouteyardError):
+    """The router refused the turn (it was dead-lettered); ``reason`` says why."""
+
+    def __init__(self, event_id: str, reason: str) -> None:
+        super().__init__(f"turn {event_id} rejected: {reason}")
+        self.event_id = event_id
+        self.reason = reason
+
+
+class TurnTimeout(RouteyardError, TimeoutError):
+    """No response in time. ``event_ids``: the turns still unanswered (see ``routeyard explain``)."""
+
+    def __init__(self, event_ids: list[str], timeout: float) -> None:
+        super().__init__(f"no response to turn {', '.join(event_ids)} within {timeout:g}s")
+        self.event_ids = event_ids

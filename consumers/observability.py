@@ -23,8 +23,8 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from routeyard.consumers.kafka.bus import Consumer
 from routeyard.consumers.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ async def serving(health: Health, host: str, port: int | None) -> AsyncIterator[
         await server.stop()
 
 
-async def watch_lag(consumer: AIOKafkaConsumer, group: str, stop: asyncio.Event, interval_s: float = 5.0) -> None:
+async def watch_lag(consumer: Consumer, group: str, stop: asyncio.Event, interval_s: float = 5.0) -> None:
     """Every ``interval_s``: ``routeyard_consumer_lag{group,topic}`` = records behind the end, summed
     over the partitions this consumer holds (from the high watermarks its fetches saw)."""
     while not stop.is_set():

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError
+from routeyard.consumers.kafka.errors import KafkaError, MessageSizeTooLargeError
 from routeyard.consumers.metrics import METRICS
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.connection import failure as redis_failure

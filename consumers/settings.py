@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 from routeyard.router.settings import OpenAISettings, SemanticSettings, VllmSettings
+from routeyard.router.validation import EventRules
 from routeyard.schemas import Topics
 
 
@@ -294,6 +295,16 @@ class Settings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(prefix=self.topic_prefix)
+
+    def event_rules(self) -> EventRules:
+        """What the router checks of each event beyond its shape (``router.validation``)."""
+        cfg = self.router
+        return EventRules(
+            topics=self.topics,
+            tenants=cfg.tenants,
+            max_clock_skew_s=cfg.max_clock_skew_s,
+            max_event_age_s=cfg.max_event_age_s,
+        )
 
     def response_topic(self, tenant: str | None) -> str:
         """Where the response of a turn of ``tenant`` goes when its event names no reply_topic."""

@@ -4,6 +4,7 @@ The router layer's errors are defined here; the consumers layer's (the client's,
 line's) are in ``routeyard.consumers.errors``, which re-exports these too and draws the whole tree::
 
     RouteyardError                  retriable=False, fatal=False: the input is at fault -> dead letter
+    |-- InvalidEvent                an event that decoded but cannot be routed (router.validation)
     |-- DatasetError                an evaluation dataset missing or malformed (eval, tune)
     |-- CatalogError                an impossible catalog; raised at boot                     fatal
     |-- EngineDead                  the engine is gone for good                               fatal
@@ -26,6 +27,7 @@ __all__ = [
     "DependencyUnavailable",
     "EncoderUnavailable",
     "EngineDead",
+    "InvalidEvent",
     "RouteyardError",
     "VllmEngineDead",
 ]
@@ -73,3 +75,8 @@ class DependencyUnavailable(RouteyardError):
     """A dependency (Redis, the broker) did not answer; retrying later may succeed."""
 
     retriable = True
+
+
+class InvalidEvent(RouteyardError, ValueError):
+    """The event decoded but cannot be routed. Not retriable: it goes to the dead-letter topic,
+    and its sender gets a ``rejected`` answer with the reason."""

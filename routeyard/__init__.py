@@ -31,8 +31,8 @@ _PUBLIC: dict[str, str] = {
     "Agent": "routeyard.consumers.agents.agent",
     "agent": "routeyard.consumers.agents.agent",
     "RouteyardClient": "routeyard.consumers.client",
-    "TurnRejected": "routeyard.consumers.client",
-    "TurnTimeout": "routeyard.consumers.client",
+    "TurnRejected": "routeyard.consumers.errors",
+    "TurnTimeout": "routeyard.consumers.errors",
     "Settings": "routeyard.consumers.settings",
     "AgentReply": "routeyard.schemas",
     "AgentTask": "routeyard.schemas",
@@ -66,7 +66,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from routeyard.consumers.agents.agent import Agent, agent
-    from routeyard.consumers.client import RouteyardClient, TurnRejected, TurnTimeout
+    from routeyard.consumers.client import RouteyardClient
+    from routeyard.consumers.errors import TurnRejected, TurnTimeout
     from routeyard.consumers.settings import Settings
     from routeyard.schemas import (
         AgentReply,

@@ -1,7 +1,8 @@
 """Shared fixtures: one embedded broker and one Valkey per test session, unique names per test.
 
-Nothing is marked automatically; tests that use `broker`, `valkey` or `redis_client` carry
-`@pytest.mark.integration` themselves.
+Nothing is marked automatically; tests that use `broker` carry `@pytest.mark.integration`
+themselves. A flow test that takes `bus` runs twice: on a memory bus of its own (marked `memory`:
+the fast tier, with the real Valkey) and on the real broker (marked `integration`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import pytest
 import redis.asyncio as redis
 from routeyard.consumers.app import connect_redis
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.aio import KafkaBus
+from routeyard.consumers.kafka.bus import Bus
+from routeyard.consumers.kafka.memory import MemoryBus
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +30,21 @@ def broker() -> Iterator[EmbeddedBroker]:
 def valkey() -> Iterator[EmbeddedValkey]:
     with EmbeddedValkey() as server:
         yield server
+
+
+BUSES = [
+    pytest.param("memory", marks=pytest.mark.memory),
+    pytest.param("tansu", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=BUSES)
+def bus(request: pytest.FixtureRequest) -> Bus:
+    """The bus of a flow test: in memory, or the session's real broker (started only for it)."""
+    if request.param == "memory":
+        return MemoryBus()
+    broker: EmbeddedBroker = request.getfixturevalue("broker")
+    return KafkaBus(broker.bootstrap)
 
 
 @pytest.fixture

@@ -25,17 +25,17 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TypeGuard
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from redis.asyncio import Redis
 from routeyard.consumers import tracing
-from routeyard.consumers.kafka.bus import Outgoing, Record, commit, dead_letter, fetch, publish
+from routeyard.consumers.coalesced import Coalesced
+from routeyard.consumers.kafka.bus import Consumer, Outgoing, Partition, Producer, Record, commit, dead_letter
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.retry import backoff_for, retrying
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.context import tenant_part
+from routeyard.consumers.stores.marks import TaskMarks
 from routeyard.schemas import AgentReply, AgentTask, encode, task_decoder
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ Handler = Callable[[AgentTask], Awaitable[str | None]] | Callable[[AgentTask], s
 """``async def handler(task)`` (runs on the event loop: it must await, not compute for long) or a
 plain ``def handler(task)`` (CPU-bound or blocking work: runs in a worker thread)."""
 COMMIT_EVERY_S = 0.05
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class Agent:
         return await asyncio.to_thread(self.handler, task)  # type: ignore[arg-type]
 
 
-def _is_async(handler: Handler) -> bool:
+def _is_async(handler: Handler) -> TypeGuard[Callable[[AgentTask], Awaitable[str | None]]]:
     call = type(handler).__call__ if not inspect.isroutine(handler) else handler
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
 
@@ -89,19 +88,19 @@ class OffsetTracker:
     """Tasks finish out of order; commit only up to the oldest one still running."""
 
     def __init__(self) -> None:
-        self._running: dict[TopicPartition, set[int]] = {}
-        self._next: dict[TopicPartition, int] = {}
-        self._committed: dict[TopicPartition, int] = {}
+        self._running: dict[Partition, set[int]] = {}
+        self._next: dict[Partition, int] = {}
+        self._committed: dict[Partition, int] = {}
 
     def begin(self, record: Record) -> None:
-        tp = TopicPartition(record.topic, record.partition)
+        tp = Partition(record.topic, record.partition)
         self._running.setdefault(tp, set()).add(record.offset)
         self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
 
     def end(self, record: Record) -> None:
-        self._running.get(TopicPartition(record.topic, record.partition), set()).discard(record.offset)
+        self._running.get(Partition(record.topic, record.partition), set()).discard(record.offset)
 
-    def committable(self) -> dict[TopicPartition, int]:
+    def committable(self) -> dict[Partition, int]:
         ready = {}
         for tp, nxt in self._next.items():
             running = self._running.get(tp)
@@ -110,13 +109,13 @@ class OffsetTracker:
                 ready[tp] = offset
         return ready
 
-    def committed(self, offsets: dict[TopicPartition, int]) -> None:
+    def committed(self, offsets: dict[Partition, int]) -> None:
         self._committed.update(offsets)
 
-    def running(self, partitions: Iterable[TopicPartition]) -> int:
+    def running(self, partitions: Iterable[Partition]) -> int:
         return sum(len(self._running.get(tp, ())) for tp in partitions)
 
-    def forget(self, partitions: Iterable[TopicPartition]) -> None:
+    def forget(self, partitions: Iterable[Partition]) -> None:
         """The partitions went to another member: stop tracking (and committing) them."""
         for tp in partitions:
             self._running.pop(tp, None)
@@ -137,28 +136,26 @@ class AgentRunner:
         agent: Agent,
         *,
         settings: Settings,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
-        redis: Redis,
+        consumer: Consumer,
+        producer: Producer,
+        marks: TaskMarks,
     ) -> None:
         self.agent = agent
         self._settings = settings
         self._consumer = consumer
         self._producer = producer
-        self._redis = redis
         self._ns = settings.namespace
         self._tracker = OffsetTracker()
         self._slots = asyncio.Semaphore(settings.agent.concurrency)
         self._freed = asyncio.Event()
         self._backoff = backoff_for(settings)
         self._failure: BaseException | None = None
-        self._marks = _Marks(redis, settings.agent.dedup_ttl_s)
-        self._replies: Coalesced[Outgoing] = Coalesced(functools.partial(publish, producer))
+        self._marks = marks
+        self._replies: Coalesced[Outgoing] = Coalesced(producer.publish)
         """Replies of the tasks that finish in one turn of the event loop go out as one publish."""
         self._committed_at = 0.0
         self._tasks: dict[asyncio.Task[None], Record] = {}
         """Every task in flight, with its record: owned here, awaited or cancelled on drain."""
-        self.listener = _Revocations(self)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch while there are free slots, run each task in its own (tracked) asyncio task,
@@ -174,15 +171,15 @@ class AgentRunner:
                 await self._intake()
                 await self._commit(now=False)
         finally:
-            self._consumer.pause(*self._consumer.assignment())
+            self._consumer.pause(self._consumer.assignment())
             await self._drain(set(self._tasks), self._settings.lifecycle.shutdown_timeout_s)
             await self._commit()
 
-    async def release(self, partitions: Collection[TopicPartition]) -> None:
+    async def release(self, partitions: Collection[Partition]) -> None:
         """Partitions are being revoked (a rebalance): finish their tasks within the shutdown
         timeout, cancel the rest, commit what finished, and stop tracking them. The member that
         gets them next starts after the last finished task, so no task runs in two runtimes."""
-        mine = {t for t, r in self._tasks.items() if TopicPartition(r.topic, r.partition) in partitions}
+        mine = {t for t, r in self._tasks.items() if Partition(r.topic, r.partition) in partitions}
         await self._drain(mine, self._settings.lifecycle.shutdown_timeout_s)
         offsets = {tp: o for tp, o in self._tracker.committable().items() if tp in partitions}
         if offsets:
@@ -205,15 +202,15 @@ class AgentRunner:
         if self._slots.locked():
             # Backpressure: no free slot. Pause every partition but keep polling, so the group
             # does not evict this member while long tasks run (max_poll_interval_ms).
-            self._consumer.pause(*self._consumer.assignment())
+            self._consumer.pause(self._consumer.assignment())
             self._freed.clear()
             with contextlib.suppress(TimeoutError):  # back as soon as a task ends, not a fetch wait later
                 await asyncio.wait_for(self._freed.wait(), 1.0)
             if self._slots.locked():
-                await fetch(self._consumer, max_records=1, timeout_ms=0)  # still polling: stays in the group
+                await self._consumer.fetch(max_records=1, timeout_ms=0)  # still polling: stays in the group
             return
-        self._consumer.resume(*self._consumer.paused())
-        records = await fetch(self._consumer, max_records=self._free_slots(), timeout_ms=wait)
+        self._consumer.resume(self._consumer.paused())
+        records = await self._consumer.fetch(max_records=self._free_slots(), timeout_ms=wait)
         if not records:
             return
         for record in records:
@@ -239,7 +236,7 @@ class AgentRunner:
                 letters.append(dead_letter(record, self._settings.topics.dead_letters, stage="agent", error=exc))
         done = await self._marks.answered([self._done_key(task) for _, task in tasks]) if tasks else []
         if letters:
-            await publish(self._producer, letters)
+            await self._producer.publish(letters)
             child(METRICS.dead_letters, stage="agent").inc(len(letters))
         start, skipped = [], list(dead)
         for (record, task), answered in zip(tasks, done, strict=True):
@@ -363,85 +360,3 @@ class AgentRunner:
             span.set(error_ref=ref)
             span.error(detail[:1000])
         return f"{self.agent.name} failed (ref {ref})"
-
-
-_MARK = """
-for i = 1, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
-return #KEYS
-"""
-
-
-class Coalesced(Generic[T]):
-    """``add(item)`` for every item added in the same turn of the event loop, written by one
-    ``write(items)`` call that every caller waits for. A failed write reaches each caller (who
-    may retry its own item: it joins the next write)."""
-
-    def __init__(self, write: Callable[[list[T]], Awaitable[object]]) -> None:
-        self._write_all = write
-        self._items: list[T] = []
-        self._written: asyncio.Future[None] | None = None
-        self._writing: set[asyncio.Task[None]] = set()
-
-    async def add(self, item: T) -> None:
-        if self._written is None:
-            loop = asyncio.get_running_loop()
-            self._written = loop.create_future()
-            self._written.add_done_callback(_retrieved)
-            loop.call_soon(self._write_soon)
-        self._items.append(item)
-        await asyncio.shield(self._written)
-
-    def _write_soon(self) -> None:
-        items, written = self._items, self._written
-        self._items, self._written = [], None
-        assert written is not None
-        task = asyncio.create_task(self._write(items, written))
-        self._writing.add(task)  # owned until done: the loop keeps only weak references
-        task.add_done_callback(self._writing.discard)
-
-    async def _write(self, items: list[T], written: asyncio.Future[None]) -> None:
-        try:
-            await self._write_all(items)
-        except asyncio.CancelledError:
-            written.cancel()
-            raise
-        except Exception as exc:  # every waiter sees it
-            written.set_exception(exc)
-        else:
-            written.set_result(None)
-
-
-class _Marks(Coalesced[str]):
-    """Which tasks were answered: read for a fetched batch at once; written for every task that
-    finished in the same turn of the event loop with one call (each caller waits for it)."""
-
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
-        super().__init__(self._mark)
-        self._redis = redis
-        self._ttl = ttl_s
-        self._script = redis.register_script(_MARK)
-
-    async def answered(self, keys: list[str]) -> list[bool]:
-        return [raw is not None for raw in await self._redis.mget(keys)]
-
-    async def _mark(self, keys: list[str]) -> None:
-        await self._script(keys=keys, args=[self._ttl])
-
-
-def _retrieved(future: asyncio.Future[None]) -> None:
-    """Waiters may all have been cancelled: never leave an exception unretrieved (a log warning)."""
-    if not future.cancelled():
-        future.exception()
-
-
-class _Revocations(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Drains an agent runtime's tasks of the partitions a rebalance takes away."""
-
-    def __init__(self, runner: AgentRunner) -> None:
-        self._runner = runner
-
-    async def on_partitions_revoked(self, revoked: Collection[TopicPartition]) -> None:
-        await self._runner.release(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Collection[TopicPartition]) -> None:
-        return None

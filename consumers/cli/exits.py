@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from aiokafka.errors import KafkaConnectionError
 from routeyard.consumers.errors import (
     CatalogError,
     DatasetError,
@@ -24,6 +23,7 @@ from routeyard.consumers.errors import (
     TurnTimeout,
     UsageError,
 )
+from routeyard.consumers.kafka.errors import KafkaConnectionError
 from routeyard.consumers.stores.connection import failure as redis_failure
 
 

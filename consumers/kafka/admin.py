@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
-from routeyard.consumers.kafka.bus import security_options
+from routeyard.consumers.kafka.aio import security_options
 from routeyard.consumers.settings import KafkaSettings
 
 __all__ = ["delete_topics", "ensure_topics", "make_admin"]

@@ -1,5 +1,12 @@
-"""The Kafka client wrapper, kept apart from the logic: producer/consumer factories, batch
-publishing, dead letters and offset commits. Everything else sees ``Record`` and ``Outgoing``.
+"""The bus seam: what workers, the agent runtime and the client need of Kafka, and nothing more.
+
+    Bus        makes the clients and creates topics   (kafka/aio.py: aiokafka; kafka/memory.py: in memory)
+    Producer   publish a batch, acknowledged
+    Consumer   in a group: fetch batches, commit, pause/resume, assignment, positions, high
+               watermarks, a callback for revoked partitions; without a group: assign and seek
+
+The batch loop every worker runs (fetch -> handle -> commit) and dead letters live here too,
+written against the interface, so the same code runs on a broker and in memory.
 """
 
 from __future__ import annotations
@@ -8,97 +15,115 @@ import asyncio
 import functools
 import hashlib
 import logging
-import random
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from typing import Protocol
 
-import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, MessageSizeTooLargeError, RebalanceInProgressError
-from aiokafka.partitioner import murmur2
-from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from routeyard.consumers.kafka import aio
+from routeyard.consumers.kafka.aio import make_consumer, make_producer, security_options
+from routeyard.consumers.kafka.records import MAX_REQUEST_SIZE, Outgoing, Partition, Record, fits, partition_of
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.retry import DEFAULT_BACKOFF, Action, Backoff, classify, retrying
-from routeyard.consumers.settings import KafkaSettings
 from routeyard.schemas import DeadLetter, encode
+
+__all__ = [
+    "MAX_REQUEST_SIZE",
+    "Bus",
+    "Consumer",
+    "Outgoing",
+    "Partition",
+    "Producer",
+    "Record",
+    "Revoked",
+    "commit",
+    "consume_batches",
+    "dead_letter",
+    "dead_letterer",
+    "fetch",
+    "fits",
+    "make_consumer",
+    "make_producer",
+    "partition_of",
+    "publish",
+    "security_options",
+]
 
 log = logging.getLogger(__name__)
 
-Record = ConsumerRecord
-MAX_REQUEST_SIZE = 1_048_576
-"""The producers' max_request_size (aiokafka's default, set explicitly: ``publish`` checks it)."""
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
 """A dead letter keeps this much of its original (base64 in JSON: 4/3 of it), so it always fits."""
 DEAD_LETTER_KEY_BYTES = 1024
 
-
-class Outgoing(msgspec.Struct, frozen=True):
-    topic: str
-    value: bytes
-    key: str | None = None
-    headers: list[tuple[str, bytes]] | None = None
+Revoked = Callable[[set[Partition]], Awaitable[None]]
+"""Called with the partitions a rebalance takes away, before another member gets them."""
 
 
-def security_options(settings: KafkaSettings) -> dict[str, Any]:
-    """The TLS and SASL keyword arguments of every aiokafka client routeyard creates."""
-    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
-    if settings.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = _ssl_context(settings)
-    if settings.sasl_mechanism:
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    return options
+class Producer(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    async def publish(self, messages: Iterable[Outgoing]) -> None:
+        """Send every message (a keyed one to ``partition_of`` its key) and wait until all are
+        acknowledged; a record the broker cannot take raises ``MessageSizeTooLargeError``."""
 
 
-def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
-    context.check_hostname = settings.ssl_check_hostname
-    if settings.ssl_certfile:
-        password = settings.ssl_key_password.get_secret_value() if settings.ssl_key_password else None
-        context.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile), password=password)
-    return context
+class Consumer(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def subscribe(self, topics: Sequence[str], on_revoked: Revoked | None = None) -> None: ...
+    def subscribed(self) -> bool: ...
+    async def fetch(self, *, max_records: int, timeout_ms: int) -> list[Record]:
+        """One batch in partition order, records of a partition in offset order; waits up to
+        ``timeout_ms`` for the first record."""
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> bool:
+        """Commit; False (logged) when a rebalance took the partitions away (they will be redone)."""
+
+    def assignment(self) -> set[Partition]: ...
+    def pause(self, partitions: Collection[Partition]) -> None: ...
+    def resume(self, partitions: Collection[Partition]) -> None: ...
+    def paused(self) -> set[Partition]: ...
+    def highwater(self, partition: Partition) -> int | None:
+        """The end of ``partition`` as the last fetch saw it (None: not fetched yet)."""
+
+    async def position(self, partition: Partition) -> int: ...
+    async def partitions_for(self, topic: str) -> list[Partition]:
+        """The topic's partitions, sorted (none if it does not exist: never creates it)."""
+
+    def assign(self, partitions: Collection[Partition]) -> None:
+        """Without a group: read exactly these partitions."""
+
+    async def seek_to_beginning(self, partitions: Collection[Partition]) -> None: ...
+    async def seek_to_end(self, partitions: Collection[Partition]) -> None: ...
 
 
-def make_producer(settings: KafkaSettings) -> AIOKafkaProducer:
-    # Idempotent producers fail on tansu (notes/infra.md); dedup is done by ids instead.
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        acks="all",
-        enable_idempotence=False,
-        linger_ms=settings.linger_ms,
-        max_request_size=MAX_REQUEST_SIZE,
-        compression_type=None if settings.compression == "none" else settings.compression,
-        **security_options(settings),
-    )
+class Bus(Protocol):
+    bootstrap: str
+    """Where it is (a broker's bootstrap servers; ``memory`` for the in-memory bus)."""
+
+    def producer(self) -> Producer: ...
+    def consumer(self, group: str | None, topics: Sequence[str] = ()) -> Consumer:
+        """A member of ``group`` subscribed to ``topics``; ``None``: no group (assign and seek)."""
+
+    async def create_topics(self, topics: Mapping[str, int]) -> None:
+        """Create each topic with its partition count unless it exists (it keeps its count)."""
 
 
-def make_consumer(settings: KafkaSettings, topics: Sequence[str], group: str | None) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap,
-        client_id=settings.client_id,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=settings.heartbeat_interval_ms,
-        max_poll_interval_ms=settings.max_poll_interval_ms,
-        **security_options(settings),
-    )
-    if topics:
-        consumer.subscribe(list(topics))
-    return consumer
+async def fetch(consumer: Consumer | AIOKafkaConsumer, *, max_records: int, timeout_ms: int) -> list[Record]:
+    if isinstance(consumer, AIOKafkaConsumer):  # a bare aiokafka consumer (bench, operator tools)
+        return await aio.fetch(consumer, max_records=max_records, timeout_ms=timeout_ms)
+    return await consumer.fetch(max_records=max_records, timeout_ms=timeout_ms)
 
 
-async def fetch(consumer: AIOKafkaConsumer, *, max_records: int, timeout_ms: int) -> list[Record]:
-    """One batch in partition order, records of a partition in offset order."""
-    batches = await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-    return [record for records in batches.values() for record in records]
+async def publish(producer: Producer | AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:
+    if isinstance(producer, AIOKafkaProducer):  # a bare aiokafka producer (bench, operator tools)
+        await aio.publish(producer, messages)
+    else:
+        await producer.publish(messages)
+
+
+async def commit(consumer: Consumer, offsets: Mapping[Partition, int]) -> bool:
+    return True if not offsets else await consumer.commit(offsets)
 
 
 Poison = Callable[[Record, BaseException], Awaitable[None]]
@@ -106,7 +131,7 @@ Poison = Callable[[Record, BaseException], Awaitable[None]]
 
 
 async def consume_batches(
-    consumer: AIOKafkaConsumer,
+    consumer: Consumer,
     handle: Callable[[Sequence[Record]], Awaitable[None]],
     stop: asyncio.Event,
     *,
@@ -131,7 +156,7 @@ async def consume_batches(
     while not stop.is_set():
         if tick is not None:
             tick()
-        records = await fetch(consumer, max_records=max_records, timeout_ms=wait_ms)
+        records = await consumer.fetch(max_records=max_records, timeout_ms=wait_ms)
         if records:
             fetched = time.perf_counter()
             await handle_batch(handle, records, what=what, poison=poison, backoff=backoff)
@@ -172,70 +197,12 @@ async def handle_batch(
             await retrying(functools.partial(poison, record, exc), what=f"{what} dead letter", backoff=backoff)
 
 
-def dead_letterer(producer: AIOKafkaProducer, topic: str, *, stage: str) -> Poison:
+def dead_letterer(producer: Producer, topic: str, *, stage: str) -> Poison:
     async def send(record: Record, error: BaseException) -> None:
-        await publish(producer, [dead_letter(record, topic, stage=stage, error=error)])
+        await producer.publish([dead_letter(record, topic, stage=stage, error=error)])
         METRICS.dead_letters.labels(stage=stage).inc()
 
     return send
-
-
-async def publish(producer: AIOKafkaProducer, messages: Iterable[Outgoing]) -> None:
-    """Send every message and wait until the broker acknowledged all of them.
-
-    Several messages are put into one record batch per partition (more where one fills), not
-    sent one by one: ``send`` costs a partitioner call, an accumulator lookup and a future per
-    message. A keyed message goes where every Kafka client's default partitioner puts it
-    (murmur2 of the key), so a conversation's records stay on one partition, in order. These
-    batches are complete, so they are closed and go out at once instead of waiting
-    ``linger_ms`` for records that will not come (that wait was half of a router batch's
-    publish time at half load). A lone message goes through ``send``, into the batch other
-    callers are filling: a batch of its own would be a produce request of its own (an agent
-    runtime may publish each reply alone).
-    """
-    if not isinstance(messages, Sequence):
-        messages = list(messages)
-    if len(messages) == 1:
-        m = messages[0]
-        key = m.key.encode() if m.key is not None else None
-        await (await producer.send(m.topic, m.value, key=key, headers=m.headers))
-        return
-    batches: dict[tuple[str, int], BatchBuilder] = {}
-    partitions: dict[str, list[int]] = {}
-    futures = []
-    for m in messages:
-        parts = partitions.get(m.topic)
-        if parts is None:
-            parts = partitions[m.topic] = sorted(await producer.partitions_for(m.topic))
-        key = m.key.encode() if m.key is not None else None
-        headers = m.headers or []
-        if not fits(m):
-            raise MessageSizeTooLargeError(f"a record for {m.topic} is larger than {MAX_REQUEST_SIZE} bytes")
-        partition = parts[partition_of(key, len(parts))] if key is not None else random.choice(parts)
-        batch = batches.get((m.topic, partition))
-        if batch is not None and batch.append(timestamp=None, key=key, value=m.value, headers=headers) is not None:
-            continue
-        if batch is not None:  # full: send it, start the next one
-            futures.append(await producer.send_batch(batch, m.topic, partition=partition))
-        batch = batches[m.topic, partition] = producer.create_batch()
-        batch.append(timestamp=None, key=key, value=m.value, headers=headers)  # an empty batch takes any record
-    for (topic, partition), batch in batches.items():
-        batch.close()  # a closed batch is ready to send: no linger
-        futures.append(await producer.send_batch(batch, topic, partition=partition))
-    if futures:
-        await asyncio.gather(*futures)
-
-
-def fits(m: Outgoing) -> bool:
-    """Whether the broker can take ``m`` (its record, headers included, within ``MAX_REQUEST_SIZE``)."""
-    key = m.key.encode() if m.key is not None else None
-    return DefaultRecordBatchBuilder.estimate_size_in_bytes(key, m.value, m.headers or []) <= MAX_REQUEST_SIZE
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def partition_of(key: bytes, count: int) -> int:
-    """The partition of ``key`` among ``count`` partitions, as Kafka's default partitioner picks it."""
-    return (murmur2(key) & 0x7FFFFFFF) % count
 
 
 def dead_letter(record: Record, topic: str, *, stage: str, error: BaseException | str) -> Outgoing:
@@ -261,21 +228,9 @@ def dead_letter(record: Record, topic: str, *, stage: str, error: BaseException 
     return Outgoing(topic=topic, value=encode(letter), key=key.decode(errors="replace") if key else None)
 
 
-def next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:
-    offsets: dict[TopicPartition, int] = {}
+def next_offsets(records: Sequence[Record]) -> dict[Partition, int]:
+    offsets: dict[Partition, int] = {}
     for r in records:
-        tp = TopicPartition(r.topic, r.partition)
+        tp = Partition(r.topic, r.partition)
         offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
     return offsets
-
-
-async def commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
-    """Commit; a rebalance that took the partitions away is not an error (they will be redone)."""
-    if not offsets:
-        return True
-    try:
-        await consumer.commit(offsets)
-        return True
-    except (CommitFailedError, IllegalStateError, RebalanceInProgressError) as exc:
-        log.warning("commit of %d partitions skipped (%s); records will be redelivered", len(offsets), exc)
-        return False

@@ -27,9 +27,8 @@ from collections.abc import Sequence
 from typing import cast
 
 import msgspec
-from aiokafka import AIOKafkaProducer
 from redis.asyncio import Redis
-from routeyard.consumers.kafka.bus import Outgoing, fits, publish
+from routeyard.consumers.kafka.bus import Outgoing, Producer, fits
 from routeyard.consumers.retry import retrying
 from routeyard.consumers.stores.context import Append, ContextStore, tenant_part
 from routeyard.router.correlation import Correlation, Effect, response_status
@@ -226,7 +225,7 @@ class Outbox:
     previous removal first, so at most one per caller is in flight.
     """
 
-    def __init__(self, store: CorrelationStore, context: ContextStore, producer: AIOKafkaProducer) -> None:
+    def __init__(self, store: CorrelationStore, context: ContextStore, producer: Producer) -> None:
         self._store = store
         self._context = context
         self._producer = producer
@@ -250,7 +249,7 @@ class Outbox:
                 if e.context is not None
             ]
         )
-        await publish(self._producer, _publishable(effects))
+        await self._producer.publish(_publishable(effects))
         # Retried in place: redoing the whole batch would find the states stored and leave the
         # outbox to a sweeper, which would publish it all again after the lease.
         task = asyncio.create_task(retrying(functools.partial(self.clear, items), what="outbox clear"))

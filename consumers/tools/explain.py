@@ -16,9 +16,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.partitioner import DefaultPartitioner
-from routeyard.consumers.kafka.bus import Record, make_consumer
+from routeyard.consumers.kafka.aio import as_bus
+from routeyard.consumers.kafka.bus import Bus, Consumer, Partition, Record, partition_of
 from routeyard.consumers.settings import KafkaSettings
 from routeyard.consumers.tools.replay import drain
 from routeyard.schemas import (
@@ -53,10 +52,10 @@ class Explanation:
 
 
 async def find_event(
-    kafka: KafkaSettings, topics: Topics, event_id: str, conversation_id: str | None = None
+    kafka: KafkaSettings | Bus, topics: Topics, event_id: str, conversation_id: str | None = None
 ) -> Explanation:
     names = [topics.conversations, topics.decisions, topics.responses, topics.dead_letters]
-    consumer = make_consumer(kafka, [], group=None)
+    consumer = as_bus(kafka).consumer(None)
     await consumer.start()
     try:
         records = await _read(consumer, names, conversation_id)
@@ -68,19 +67,17 @@ async def find_event(
     return found
 
 
-async def _read(consumer: AIOKafkaConsumer, names: Sequence[str], conversation_id: str | None) -> list[Record]:
-    await consumer.topics()  # all metadata: asking tansu about one named topic would create it
-    partitions = []
+async def _read(consumer: Consumer, names: Sequence[str], conversation_id: str | None) -> list[Record]:
+    partitions: list[Partition] = []
     for topic in names:
-        available = sorted(consumer.partitions_for_topic(topic) or ())
+        available = await consumer.partitions_for(topic)  # never creates the topic
         if conversation_id is not None and available and topic != names[-1]:  # dead letters: any partition
-            key = conversation_id.encode()
-            available = [DefaultPartitioner()(key, available, available)]
-        partitions += [TopicPartition(topic, p) for p in available]
+            available = [available[partition_of(conversation_id.encode(), len(available))]]
+        partitions += available
     if not partitions:
         return []
     consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
+    await consumer.seek_to_beginning(partitions)
     return await drain(consumer, partitions, 0.5)
 
 

@@ -36,10 +36,9 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from routeyard.consumers.errors import ReplayError as ReplayError
-from routeyard.consumers.kafka.admin import ensure_topics
-from routeyard.consumers.kafka.bus import Outgoing, Record, fetch, make_consumer, make_producer, publish
+from routeyard.consumers.kafka.aio import as_bus
+from routeyard.consumers.kafka.bus import Bus, Consumer, Outgoing, Partition, Record
 from routeyard.consumers.settings import KafkaSettings, Settings
 from routeyard.consumers.tools.replay_report import (
     Entry,
@@ -51,10 +50,10 @@ from routeyard.consumers.tools.replay_report import (
     score_labels,
     summarize,
 )
-from routeyard.consumers.workers.router import InvalidEvent, validate
 from routeyard.router.catalog import Catalog
 from routeyard.router.engines.base import DecisionEngine, RoutingRequest
 from routeyard.router.plan import decide_routes, make_decision
+from routeyard.router.validation import InvalidEvent, validate
 from routeyard.schemas import (
     DecodeError,
     Message,
@@ -115,17 +114,18 @@ class Recorded:
 # -- reading --------------------------------------------------------------------------------------
 
 
-async def read_topics(kafka: KafkaSettings, topics: Sequence[str], *, settle_s: float = 1.0) -> dict[str, list[Record]]:
+async def read_topics(
+    kafka: KafkaSettings | Bus, topics: Sequence[str], *, settle_s: float = 1.0
+) -> dict[str, list[Record]]:
     """Every record of ``topics`` (none for a missing topic), read without a consumer group."""
-    consumer = make_consumer(kafka, [], group=None)
+    consumer = as_bus(kafka).consumer(None)
     await consumer.start()
     try:
-        await consumer.topics()  # all topics' metadata: asking tansu about one named topic creates it
-        partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        partitions = [p for t in topics for p in await consumer.partitions_for(t)]
         found: dict[str, list[Record]] = {t: [] for t in topics}
         if partitions:
             consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
+            await consumer.seek_to_beginning(partitions)
             for record in await drain(consumer, partitions, settle_s):
                 found[record.topic].append(record)
         return found
@@ -133,12 +133,12 @@ async def read_topics(kafka: KafkaSettings, topics: Sequence[str], *, settle_s: 
         await consumer.stop()
 
 
-async def drain(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], settle_s: float) -> list[Record]:
+async def drain(consumer: Consumer, partitions: list[Partition], settle_s: float) -> list[Record]:
     """Every record of the assigned ``partitions`` up to their high watermarks (quiet ``settle_s`` first)."""
     records: list[Record] = []
     quiet_since = time.monotonic()
     while True:
-        batch = await fetch(consumer, max_records=_MAX_RECORDS, timeout_ms=_FETCH_MS)
+        batch = await consumer.fetch(max_records=_MAX_RECORDS, timeout_ms=_FETCH_MS)
         records += batch
         quiet_since = time.monotonic() if batch else quiet_since
         quiet = time.monotonic() - quiet_since
@@ -152,7 +152,7 @@ async def drain(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], se
             return records
 
 
-async def _caught_up(consumer: AIOKafkaConsumer, tp: TopicPartition) -> bool:
+async def _caught_up(consumer: Consumer, tp: Partition) -> bool:
     highwater = consumer.highwater(tp)  # from fetch responses: right on tansu, unlike ListOffsets
     return highwater is not None and await consumer.position(tp) >= highwater
 
@@ -166,7 +166,7 @@ def stream(records: Sequence[Record]) -> list[Record]:
     return list(heapq.merge(*ordered, key=lambda r: r.timestamp))
 
 
-async def read_recorded(kafka: KafkaSettings, topics: Topics, *, settle_s: float = 1.0) -> Recorded:
+async def read_recorded(kafka: KafkaSettings | Bus, topics: Topics, *, settle_s: float = 1.0) -> Recorded:
     found = await read_topics(kafka, [topics.conversations, topics.decisions, topics.responses], settle_s=settle_s)
     conversations = found[topics.conversations]
     events = _decoded(stream(conversations), event_decoder.decode)
@@ -262,18 +262,19 @@ async def replay(
     labels: Mapping[str, list[str]] | None = None,
     dispatch_prefix: str | None = None,
     settle_s: float = 1.0,
+    bus: Bus | None = None,
 ) -> ReplayReport:
     """Replay the turns ``selection`` picks from ``settings.topic_prefix``'s topics with ``engine``
     (started) and ``catalog``; compare with the recorded decisions; score both against ``labels``."""
     selection = selection or Selection()
     selection.check()
     shadow = shadow_topics(settings.topic_prefix, dispatch_prefix) if dispatch_prefix is not None else None
-    recorded = await read_recorded(settings.kafka, settings.topics, settle_s=settle_s)
+    recorded = await read_recorded(bus or settings.kafka, settings.topics, settle_s=settle_s)
     if not recorded.stats.read:
         log.warning("replay: nothing on %s", settings.topics.conversations)
     chosen = selection.pick(recorded.entries)
     turns = await _route_again(settings, engine, catalog, recorded, chosen, labels or {})
-    dispatched = await dispatch(settings.kafka, shadow, chosen, recorded.partitions) if shadow else 0
+    dispatched = await dispatch(bus or settings.kafka, shadow, chosen, recorded.partitions) if shadow else 0
     candidate = f"{engine.name}, catalog {catalog.version}"
     dispatch_topic = shadow.conversations if shadow else None
     summary = summarize(turns, recorded.stats, candidate=candidate, dispatch=(dispatch_topic, dispatched))
@@ -319,13 +320,14 @@ def shadow_topics(live_prefix: str, prefix: str) -> Topics:
     return shadow
 
 
-async def dispatch(kafka: KafkaSettings, shadow: Topics, entries: Sequence[Entry], partitions: int) -> int:
+async def dispatch(kafka: KafkaSettings | Bus, shadow: Topics, entries: Sequence[Entry], partitions: int) -> int:
     """Republish ``entries`` to the shadow conversations topic; returns how many."""
-    await ensure_topics(kafka, {shadow.conversations: partitions})
-    producer = make_producer(kafka)
+    bus = as_bus(kafka)
+    await bus.create_topics({shadow.conversations: partitions})
+    producer = bus.producer()
     await producer.start()
     try:
-        await publish(producer, [_republished(e, shadow.conversations) for e in entries])
+        await producer.publish([_republished(e, shadow.conversations) for e in entries])
     finally:
         await producer.stop()
     return len(entries)

@@ -25,11 +25,19 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from routeyard.consumers import tracing
-from routeyard.consumers.kafka.bus import Outgoing, Record, consume_batches, dead_letter, dead_letterer, publish
+from routeyard.consumers.kafka.bus import (
+    Consumer,
+    Outgoing,
+    Producer,
+    Record,
+    consume_batches,
+    dead_letter,
+    dead_letterer,
+)
 from routeyard.consumers.metrics import METRICS, Phases, child
 from routeyard.consumers.retry import backoff_for, retrying
 from routeyard.consumers.settings import Settings
@@ -69,8 +77,8 @@ class Correlator:
         self,
         *,
         settings: Settings,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         context: ContextStore,
         store: CorrelationStore,
         circuits: CircuitStore | None = None,
@@ -131,12 +139,12 @@ class Correlator:
         phases.done("decode")
         refused: dict[str, dict[int, str]] = {}
 
-        def record(state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
+        def record_replies(state: Correlation, now: float, key: str, blocked: frozenset[str]) -> Step:
             step, refused[key] = self._record(state, replies[key], now, blocked)
             return step
 
         try:
-            strays, finished = await self._apply(replies, record, phases)
+            strays, finished = await self._apply(replies, record_replies, phases)
         finally:
             for span in spans:
                 span.end()
@@ -148,7 +156,7 @@ class Correlator:
             why = "no correlation for this event (unknown event, or finished longer ago than dedup_ttl_s)"
             dead += [dead_letter(r, self._topics.dead_letters, stage="correlate", error=why) for r in sources[key]]
         if dead:
-            await publish(self._producer, dead)
+            await self._producer.publish(dead)
             child(METRICS.dead_letters, stage="correlate").inc(len(dead))
 
     async def _catch_up(self, stop: asyncio.Event, patience_s: float = CATCH_UP_PATIENCE_S) -> None:
@@ -167,7 +175,7 @@ class Correlator:
         """Every assigned replies partition read up to its high watermark (none assigned: nothing to read)."""
         partitions = self._consumer.assignment()
         if not partitions:
-            return bool(self._consumer.subscription()) and time.monotonic() - self._born > GROUP_JOIN_GRACE_S
+            return self._consumer.subscribed() and time.monotonic() - self._born > GROUP_JOIN_GRACE_S
         for tp in partitions:
             end = self._consumer.highwater(tp)
             if end is None or await self._consumer.position(tp) < end:
@@ -271,7 +279,8 @@ class Correlator:
     async def _load(self, keys: list[str]) -> tuple[dict[str, tuple[bytes, Correlation]], list[str], list[str]]:
         """The stored states of ``keys``; the keys with nothing stored; those shrunk to a done marker."""
         states: dict[str, tuple[bytes, Correlation]] = {}
-        missing, finished = [], []
+        missing: list[str] = []
+        finished: list[str] = []
         for key, raw in zip(keys, await self._store.get_many(keys), strict=True):
             state = decode_state(raw) if raw is not None else None
             if isinstance(state, Correlation):
@@ -286,7 +295,9 @@ class Correlator:
         Returns the keys that have no stored correlation, and those that hold only a done marker
         (finished: nothing changes them).
         """
-        pending, missing, finished = list(keys), [], []
+        pending = list(keys)
+        missing: list[str] = []
+        finished: list[str] = []
         done: dict[str, Stored] = {}
         outcomes: dict[str, list[Outcome]] = {}
         for _ in range(CAS_ATTEMPTS):
@@ -303,12 +314,12 @@ class Correlator:
                 state, effects, outcomes[key] = change(stored, now, key, blocked)
                 new_effects = [e for e in effects if e not in state.outbox]
                 writes.append((Write(key, raw, stage(state, new_effects, now)), effects))
-            stored = await self._store.write_many([w for w, _ in writes], now)
+            written = await self._store.write_many([w for w, _ in writes], now)
             phases.done("store")
             pending = []
-            for (write, effects), raw in zip(writes, stored, strict=True):
-                if raw is not None:
-                    done[write.key] = Stored(write.state, raw, effects)
+            for (write, effects), now_raw in zip(writes, written, strict=True):
+                if now_raw is not None:  # stage() made a correlation: a done marker is never written here
+                    done[write.key] = Stored(cast(Correlation, write.state), now_raw, effects)
                 else:
                     pending.append(write.key)
         if pending:

@@ -21,8 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from aiokafka import AIOKafkaProducer
-from routeyard.consumers.kafka.bus import Outgoing, Record, dead_letter, publish
+from routeyard.consumers.kafka.bus import Outgoing, Producer, Record, dead_letter
 from routeyard.consumers.stores.correlations import CorrelationStore
 from routeyard.schemas import ConversationEvent, ConversationResponse, Topics, encode
 
@@ -78,7 +77,7 @@ def _id(value: object) -> bool:
 class Rejecter:
     def __init__(
         self,
-        producer: AIOKafkaProducer,
+        producer: Producer,
         store: CorrelationStore,
         topics: Topics,
         *,
@@ -110,7 +109,7 @@ class Rejecter:
         keys = list(records)
         fresh = [key for key, sent in zip(keys, await self._store.sent(keys), strict=True) if not sent]
         if fresh:
-            await publish(self._producer, [records[key] for key in fresh])
+            await self._producer.publish([records[key] for key in fresh])
             await self._store.mark_sent(fresh)
         return len(letters.intersection(fresh))
 

@@ -14,16 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from routeyard.consumers import tracing
-from routeyard.consumers.kafka.bus import Record, consume_batches
+from routeyard.consumers.kafka.bus import Consumer, Producer, Record, consume_batches
 from routeyard.consumers.metrics import METRICS, Phases, child
 from routeyard.consumers.retry import backoff_for
 from routeyard.consumers.settings import Settings
@@ -33,119 +32,19 @@ from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, St
 from routeyard.consumers.workers.rejection import Rejected, Rejecter
 from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
-from routeyard.router.correlation import Effect, Target, stage, start
+from routeyard.router.correlation import Correlation, Effect, Target, stage, start
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
-from routeyard.router.errors import RouteyardError
 from routeyard.router.plan import avoid_open_circuits, decide_routes, make_decision
+from routeyard.router.validation import InvalidEvent, answerable, utc, validate
 from routeyard.schemas import (
     ConversationEvent,
     Message,
     RoutingDecision,
-    Topics,
     encode,
     event_decoder,
-    valid_topic,
 )
 
 log = logging.getLogger(__name__)
-
-_TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: ``$`` would accept a trailing newline
-"""Never ``_`` (the key part of "no tenant") and never ``:`` (the key separator): see
-routeyard.consumers.stores.context."""
-MAX_ID_LENGTH = 256
-
-
-class InvalidEvent(RouteyardError, ValueError):
-    """The event decoded but cannot be routed. Not retriable: it goes to the dead-letter topic."""
-
-
-def validate(
-    event: ConversationEvent, catalog: Catalog, settings: Settings | None = None, *, now: datetime | None = None
-) -> None:
-    """Raise ``InvalidEvent`` with the reason if the event must not be routed. Without ``settings``
-    only the checks that need no configuration run (ids, tenant form, user message, agents)."""
-    for name, value in (("event_id", event.event_id), ("conversation_id", event.conversation_id)):
-        if not 0 < len(value) <= MAX_ID_LENGTH:
-            raise InvalidEvent(f"{name} must have 1-{MAX_ID_LENGTH} characters")
-    if event.tenant is not None and not _TENANT.fullmatch(event.tenant):
-        raise InvalidEvent("tenant must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
-    if not any(m.role == "user" and m.content.strip() for m in event.messages):
-        raise InvalidEvent("the turn has no user message with text")
-    if event.agents is not None:
-        unknown = sorted(set(event.agents) - set(catalog.names))
-        if unknown:
-            raise InvalidEvent(f"unknown agents in the turn's restriction: {', '.join(unknown)}")
-    if settings is not None:
-        _check_tenant_allowed(event.tenant, settings.router.tenants)
-        _check_created_at(event.created_at, settings, now or datetime.now(UTC))
-        _check_reply_topic(event.reply_topic, catalog, settings)
-
-
-def _check_tenant_allowed(tenant: str | None, allowed: frozenset[str] | None) -> None:
-    if allowed is not None and (tenant or "") not in allowed:
-        raise InvalidEvent(f"tenant {tenant!r} is not in router.tenants" if tenant else "the event has no tenant")
-
-
-EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
-"""No event is older: an earlier ``created_at`` (year 1, or year 0 once in UTC) is a wrong clock or
-hostile, and dates near datetime's limits fail arithmetic later (latency, encoding)."""
-
-
-def _check_created_at(created_at: datetime, settings: Settings, now: datetime) -> None:
-    try:  # naive means UTC; an offset may take year 1 (or 9999) out of datetime's range
-        moment = utc(created_at)
-    except (OverflowError, ValueError):
-        raise InvalidEvent("created_at is not representable in UTC") from None
-    if moment < EARLIEST:
-        raise InvalidEvent("created_at is before 2000-01-01")
-    ahead = (moment - now).total_seconds()
-    if ahead > settings.router.max_clock_skew_s:
-        raise InvalidEvent(f"created_at is {ahead:.0f}s in the future (more than router.max_clock_skew_s)")
-    limit = settings.router.max_event_age_s
-    if limit is not None and -ahead > limit:
-        raise InvalidEvent(f"created_at is {-ahead:.0f}s old (more than router.max_event_age_s)")
-
-
-def utc(moment: datetime) -> datetime:
-    """``moment`` in UTC (naive means UTC); ``validate`` made sure it is representable."""
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def answerable(topic: str, catalog: Catalog, settings: Settings) -> bool:
-    """Whether a response may go to ``topic`` (a sender's reply_topic)."""
-    try:
-        _check_reply_topic(topic, catalog, settings)
-    except InvalidEvent:
-        return False
-    return True
-
-
-def _check_reply_topic(topic: str | None, catalog: Catalog, settings: Settings) -> None:
-    """A response may go to the responses topic or a client's own topic, never into routeyard's
-    own namespace (whose topics it may create), an agent's topic or Kafka's internal topics."""
-    if topic is None:
-        return
-    if not valid_topic(topic):
-        raise InvalidEvent("reply_topic is not a valid topic name (1-249 of letters, digits, '.', '_', '-')")
-    if topic == settings.topics.responses:
-        return
-    if _reserved(topic, catalog, settings.topics):
-        raise InvalidEvent(f"reply_topic {topic!r} is reserved (routeyard's own topics, an agent's or Kafka's)")
-
-
-def _reserved(topic: str, catalog: Catalog, topics: Topics) -> bool:
-    """Kafka's internal topics (``__*``), routeyard's prefix and agents' topics. Kafka treats ``.``
-    and ``_`` as the same in topic names (their metrics collide), so they are compared as one."""
-    folded = _fold(topic)
-    if topic.startswith("__") or (topics.prefix and folded.startswith(_fold(topics.prefix))):
-        return True
-    agent_topics = {_fold(spec.topic or topics.agent(spec.name)) for spec in catalog.agents}
-    return folded in agent_topics or folded in {_fold(t) for t in topics.core()}
-
-
-def _fold(name: str) -> str:
-    return name.replace(".", "_")
-
 
 REUSED = "event id already used by another conversation of this tenant (event ids must be unique)"
 
@@ -176,8 +75,8 @@ class RouterWorker:
         settings: Settings,
         catalog: Catalog,
         engine: DecisionEngine,
-        consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
+        consumer: Consumer,
+        producer: Producer,
         context: ContextStore,
         store: CorrelationStore,
         circuits: CircuitStore | None = None,
@@ -186,6 +85,7 @@ class RouterWorker:
         self._circuits = circuits
         self._topics = settings.topics
         self._catalog = catalog
+        self._rules = settings.event_rules()
         self._engine = engine
         self._consumer = consumer
         self._producer = producer
@@ -197,7 +97,7 @@ class RouterWorker:
             producer,
             store,
             settings.topics,
-            may_answer_on=lambda topic: answerable(topic, catalog, settings),
+            may_answer_on=lambda topic: answerable(topic, catalog, settings.topics),
             answer_topic=lambda tenant: settings.response_topic(tenant if tenant in allowed else None),
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:6]}"
@@ -258,7 +158,7 @@ class RouterWorker:
                 if record.value is None or len(record.value) > limit:
                     raise InvalidEvent(f"event is empty or larger than {limit} bytes")
                 event = event_decoder.decode(record.value)
-                validate(event, self._catalog, self._settings)
+                validate(event, self._catalog, self._rules)
             except Exception as exc:  # the record's fault, whatever it is (a RecursionError of deep JSON too)
                 log.warning("dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, exc)
                 dead.append(Rejected(record, exc, event))
@@ -343,7 +243,11 @@ class RouterWorker:
         phases.done("decide")
         stored = await self._store.write_many([w for w, _ in writes], time.time())
         phases.done("store")
-        items = {w.key: Stored(w.state, raw, effects) for (w, effects), raw in zip(writes, stored, strict=True) if raw}
+        items = {
+            w.key: Stored(cast(Correlation, w.state), raw, effects)  # _open writes correlations only
+            for (w, effects), raw in zip(writes, stored, strict=True)
+            if raw
+        }
         await self._outbox.carry_out(items)
         phases.done("publish")
 
@@ -412,8 +316,7 @@ class RouterWorker:
         return Write(key, None, stage(transition.state, effects, now)), effects
 
     def _observe_engine(self) -> None:
-        rate = getattr(self._engine, "prefix_cache_hit_rate", None)
-        value = rate() if callable(rate) else None
+        value = self._engine.prefix_cache_hit_rate()
         if value is not None:
             METRICS.prefix_cache_hit_rate.set(value)
 

@@ -1,5 +1,7 @@
-"""A routeyard stack for one integration test: its own topics, consumer groups and Redis keys
-on the session's real broker and Valkey, with recording agents."""
+"""A routeyard stack for one flow test: its own topics, consumer groups and Redis keys on the
+session's real Valkey and on a bus: the session's real broker (tansu), or a memory bus of the
+test's own. ``make_settings`` takes either; the helpers below find the bus by the settings'
+prefix, so a test body reads the same on both."""
 
 from __future__ import annotations
 
@@ -13,22 +15,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from routeyard.consumers.agents.agent import Agent, agent
 from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
 from routeyard.consumers.client import RouteyardClient
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.aio import KafkaBus
+from routeyard.consumers.kafka.bus import Bus, Outgoing, Producer
+from routeyard.consumers.kafka.memory import MemoryBus
 from routeyard.consumers.settings import Settings
 from routeyard.router.catalog import Catalog, catalog_from_dict
 from routeyard.schemas import AgentTask
 
+_MEMORY: dict[str, MemoryBus] = {}
+"""The memory bus of each test's prefix (prefixes are unique per test)."""
 
-def make_settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, **router: Any) -> Settings:
+
+def make_settings(where: EmbeddedBroker | Bus, valkey: EmbeddedValkey, prefix: str, **router: Any) -> Settings:
+    """Settings for a stack on ``where``: the real broker (or a KafkaBus on it), or a memory bus."""
+    if isinstance(where, MemoryBus):
+        _MEMORY[prefix] = where
     return Settings.model_validate(
         {
             "topic_prefix": prefix,
             "kafka": {
-                "bootstrap": broker.bootstrap,
+                "bootstrap": where.bootstrap,
                 "partitions": 4,
                 "session_timeout_ms": 6000,
                 "heartbeat_interval_ms": 1000,
@@ -38,6 +49,63 @@ def make_settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, *
             "correlator": {"sweep_interval_ms": 50},
         }
     )
+
+
+def bus_for(settings: Settings) -> Bus:
+    """The bus of the stack ``settings`` were made for."""
+    return _MEMORY.get(settings.topic_prefix) or KafkaBus(settings.kafka)
+
+
+def memory(settings: Settings) -> MemoryBus | None:
+    return _MEMORY.get(settings.topic_prefix)
+
+
+async def settled(settings: Settings, seconds: float) -> None:
+    """Before asserting that nothing more arrives: on the memory bus, until every consumer group
+    committed everything (drained); on a broker, ``seconds``."""
+    bus = memory(settings)
+    if bus is not None:
+        await bus.idle()
+    else:
+        await asyncio.sleep(seconds)
+
+
+async def joined(settings: Settings, group: str, members: int, seconds: float) -> None:
+    """Until ``group`` has ``members`` members: on the memory bus, exactly; on a broker, ``seconds``."""
+    bus = memory(settings)
+    if bus is not None:
+        await bus.joined(group, members)
+    else:
+        await asyncio.sleep(seconds)
+
+
+async def send(
+    settings: Settings, topic: str, values: Sequence[bytes], keys: Sequence[str | None] = (), *, limit: int = 1 << 20
+) -> list[tuple[int, int]]:
+    """Publish raw records one at a time, as any producer could (each up to ``limit`` bytes);
+    returns each one's (partition, offset)."""
+    keyed = [Outgoing(topic=topic, value=v, key=keys[i] if keys else None) for i, v in enumerate(values)]
+    bus = memory(settings)
+    if bus is not None:
+        return [(r.partition, r.offset) for m in keyed for r in bus.append([m], limit=limit)]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, max_request_size=limit)
+    await producer.start()
+    try:
+        sent = [await producer.send_and_wait(topic, m.value, key=m.key.encode() if m.key else None) for m in keyed]
+    finally:
+        await producer.stop()
+    return [(m.partition, m.offset) for m in sent]
+
+
+@contextlib.asynccontextmanager
+async def publisher(settings: Settings) -> AsyncIterator[Producer]:
+    """A started producer on the stack's bus (for records no client would send)."""
+    producer = bus_for(settings).producer()
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
 
 
 @dataclass
@@ -86,13 +154,14 @@ async def running(
     correlator: bool = True,
 ) -> AsyncIterator[RouteyardClient]:
     """Router worker(s), correlator and agents as tasks; yields a client watching decisions."""
-    await create_topics(settings, catalog)
+    bus = bus_for(settings)
+    await create_topics(settings, catalog, bus)
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(run_router(settings, stop, catalog)) for _ in range(routers)]
+    tasks = [asyncio.create_task(run_router(settings, stop, catalog, bus=bus)) for _ in range(routers)]
     if correlator:
-        tasks.append(asyncio.create_task(run_correlator(settings, stop)))
-    tasks += [asyncio.create_task(run_agent(a, settings, stop)) for a in agents]
-    client = RouteyardClient(settings.kafka, prefix=settings.topic_prefix, watch_decisions=True)
+        tasks.append(asyncio.create_task(run_correlator(settings, stop, bus)))
+    tasks += [asyncio.create_task(run_agent(a, settings, stop, bus)) for a in agents]
+    client = RouteyardClient(prefix=settings.topic_prefix, watch_decisions=True, bus=bus)
     await client.start()
     try:
         yield client
@@ -106,7 +175,12 @@ async def running(
 
 
 async def read_all(settings: Settings, topic: str, *, settle: float = 0.5) -> list[bytes]:
-    """Every record on a topic, from the beginning (waits ``settle`` s with nothing new)."""
+    """Every record on a topic, from the beginning (waits ``settle`` s with nothing new; on the
+    memory bus, until every consumer waits with nothing to read)."""
+    bus = memory(settings)
+    if bus is not None:
+        await bus.quiet()
+        return [r.value or b"" for r in bus.records(topic)]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap,
         enable_auto_commit=False,

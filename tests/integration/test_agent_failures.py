@@ -1,5 +1,6 @@
-"""Agent failures on the real broker (tansu) and Valkey: task retries, circuit breakers with a
-fallback agent and a half-open probe, and replies that arrive after the response."""
+"""Agent failures on each bus (in memory, and the real broker) with the real Valkey: task
+retries, circuit breakers with a fallback agent and a half-open probe, and replies that arrive
+after the response."""
 
 from __future__ import annotations
 
@@ -14,21 +15,19 @@ import pytest
 import redis.asyncio as redis
 from prometheus_client import REGISTRY
 from routeyard.consumers.agents.agent import Agent, agent
-from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
-from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.kafka.bus import Bus, Outgoing
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.correlations import decode_state
 from routeyard.router.circuit import Breaker
 from routeyard.schemas import AgentReply, AgentTask, decision_decoder, encode, response_decoder
 
-from tests.integration.stack import catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import catalog, make_settings, publisher, read_all, running, settled, spec
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str) -> Settings:
-    base = make_settings(broker, valkey, prefix)
+def settings(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> Settings:
+    base = make_settings(bus, valkey, prefix)
     return base.model_copy(
         update={
             "retry": base.retry.model_copy(update={"backoff_s": 0.05, "backoff_max_s": 0.2}),
@@ -99,7 +98,7 @@ async def test_an_agent_that_always_fails_gets_bounded_retries_then_one_partial_
     settings = settings.model_copy(update={"circuit": settings.circuit.model_copy(update={"threshold": 10})})
     async with running(settings, agents_, [weather.agent(), table.agent()]) as client:
         response = await client.ask("f2", "weather, and a table", timeout=30)
-        await asyncio.sleep(0.5)  # nothing more may be sent: the budget is spent
+        await settled(settings, 0.5)  # nothing more may be sent: the budget is spent
     assert response.status == "partial"
     assert [t.attempt for t in weather.tasks] == [1, 2, 3]
     errors = [r for r in response.replies if r.agent == "WeatherAgent"]
@@ -115,7 +114,7 @@ async def test_no_retry_goes_to_an_agent_whose_breaker_opened(settings: Settings
     before = withheld_retries("WeatherAgent")
     async with running(settings, agents_, [weather.agent(), Flaky("RestaurantAgent").agent()]) as client:
         response = await client.ask("w1", "weather, and a table", timeout=30)
-        await asyncio.sleep(0.5)  # a retry sent late would show here
+        await settled(settings, 0.5)  # a retry sent late would show here
     assert response.status == "partial"
     assert [t.attempt for t in weather.tasks] == [1, 2]
     errors = [r for r in response.replies if r.agent == "WeatherAgent"]
@@ -184,12 +183,8 @@ async def test_a_reply_after_the_response_is_recorded_late_and_not_published_aga
             token=task.token,
             content="a second answer, much later",
         )
-        producer = make_producer(settings.kafka)
-        await producer.start()
-        try:
-            await publish(producer, [Outgoing(topic=settings.topics.replies, value=encode(late), key="l1")])
-        finally:
-            await producer.stop()
+        async with publisher(settings) as producer:
+            await producer.publish([Outgoing(topic=settings.topics.replies, value=encode(late), key="l1")])
         key = f"{settings.namespace}:_:corr:{response.event_id}"
 
         async def counted() -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from routeyard.consumers.agents.agent import agent
 from routeyard.consumers.app import redis_client, run_agent
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.kafka.admin import ensure_topics
+from routeyard.consumers.kafka.aio import KafkaBus, KafkaProducer
 from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
 from routeyard.consumers.settings import Settings
 from routeyard.schemas import AgentTask, Message, dead_letter_decoder, encode, reply_decoder
@@ -100,7 +100,7 @@ async def redis_marked(settings: Settings, task_id: str) -> bool:
 
 
 async def test_a_failed_reply_publish_is_retried_without_running_the_handler_again(
-    broker: EmbeddedBroker, valkey: EmbeddedValkey, monkeypatch: pytest.MonkeyPatch
+    broker: EmbeddedBroker, valkey: EmbeddedValkey
 ) -> None:
     """Replies finishing together go out as one publish; when it fails, each reply is published
     again on its own retry, and no handler runs twice."""
@@ -108,13 +108,21 @@ async def test_a_failed_reply_publish_is_retried_without_running_the_handler_aga
     topic, ran = settings.topics.agent("EchoAgent"), collections.Counter[str]()
     publishes: list[int] = []
 
-    async def flaky(producer, messages):  # type: ignore[no-untyped-def]
-        publishes.append(len(messages))
-        if len(publishes) == 1:
-            raise KafkaConnectionError("broker went away")
-        await publish(producer, messages)
+    class Flaky(KafkaBus):
+        """The runtime's bus: its first publish fails as if the broker went away."""
 
-    monkeypatch.setattr(sys.modules["routeyard.consumers.agents.agent"], "publish", flaky)
+        def producer(self) -> KafkaProducer:
+            producer = super().producer()
+            publish = producer.publish
+
+            async def flaky(messages: list[Outgoing]) -> None:
+                publishes.append(len(messages))
+                if len(publishes) == 1:
+                    raise KafkaConnectionError("broker went away")
+                await publish(messages)
+
+            producer.publish = flaky  # type: ignore[method-assign]
+            return producer
 
     @agent("EchoAgent", "echo")
     async def echo(task: AgentTask) -> str:
@@ -128,7 +136,7 @@ async def test_a_failed_reply_publish_is_retried_without_running_the_handler_aga
     await publish(producer, [Outgoing(topic=topic, key="c", value=_task(settings, i)) for i in ids])
     await producer.stop()
     stop = asyncio.Event()
-    runtime = asyncio.create_task(run_agent(echo, settings, stop))
+    runtime = asyncio.create_task(run_agent(echo, settings, stop, Flaky(settings.kafka)))
     try:
         replies = await read_until(settings, settings.topics.replies, len(ids))
     finally:

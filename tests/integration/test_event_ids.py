@@ -1,6 +1,6 @@
-"""Issue 13, defects 4-6 on the real broker and Valkey: every event ends as exactly one outcome,
-an event that is not decided never changes context, a rejected turn answers its sender, and a
-finished turn leaves only a small done marker in Redis.
+"""Issue 13, defects 4-6 on each bus (memory, the real broker) with the real Valkey: every
+event ends as exactly one outcome, an event that is not decided never changes context, a rejected
+turn answers its sender, and a finished turn leaves only a small done marker in Redis.
 
 Names added by the fix are imported inside the tests, so the others still run (and fail for
 their own reason) on code without them.
@@ -18,17 +18,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 import redis.asyncio as redis
-from aiokafka.structs import ConsumerRecord
 from routeyard.consumers.app import create_topics, stores
-from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.kafka.bus import Outgoing, Record
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.workers.router import RouterWorker
 from routeyard.router.engines.rules import RulesEngine
 from routeyard.schemas import AgentReply, ConversationEvent, Message, dead_letter_decoder, encode, response_decoder
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import Recorder, bus_for, catalog, make_settings, publisher, read_all, running, spec
 
 CATALOG = catalog(spec("WeatherAgent", "weather"))
 
@@ -47,9 +44,9 @@ def _event(event_id: str, conversation: str, text: str, **fields: object) -> Con
 
 
 async def test_event_id_reused_by_another_conversation_is_dead_lettered_and_never_appended(
-    broker, valkey, prefix, redis_client
+    bus, valkey, prefix, redis_client
 ) -> None:
-    settings = make_settings(broker, valkey, prefix)
+    settings = make_settings(bus, valkey, prefix)
     context, _ = stores(settings, redis_client)
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
         (first,) = await client.ask_many([_event("shared-id", "conv-a", "weather for the secret trip")], timeout=30)
@@ -65,9 +62,9 @@ async def test_event_id_reused_by_another_conversation_is_dead_lettered_and_neve
 
 
 async def test_an_old_event_replayed_after_its_seen_id_was_forgotten_changes_no_context(
-    broker, valkey, prefix, redis_client
+    bus, valkey, prefix, redis_client
 ) -> None:
-    settings = make_settings(broker, valkey, prefix)
+    settings = make_settings(bus, valkey, prefix)
     context, _ = stores(settings, redis_client)
     old = _event("old-turn", "c", "weather for the OLD-TURN")
     newer = [_event(f"n{i}", "c", f"nothing to route {i}") for i in range(context.seen_kept + 10)]
@@ -84,19 +81,17 @@ async def test_an_old_event_replayed_after_its_seen_id_was_forgotten_changes_no_
     assert on_topic["old-turn"] == 1
 
 
-def _record(topic: str, offset: int, value: bytes) -> ConsumerRecord:  # type: ignore[type-arg]
-    return ConsumerRecord(topic, 0, offset, 0, 0, b"k", value, None, 1, len(value), ())
+def _record(topic: str, offset: int, value: bytes) -> Record:
+    return Record(topic=topic, partition=0, offset=offset, key=b"k", value=value)
 
 
 async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(
-    broker, valkey, prefix, redis_client
+    bus, valkey, prefix, redis_client
 ) -> None:
-    settings = make_settings(broker, valkey, prefix)
-    await create_topics(settings, CATALOG)
+    settings = make_settings(bus, valkey, prefix)
+    await create_topics(settings, CATALOG, bus_for(settings))
     context, store = stores(settings, redis_client)
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
+    async with publisher(settings) as producer:
         worker = RouterWorker(
             settings=settings,
             catalog=CATALOG,
@@ -113,18 +108,16 @@ async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(
         ]
         await worker.handle(records)
         await worker.handle(records)  # redone: e.g. the process died after publishing, before its commit
-    finally:
-        await producer.stop()
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
     assert sorted(d.source_offset for d in letters) == [7, 8]
     responses = [response_decoder.decode(v) for v in await read_all(settings, settings.topics.responses)]
     assert [(r.event_id, r.status) for r in responses] == [("bad-agents", "rejected")]
 
 
-async def test_a_rejected_turn_raises_turn_rejected_at_once(broker, valkey, prefix) -> None:
-    from routeyard.consumers.client import TurnRejected
+async def test_a_rejected_turn_raises_turn_rejected_at_once(bus, valkey, prefix) -> None:
+    from routeyard import TurnRejected
 
-    settings = make_settings(broker, valkey, prefix)
+    settings = make_settings(bus, valkey, prefix)
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
         await client.ask("warm-up", "weather?", timeout=30)  # the stack is up
         started = time.monotonic()
@@ -136,6 +129,7 @@ async def test_a_rejected_turn_raises_turn_rejected_at_once(broker, valkey, pref
     assert str(info.value).startswith("turn ev-rej rejected: unknown agents")
 
 
+@pytest.mark.integration  # the CLI in a child process: the real broker only
 async def test_send_wait_on_a_rejected_turn_prints_one_line_and_fails(broker, valkey, prefix) -> None:
     settings = make_settings(broker, valkey, prefix)
     env = {
@@ -160,9 +154,9 @@ async def test_send_wait_on_a_rejected_turn_prints_one_line_and_fails(broker, va
 
 
 async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_counted(
-    broker, valkey, prefix, redis_client: redis.Redis
+    bus, valkey, prefix, redis_client: redis.Redis
 ) -> None:
-    settings = make_settings(broker, valkey, prefix)
+    settings = make_settings(bus, valkey, prefix)
     _, store = stores(settings, redis_client)
     key = store.key("acme", "big")
     late = child(METRICS.replies, outcome="late")
@@ -179,12 +173,8 @@ async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_c
         before = late._value.get()
         task_id = response.replies[0].task_id
         reply = AgentReply(task_id=task_id, event_id="big", conversation_id="c", agent="WeatherAgent", tenant="acme")
-        producer = make_producer(settings.kafka)
-        await producer.start()
-        try:
-            await publish(producer, [Outgoing(topic=settings.topics.replies, value=encode(reply), key="c")])
-        finally:
-            await producer.stop()
+        async with publisher(settings) as producer:
+            await producer.publish([Outgoing(topic=settings.topics.replies, value=encode(reply), key="c")])
 
         async def counted() -> bool:
             return late._value.get() > before

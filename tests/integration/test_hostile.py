@@ -1,7 +1,7 @@
-"""Hostile and malformed input on the real broker and Valkey: generated garbage, wrong shapes, huge
-fields and injection texts never stop the router, each ends as a decision or a dead letter, no route
-leaves the catalog; contexts are bounded in bytes and separated by tenant; content is never logged
-at INFO or above."""
+"""Hostile and malformed input on each bus (memory, the real broker) with the real Valkey:
+generated garbage, wrong shapes, huge fields and injection texts never stop the router, each ends
+as a decision or a dead letter, no route leaves the catalog; contexts are bounded in bytes and
+separated by tenant; content is never logged at INFO or above."""
 
 from __future__ import annotations
 
@@ -15,18 +15,16 @@ from typing import Any
 import msgspec
 import pytest
 import redis.asyncio as redis
-from aiokafka import AIOKafkaProducer
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.context import Append, ContextStore
 from routeyard.schemas import Message, dead_letter_decoder, decision_decoder, encode, response_decoder
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, send, spec
 
 CATALOG = catalog(spec("WeatherAgent", "weather"), spec("CodeAgent", "code", "python"))
 NAMES = {"WeatherAgent", "CodeAgent"}
@@ -39,8 +37,8 @@ INJECTIONS = [
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str) -> Settings:
-    return make_settings(broker, valkey, prefix, max_event_bytes=MAX_EVENT_BYTES)
+def settings(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> Settings:
+    return make_settings(bus, valkey, prefix, max_event_bytes=MAX_EVENT_BYTES)
 
 
 # -- generated input ------------------------------------------------------------------------------
@@ -144,18 +142,9 @@ async def test_generated_hostile_events_end_as_decisions_or_dead_letters(setting
     started = datetime.now(UTC)
     agents = Recorder()
     async with running(settings, CATALOG, [agents.agent(n) for n in sorted(NAMES)]) as client:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, max_request_size=2 << 20)
-        await producer.start()
-        try:
-            sent = [
-                await producer.send_and_wait(settings.topics.conversations, p, key=str(i % 5).encode())
-                for i, p in enumerate(payloads)
-            ]
-        finally:
-            await producer.stop()
-        accounted = await _accounted(
-            settings, {(m.partition, m.offset): p for m, p in zip(sent, payloads, strict=True)}, started
-        )
+        keys = [str(i % 5) for i in range(len(payloads))]
+        sent = await send(settings, settings.topics.conversations, payloads, keys, limit=2 << 20)
+        accounted = await _accounted(settings, dict(zip(sent, payloads, strict=True)), started)
         after = await client.ask("c-after", "weather after the storm?", timeout=30)
     assert after.status == "complete"  # the worker kept running
     assert accounted["dead"] > 0 and accounted["decided"] > 0
@@ -245,22 +234,16 @@ async def test_reserved_reply_topics_odd_tenants_and_versions_are_dead_lettered(
     agents = Recorder()
     started = datetime.now(UTC)
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
-        await producer.start()
-        try:
-            topic = settings.topics.conversations
-            sent = {name: await producer.send_and_wait(topic, p) for name, p in payloads.items()}
-        finally:
-            await producer.stop()
+        names = list(payloads)
+        at = await send(settings, settings.topics.conversations, [payloads[n] for n in names])
+        sent = dict(zip(names, at, strict=True))
         after = await client.ask("c-after", "weather?", timeout=30)
-        accounted = await _accounted(
-            settings, {(m.partition, m.offset): payloads[n] for n, m in sent.items()}, started
-        )
+        accounted = await _accounted(settings, {c: payloads[n] for n, c in sent.items()}, started)
     assert after.status == "complete"
     assert accounted == {"dead": len(bad), "decided": 0}
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
     reasons = {(x.source_partition, x.source_offset): x.error for x in letters}
-    why = {name: reasons[m.partition, m.offset] for name, m in sent.items()}
+    why = {name: reasons[c] for name, c in sent.items()}
     assert all("reply_topic" in why[n] for n in ("__consumer_offsets", "folded", "inside")), why
     assert "tenant must be" in why["newline"] and "$.v" in why["version"], why
     assert set(agents.tasks) == {"WeatherAgent"} and len(agents.tasks["WeatherAgent"]) == 1
@@ -276,15 +259,8 @@ async def test_message_content_is_never_logged_at_info(settings: Settings, caplo
     agents = Recorder()
     poison = encode_event(f"bad-{uuid.uuid4().hex}", SENTINEL, agents=["NoSuchAgent"])
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
-        await producer.start()
-        try:
-            await producer.send_and_wait(settings.topics.conversations, poison, key=b"c")
-            await producer.send_and_wait(
-                settings.topics.conversations, b'{"oops": "' + SENTINEL.encode() + b'"', key=b"c"
-            )
-        finally:
-            await producer.stop()
+        garbage = b'{"oops": "' + SENTINEL.encode() + b'"'
+        await send(settings, settings.topics.conversations, [poison, garbage], ["c", "c"])
         response = await client.ask("c-log", SENTINEL, timeout=30)
     assert response.status == "complete" and SENTINEL in response.content  # the content did flow
     assert any(r.levelno >= logging.INFO for r in caplog.records)  # and INFO records were captured

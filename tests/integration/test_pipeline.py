@@ -1,19 +1,19 @@
-"""The core pipeline on the real broker (tansu) and Valkey: routing, multi-intent, no route,
-default agent, context, redelivery, dead letters, timeouts, and two routers in one group."""
+"""The core pipeline on each bus (in memory, and the real broker: tansu) with the real Valkey:
+routing, multi-intent, no route, default agent, context, redelivery, dead letters, timeouts, and
+two routers in one group."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import re
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY
 from routeyard.consumers.agents.agent import agent
-from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.kafka.bus import Bus, Outgoing
 from routeyard.schemas import (
     AgentTask,
     ConversationEvent,
@@ -24,9 +24,18 @@ from routeyard.schemas import (
     response_decoder,
 )
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import (
+    Recorder,
+    bus_for,
+    catalog,
+    joined,
+    make_settings,
+    publisher,
+    read_all,
+    running,
+    settled,
+    spec,
+)
 
 CATALOG = catalog(
     spec("WeatherAgent", "weather", "forecast"),
@@ -36,8 +45,8 @@ CATALOG = catalog(
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str):
-    return make_settings(broker, valkey, prefix)
+def settings(bus: Bus, valkey: EmbeddedValkey, prefix: str):
+    return make_settings(bus, valkey, prefix)
 
 
 async def test_single_route(settings) -> None:
@@ -98,7 +107,7 @@ async def test_no_route_goes_to_default_agent(settings) -> None:
     with_default = catalog(spec("WeatherAgent", "weather"), spec("Concierge"), default="Concierge")
     async with running(settings, with_default, [agents.agent("WeatherAgent"), agents.agent("Concierge")]) as client:
         response = await client.ask("c5", "Tell me something nice", timeout=30)
-        await asyncio.sleep(0.2)
+        await settled(settings, 0.2)
         decision = client.decisions.get(response.event_id)
     assert response.status == "complete"
     assert [r.agent for r in response.replies] == ["Concierge"]
@@ -142,7 +151,7 @@ async def test_redelivered_events_do_not_dispatch_twice(settings) -> None:
     async with running(settings, CATALOG, [weather]) as client:
         marker = await client.ask("conv0", "weather marker?", timeout=30)  # same partition as e0
         assert marker.status == "complete"
-        await asyncio.sleep(1.0)
+        await settled(settings, 1.0)
     assert (REGISTRY.get_sample_value("routeyard_redelivered_events_total") or 0) - seen_again >= 1
     responses = [response_decoder.decode(v) for v in await read_all(settings, settings.topics.responses)]
     per_event = collections.Counter(r.event_id for r in responses)
@@ -152,13 +161,13 @@ async def test_redelivered_events_do_not_dispatch_twice(settings) -> None:
 
 
 async def _rewind(settings, group: str) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = bus_for(settings).consumer(group)
     await consumer.start()
     try:
         consumer.subscribe([settings.topics.conversations])  # join the (now empty) group
         while not consumer.assignment():
-            await consumer.getmany(timeout_ms=100)
-        await consumer.commit(dict.fromkeys(consumer.assignment(), 0))
+            await consumer.fetch(max_records=500, timeout_ms=100)
+        assert await consumer.commit(dict.fromkeys(consumer.assignment(), 0))
     finally:
         await consumer.stop()
 
@@ -179,13 +188,9 @@ async def test_poison_messages_go_to_dead_letters_and_the_stream_goes_on(setting
         ),
     ]
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
-        await producer.start()
-        try:
+        async with publisher(settings) as producer:
             for value in bad:
-                await producer.send_and_wait(settings.topics.conversations, value, key=b"c")
-        finally:
-            await producer.stop()
+                await producer.publish([Outgoing(topic=settings.topics.conversations, value=value, key="c")])
         after = await client.ask("c", "weather after the poison?", timeout=30)
     assert after.status == "complete"
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
@@ -205,7 +210,7 @@ async def test_agent_timeout_gives_partial_response(settings) -> None:
     ) as client:
         response = await client.ask("c7", "weather, slow please", timeout=30)
         # a reply arriving after the deadline must not produce a second response
-        await asyncio.sleep(0.5)
+        await settled(settings, 0.5)
     assert response.status == "partial"
     assert response.timed_out == ["SlowAgent"]
     assert [r.agent for r in response.replies] == ["WeatherAgent"]
@@ -243,7 +248,7 @@ async def test_agent_may_opt_in_to_verbatim_errors(settings) -> None:
 async def test_two_router_workers_share_the_partitions(settings) -> None:
     agents = Recorder()
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")], routers=2) as client:
-        await asyncio.sleep(4)  # let both members join before the load arrives
+        await joined(settings, f"{settings.topic_prefix}router", 2, 4)  # both members before the load
         events = [client.event(f"conv-{uuid.uuid4().hex[:6]}", "weather?") for _ in range(40)]
         responses = await client.ask_many(events, timeout=60)
     assert {r.status for r in responses} == {"complete"}
@@ -253,20 +258,15 @@ async def test_two_router_workers_share_the_partitions(settings) -> None:
 
 
 async def test_reply_for_an_unknown_event_is_dead_lettered(settings) -> None:
-    from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
     from routeyard.schemas import AgentReply
 
     stray = AgentReply(task_id="nope:0:WeatherAgent", event_id="nope", conversation_id="c9", agent="WeatherAgent")
     agents = Recorder()
     async with running(settings, CATALOG, [agents.agent("WeatherAgent")]) as client:
-        producer = make_producer(settings.kafka)
-        await producer.start()
-        try:
-            await publish(producer, [Outgoing(topic=settings.topics.replies, value=encode(stray), key="c9")])
-        finally:
-            await producer.stop()
+        async with publisher(settings) as producer:
+            await producer.publish([Outgoing(topic=settings.topics.replies, value=encode(stray), key="c9")])
         assert (await client.ask("c9", "weather?", timeout=30)).status == "complete"
-        await asyncio.sleep(0.5)
+        await settled(settings, 0.5)
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
     assert [(x.stage, x.source_topic, x.original) for x in letters] == [
         ("correlate", settings.topics.replies, encode(stray))

@@ -12,11 +12,11 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis.asyncio as redis
-from routeyard.consumers.agents.agent import _Marks
 from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.stores.connection import _HiredisPacking, connect_redis
 from routeyard.consumers.stores.context import Append, ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from routeyard.consumers.stores.marks import TaskMarks
 from routeyard.router.correlation import Correlation, Effect, start
 from routeyard.schemas import Message
 
@@ -156,7 +156,7 @@ async def test_outbox_clear_skips_the_read_unless_the_state_moved(redis_client: 
 
 
 async def test_answered_marks_of_one_loop_turn_are_one_write(redis_client: redis.Redis, prefix: str) -> None:
-    marks = _Marks(redis_client, ttl_s=600)
+    marks = TaskMarks(redis_client, ttl_s=600)
     calls = 0
     script = marks._script
 
@@ -178,7 +178,7 @@ async def test_answered_marks_of_one_loop_turn_are_one_write(redis_client: redis
 async def test_a_failed_mark_write_reaches_every_waiter() -> None:
     down = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
     try:
-        marks = _Marks(down, ttl_s=600)
+        marks = TaskMarks(down, ttl_s=600)
         results = await asyncio.gather(*(marks.add(f"k{i}") for i in range(5)), return_exceptions=True)
         assert all(isinstance(r, redis.ConnectionError) for r in results), results
     finally:

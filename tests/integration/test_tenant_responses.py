@@ -141,7 +141,7 @@ async def test_a_rejected_turn_is_answered_on_its_tenants_topic(
 ) -> None:
     """With per-tenant topics, a refused turn's ``rejected`` answer reaches its sender's client on
     the tenant's own topic (the shared responses topic is not readable by tenants)."""
-    from routeyard.consumers.client import TurnRejected
+    from routeyard import TurnRejected
 
     settings = make_settings(broker, valkey, prefix, tenants=["acme"], tenant_response_topics=True)
     async with (

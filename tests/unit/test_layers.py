@@ -81,23 +81,6 @@ def outside_the_namespace(root: Path = ROOT) -> list[str]:
     return found
 
 
-def outside_its_room(distribution: str, room: str, root: Path = ROOT) -> list[str]:
-    """Imports of ``distribution`` by consumers modules outside ``consumers/<room>/``."""
-    found = []
-    for path in sorted((root / "consumers").rglob("*.py")):
-        if path.relative_to(root / "consumers").parts[0] == room:
-            continue
-        for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
-            if _top(module) == distribution:
-                found.append(f"{path.relative_to(root)}:{line}: imports {module}")
-    return found
-
-
-def test_only_the_stores_room_imports_redis() -> None:
-    found = outside_its_room("redis", "stores")
-    assert not found, "only consumers/stores/ may import redis:\n" + "\n".join(found)
-
-
 def test_every_layer_imports_routeyard_modules_by_their_namespace() -> None:
     found = outside_the_namespace()
     assert not found, "import routeyard's modules as routeyard.*:\n" + "\n".join(found)
@@ -173,7 +156,7 @@ def test_imports_outside_their_room_are_found(tmp_path: Path) -> None:
     (tmp_path / "consumers" / "app.py").write_text("import json\nimport redis.exceptions\n")
     (tmp_path / "consumers" / "tools" / "ok.py").write_text("from routeyard.consumers.stores import connection\n")
     (tmp_path / "consumers" / "tools" / "worse.py").write_text("def f():\n    from redis import Redis\n")
-    assert outside_its_room("redis", "stores", root=tmp_path) == [
+    assert outside_its_room("redis", "consumers/stores", root=tmp_path) == [
         "consumers/app.py:2: imports redis.exceptions",
         "consumers/tools/worse.py:2: imports redis",
     ]
@@ -184,3 +167,40 @@ def test_bare_layer_names_are_found(tmp_path: Path) -> None:
         (tmp_path / layer).mkdir()
     (tmp_path / "router" / "bad.py").write_text("from schemas import encode\nfrom routeyard.schemas import Topics\n")
     assert outside_the_namespace(tmp_path) == ["router/bad.py:1: imports schemas"]
+
+
+# -- rooms: a library imported in one folder only -------------------------------------------------
+
+ONLY_IN: dict[str, str] = {"aiokafka": "consumers/kafka", "redis": "consumers/stores"}
+"""A distribution and the only folder whose modules may import it: the bus seam (kafka/) and the
+Redis stores (stores/)."""
+
+
+def outside_its_room(library: str, room: str, root: Path = ROOT) -> list[str]:
+    found = []
+    for layer in LAYERS:
+        for path in sorted((root / layer).rglob("*.py")):
+            if path.is_relative_to(root / room):
+                continue
+            for line, module in imported_modules(path.read_text(encoding="utf-8"), _package_parts(path, root)):
+                if _top(module) == library:
+                    found.append(f"{path.relative_to(root)}:{line}: imports {module}")
+    return found
+
+
+@pytest.mark.parametrize(("library", "room"), sorted(ONLY_IN.items()))
+def test_library_is_imported_only_in_its_room(library: str, room: str) -> None:
+    found = outside_its_room(library, room)
+    assert not found, f"only {room}/ may import {library}:\n" + "\n".join(found)
+
+
+def test_outside_its_room_finds_imports_elsewhere(tmp_path: Path) -> None:
+    for folder in ("schemas", "router", "consumers/kafka", "consumers/workers"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "consumers" / "kafka" / "aio.py").write_text("from aiokafka import AIOKafkaProducer\n")
+    (tmp_path / "consumers" / "workers" / "w.py").write_text("import json\nfrom aiokafka.errors import KafkaError\n")
+    (tmp_path / "router" / "r.py").write_text("def f():\n    import aiokafka\n")
+    assert outside_its_room("aiokafka", "consumers/kafka", tmp_path) == [
+        "router/r.py:2: imports aiokafka",
+        "consumers/workers/w.py:2: imports aiokafka.errors",
+    ]

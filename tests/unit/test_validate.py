@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from routeyard.consumers.settings import Settings
-from routeyard.consumers.workers.router import InvalidEvent, validate
 from routeyard.router.catalog import catalog_from_dict
+from routeyard.router.validation import InvalidEvent, validate
 from routeyard.schemas import ConversationEvent, Message
 
 CATALOG = catalog_from_dict({"agents": [{"name": "WeatherAgent", "description": "weather", "topic": "weather.tasks"}]})
@@ -28,13 +28,13 @@ def event(**fields: Any) -> ConversationEvent:
 
 def reason(e: ConversationEvent, settings: Settings = SETTINGS) -> str:
     with pytest.raises(InvalidEvent) as caught:
-        validate(e, CATALOG, settings, now=NOW)
+        validate(e, CATALOG, settings.event_rules(), now=NOW)
     return str(caught.value)
 
 
 def test_a_good_event_passes() -> None:
-    validate(event(tenant="acme", reply_topic="acme.responses"), CATALOG, SETTINGS, now=NOW)
-    validate(event(created_at=NOW - timedelta(days=30)), CATALOG, SETTINGS, now=NOW)  # a backlog is fine
+    validate(event(tenant="acme", reply_topic="acme.responses"), CATALOG, SETTINGS.event_rules(), now=NOW)
+    validate(event(created_at=NOW - timedelta(days=30)), CATALOG, SETTINGS.event_rules(), now=NOW)  # a backlog is fine
 
 
 @pytest.mark.parametrize("tenant", ["_", ".x", "a:b", "", "x" * 65, "acme corp", "acme\n", "acme\r\n"])
@@ -44,7 +44,7 @@ def test_malformed_tenants(tenant: str) -> None:
 
 def test_tenant_allow_list() -> None:
     strict = SETTINGS.model_copy(update={"router": SETTINGS.router.model_copy(update={"tenants": frozenset({"acme"})})})
-    validate(event(tenant="acme"), CATALOG, strict, now=NOW)
+    validate(event(tenant="acme"), CATALOG, strict.event_rules(), now=NOW)
     assert "'globex' is not in router.tenants" in reason(event(tenant="globex"), strict)
     assert "no tenant" in reason(event(), strict)
 
@@ -79,7 +79,7 @@ def test_reply_topic_never_points_into_routeyard(topic: str) -> None:
 
 
 def test_reply_topic_may_be_the_responses_topic() -> None:
-    validate(event(reply_topic="ry.responses"), CATALOG, SETTINGS, now=NOW)
+    validate(event(reply_topic="ry.responses"), CATALOG, SETTINGS.event_rules(), now=NOW)
 
 
 def test_ids_messages_and_agents() -> None:
