@@ -1,5 +1,7 @@
-"""``routeyard dlq`` on the real broker and Valkey: poison events dead-lettered by a running router,
-listed and shown, one fixed (the catalog gains the agent it named) and re-driven exactly once."""
+"""``routeyard dlq`` with the real Valkey: poison events dead-lettered by a running router and read
+back as letters (on each bus: memory, the real broker); listed and shown, one fixed (the catalog
+gains the agent it named) and re-driven exactly once (the real broker only: the CLI builds its own
+aiokafka clients from ``--bootstrap``, and ``redrive`` publishes with an aiokafka producer)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,14 @@ import asyncio
 import json
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from routeyard.consumers.cli.main import main
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.tools.dlq import Letter, read_letters
 from routeyard.schemas import ConversationEvent, Message, encode, response_decoder
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import Recorder, bus_for, catalog, make_settings, read_all, running, send, spec
 
 BEFORE = catalog(spec("WeatherAgent", "weather"))
 AFTER = catalog(spec("WeatherAgent", "weather"), spec("PaymentsAgent", "pay", "bill"))
@@ -34,14 +34,26 @@ GARBAGE = b"\x00\xffnot json {"
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str) -> Settings:
+def settings(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> Settings:
+    return make_settings(bus, valkey, prefix)
+
+
+@pytest.fixture
+def on_broker(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str) -> Settings:
+    """For the CLI tests: ``routeyard dlq`` reaches the bus only through ``--bootstrap``."""
     return make_settings(broker, valkey, prefix)
+
+
+async def _poison(settings: Settings) -> list[tuple[int, int]]:
+    """FIXABLE, HOPELESS and GARBAGE on the conversations topic; their (partition, offset)."""
+    values, keys = [FIXABLE, HOPELESS, GARBAGE], ["c-pay", "c-empty", None]
+    return await send(settings, settings.topics.conversations, values, keys)
 
 
 async def _letters(settings: Settings, count: int, timeout: float = 20) -> list[Letter]:
     async with asyncio.timeout(timeout):
         while True:
-            letters = await read_letters(settings.kafka, settings.topics, settle_s=0.2)
+            letters = await read_letters(bus_for(settings), settings.topics, settle_s=0.2)  # type: ignore[arg-type]
             if len(letters) >= count:
                 return letters
             await asyncio.sleep(0.2)
@@ -55,16 +67,30 @@ async def _cli(settings: Settings, capsys: pytest.CaptureFixture[str], *args: st
     return code, capsys.readouterr().out
 
 
-async def test_list_show_and_replay_once(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_poison_events_become_letters_with_their_source_and_reason(settings: Settings) -> None:
+    async with running(settings, BEFORE, [Recorder().agent("WeatherAgent")]) as client:
+        sent = await _poison(settings)
+        assert (await client.ask("c-ok", "weather in Oslo?", timeout=30)).status == "complete"
+        letters = await _letters(settings, 3)
+    assert sorted(x.letter.original for x in letters) == sorted([FIXABLE, HOPELESS, GARBAGE])
+    by_original = {x.letter.original: x.letter for x in letters}
+    for value, (partition, offset) in zip([FIXABLE, HOPELESS, GARBAGE], sent, strict=True):
+        letter = by_original[value]
+        assert (letter.source_topic, letter.source_partition, letter.source_offset) == (
+            settings.topics.conversations, partition, offset
+        )  # fmt: skip
+        assert letter.stage == "decode"
+    assert "unknown agents in the turn's restriction: PaymentsAgent" in by_original[FIXABLE].error
+    assert "no user message" in by_original[HOPELESS].error
+    assert [x.event_id for x in letters if x.letter.original == FIXABLE] == ["pay-1"]
+
+
+@pytest.mark.integration  # the CLI: the real broker only (see the module docstring)
+async def test_list_show_and_replay_once(on_broker: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    settings = on_broker
     agents = Recorder()
     async with running(settings, BEFORE, [agents.agent("WeatherAgent")]) as client:
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
-        await producer.start()
-        try:
-            for value, key in ((FIXABLE, b"c-pay"), (HOPELESS, b"c-empty"), (GARBAGE, None)):
-                await producer.send_and_wait(settings.topics.conversations, value, key=key)
-        finally:
-            await producer.stop()
+        await _poison(settings)
         assert (await client.ask("c-ok", "weather in Oslo?", timeout=30)).status == "complete"
         letters = await _letters(settings, 3)
     by_original = {x.letter.original: x for x in letters}
@@ -106,16 +132,13 @@ async def test_list_show_and_replay_once(settings: Settings, capsys: pytest.Capt
     assert conversations.count(FIXABLE) == 2  # the original and exactly one re-drive
 
 
+@pytest.mark.integration  # the CLI re-drives through aiokafka: the real broker only
 async def test_a_redriven_letter_that_is_still_bad_is_dead_lettered_again(
-    settings: Settings, capsys: pytest.CaptureFixture[str]
+    on_broker: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    settings = on_broker
     async with running(settings, BEFORE, []):
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
-        await producer.start()
-        try:
-            await producer.send_and_wait(settings.topics.conversations, HOPELESS, key=b"c-empty")
-        finally:
-            await producer.stop()
+        await send(settings, settings.topics.conversations, [HOPELESS], ["c-empty"])
         (first,) = await _letters(settings, 1)
         code, out = await _cli(settings, capsys, "replay", "--stage", "decode")
         assert code == 0 and "1 re-driven" in out

@@ -1,45 +1,36 @@
-"""``routeyard explain EVENT_ID`` on traffic a real pipeline routed: the decision with its engine,
-catalog version, raw output, scores and latency, and how the turn ended; a poison event's dead
-letter; an unknown id."""
+"""``routeyard explain EVENT_ID`` on traffic a real pipeline routed, on each bus (memory, the real
+broker) with the real Valkey: the decision with its engine, catalog version, raw output, scores and
+latency, and how the turn ended; a poison event's dead letter. The CLI (a routed turn, an unknown
+id) runs on the real broker only: it builds its own aiokafka consumer from ``--bootstrap``."""
 
 from __future__ import annotations
 
 import asyncio
-from uuid import uuid4
 
 import pytest
 from routeyard.consumers.cli.main import main
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.tools.explain import explain_markdown, find_event
 
-from tests.integration.stack import Recorder, catalog, make_settings, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import Recorder, bus_for, catalog, make_settings, running, send, settled, spec
 
 CATALOG = catalog(spec("WeatherAgent", "weather"), spec("MessagingAgent", "text"))
 
 
-async def test_explain_a_routed_turn_and_a_dead_letter(
-    broker: EmbeddedBroker, valkey: EmbeddedValkey, capsys: pytest.CaptureFixture[str]
-) -> None:
-    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
+async def test_explain_a_routed_turn_and_a_dead_letter(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> None:
+    settings = make_settings(bus, valkey, prefix)
     agents = Recorder()
     async with running(settings, CATALOG, [agents.agent("WeatherAgent"), agents.agent("MessagingAgent")]) as client:
         event = client.event("c-explain", "What's the weather in Oslo? And text Bob", event_id="ev-explain-1")
         (response,) = await client.ask_many([event], timeout=30)
         assert response.status == "complete"
-        from aiokafka import AIOKafkaProducer
+        # decodes, but has no user message: dead-lettered
+        poison = b'{"event_id": "ev-poison-1", "conversation_id": "c-explain", "messages": []}'
+        await send(settings, settings.topics.conversations, [poison], ["c-explain"])
+        await settled(settings, 1.0)
 
-        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap)
-        await producer.start()
-        try:  # decodes, but has no user message: dead-lettered
-            poison = b'{"event_id": "ev-poison-1", "conversation_id": "c-explain", "messages": []}'
-            await producer.send_and_wait(settings.topics.conversations, poison, key=b"c-explain")
-        finally:
-            await producer.stop()
-        await asyncio.sleep(1.0)
-
-    found = await find_event(settings.kafka, settings.topics, "ev-explain-1")
+    found = await find_event(bus_for(settings), settings.topics, "ev-explain-1")
     assert found.event is not None and found.event.conversation_id == "c-explain"
     (decision,) = found.decisions
     assert decision.routes == ["WeatherAgent", "MessagingAgent"] and decision.engine == "rules"
@@ -48,12 +39,22 @@ async def test_explain_a_routed_turn_and_a_dead_letter(
     assert "routes: WeatherAgent, MessagingAgent (parallel)" in text
     assert f"catalog {CATALOG.version}" in text and "raw output:" in text and "## response: complete" in text
 
-    narrowed = await find_event(settings.kafka, settings.topics, "ev-explain-1", conversation_id="c-explain")
+    narrowed = await find_event(bus_for(settings), settings.topics, "ev-explain-1", conversation_id="c-explain")
     assert narrowed.decisions == found.decisions
 
-    poisoned = await find_event(settings.kafka, settings.topics, "ev-poison-1")
+    poisoned = await find_event(bus_for(settings), settings.topics, "ev-poison-1")
     assert not poisoned.decisions and len(poisoned.dead_letters) == 1
     assert "no user message" in explain_markdown(poisoned)
+
+
+@pytest.mark.integration  # the CLI: the real broker only (see the module docstring)
+async def test_cli_explains_a_routed_turn_and_not_an_unknown_id(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(broker, valkey, prefix)
+    async with running(settings, CATALOG, [Recorder().agent("WeatherAgent"), Recorder().agent("MessagingAgent")]) as c:
+        event = c.event("c-explain", "What's the weather in Oslo? And text Bob", event_id="ev-explain-1")
+        assert (await c.ask_many([event], timeout=30))[0].status == "complete"
 
     argv = ["--bootstrap", settings.kafka.bootstrap, "--prefix", settings.topic_prefix, "explain"]
     assert await asyncio.to_thread(main, [*argv, "ev-explain-1"]) == 0

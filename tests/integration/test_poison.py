@@ -1,8 +1,9 @@
-"""Poison pills on the real broker and Valkey: a record whose data makes a worker raise (JSON nested
-1,000 levels deep, a created_at out of datetime's range, an outcome over the broker's 1 MiB limit,
-megabytes of trace headers) costs that record one dead letter, or its turn an error reply; the
-router, the correlator, the agent runtime and the client stay up and the turns around it are
-answered. On the code before the fix each of these stopped a worker (the next turn timed out)."""
+"""Poison pills on each bus (memory, the real broker) with the real Valkey: a record whose data makes
+a worker raise (JSON nested 1,000 levels deep, a created_at out of datetime's range, an outcome
+over the broker's 1 MiB limit, megabytes of trace headers) costs that record one dead letter, or
+its turn an error reply; the router, the correlator, the agent runtime and the client stay up and
+the turns around it are answered. On the code before the fix each of these stopped a worker (the
+next turn timed out)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import RecordMetadata
-from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
-from routeyard.consumers.kafka.bus import MAX_REQUEST_SIZE
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.kafka.bus import MAX_REQUEST_SIZE, Bus, Outgoing
 from routeyard.consumers.settings import Settings
 from routeyard.schemas import DeadLetter, dead_letter_decoder, decision_decoder, response_decoder
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.integration.stack import Recorder, catalog, make_settings, memory, read_all, running, settled, spec
 
 CATALOG = catalog(spec("WeatherAgent", "weather", timeout="5s"), spec("CodeAgent", "code", timeout="5s"))
 DEEP = "[" * 1000 + "]" * 1000
@@ -29,8 +27,8 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 @pytest.fixture
-def settings(broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str) -> Settings:
-    return make_settings(broker, valkey, prefix)
+def settings(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> Settings:
+    return make_settings(bus, valkey, prefix)
 
 
 def event(event_id: str, text: str = "weather in Oslo?", **fields: Any) -> bytes:
@@ -42,23 +40,32 @@ def event(event_id: str, text: str = "weather in Oslo?", **fields: Any) -> bytes
 
 async def send(
     settings: Settings, topic: str, value: bytes, headers: list[tuple[str, bytes]] | None = None
-) -> RecordMetadata:
+) -> tuple[str, int, int]:
+    """One raw record, up to twice a routeyard producer's limit, as another producer could send;
+    returns its (topic, partition, offset)."""
+    bus = memory(settings)
+    if bus is not None:
+        (record,) = bus.append(
+            [Outgoing(topic, value, key="poison", headers=headers or [])], limit=2 * MAX_REQUEST_SIZE
+        )
+        return record.topic, record.partition, record.offset
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, max_request_size=2 * MAX_REQUEST_SIZE)
     await producer.start()
     try:
-        return await producer.send_and_wait(topic, value, key=b"poison", headers=headers)
+        sent = await producer.send_and_wait(topic, value, key=b"poison", headers=headers)
     finally:
         await producer.stop()
+    return sent.topic, sent.partition, sent.offset
 
 
-async def letters_for(settings: Settings, sent: RecordMetadata, *, timeout: float = 20) -> list[DeadLetter]:
+async def letters_for(settings: Settings, sent: tuple[str, int, int], *, timeout: float = 20) -> list[DeadLetter]:
     """The dead letters of the record at ``sent``, once there is one (then a settle more)."""
     async with asyncio.timeout(timeout):
         while True:
             found = [
                 x
                 for x in map(dead_letter_decoder.decode, await read_all(settings, settings.topics.dead_letters))
-                if (x.source_topic, x.source_partition, x.source_offset) == (sent.topic, sent.partition, sent.offset)
+                if (x.source_topic, x.source_partition, x.source_offset) == sent
             ]
             if found:
                 return found
@@ -84,7 +91,7 @@ async def test_a_poison_event_costs_one_dead_letter_and_the_router_goes_on(setti
         sent = await send(settings, settings.topics.conversations, raw)
         after = await client.ask("c-after", "weather after?", timeout=20)
         (letter,) = await letters_for(settings, sent)
-        await asyncio.sleep(1.0)  # a second letter (a crash-loop redoing it) would come by now
+        await settled(settings, 1.0)  # a second letter (a crash-loop redoing it) would come by now
         assert len(await letters_for(settings, sent)) == 1
     assert (before.status, after.status) == ("complete", "complete")
     assert reason in letter.error or reason == letter.error_type, letter.error

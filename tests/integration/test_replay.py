@@ -7,11 +7,14 @@ Calendar (added); e6 "Put the meeting in my calendar" none -> Calendar; e7 "What
 after?" none -> Restaurant (both no route -> route); the 5 others agree, among them the follow-up
 e3 "And tomorrow?", which names no agent and is routed to the weather agent only through the
 rebuilt context.
+
+The live traffic is recorded once per module on each bus (memory, the real broker) and the
+library tests run on both; the CLI tests run on the real broker only (``routeyard replay`` builds
+its own aiokafka clients from ``--bootstrap``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from routeyard.consumers.app import build_engine
 from routeyard.consumers.cli.main import main
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.memory import MemoryBus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.tools.replay import ReplayError, Selection, replay
 from routeyard.consumers.tools.replay_report import ReplayReport, change_kind, replay_markdown
@@ -33,9 +37,8 @@ from routeyard.router.engines.base import RoutingRequest
 from routeyard.router.engines.rules import RulesEngine
 from routeyard.schemas import Message, Topics, event_decoder
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
-
-pytestmark = pytest.mark.integration
+from tests.conftest import BUSES
+from tests.integration.stack import Recorder, bus_for, catalog, make_settings, memory, read_all, running, settled, spec
 
 LIVE = catalog(
     spec("WeatherAgent", "weather", "forecast"),
@@ -78,17 +81,41 @@ LABELS = {  # recorded right on 6 (not e6, e7), candidate on 7 (not e4)
 }
 
 
-@pytest.fixture(scope="module")
-async def live(broker: EmbeddedBroker, valkey: EmbeddedValkey) -> Settings:
+_RECORDED: dict[str, Settings] = {}
+"""The live pipeline's settings on each bus, recorded once per module."""
+
+
+async def _recorded(where: EmbeddedBroker | MemoryBus, valkey: EmbeddedValkey) -> Settings:
     """The live pipeline's settings, after it routed and answered TURNS (one at a time)."""
-    settings = make_settings(broker, valkey, f"t{uuid4().hex[:8]}.")
-    agents = Recorder()
-    workers = [agents.agent(name) for name in ("WeatherAgent", "RestaurantAgent", "MessagingAgent")]
-    async with running(settings, LIVE, workers) as client:
-        for event_id, conversation, text, _ in TURNS:
-            await client.ask_many([client.event(conversation, text, event_id=event_id)], timeout=30)
-        await asyncio.sleep(0.3)  # decisions are published with the tasks; let the last ones land
-    return settings
+    kind = "memory" if isinstance(where, MemoryBus) else "tansu"
+    if kind not in _RECORDED:
+        settings = make_settings(where, valkey, f"t{uuid4().hex[:8]}.")
+        agents = Recorder()
+        workers = [agents.agent(name) for name in ("WeatherAgent", "RestaurantAgent", "MessagingAgent")]
+        async with running(settings, LIVE, workers) as client:
+            for event_id, conversation, text, _ in TURNS:
+                await client.ask_many([client.event(conversation, text, event_id=event_id)], timeout=30)
+            await settled(settings, 0.3)  # decisions are published with the tasks; let the last ones land
+        _RECORDED[kind] = settings
+    return _RECORDED[kind]
+
+
+@pytest.fixture(scope="module", params=BUSES)
+async def live(request: pytest.FixtureRequest, valkey: EmbeddedValkey) -> Settings:
+    """The live pipeline on each bus."""
+    where = MemoryBus() if request.param == "memory" else request.getfixturevalue("broker")
+    return await _recorded(where, valkey)
+
+
+@pytest.fixture(scope="module")
+async def live_broker(broker: EmbeddedBroker, valkey: EmbeddedValkey) -> Settings:
+    """The live pipeline on the real broker, for the CLI (it reaches the bus only through ``--bootstrap``)."""
+    return await _recorded(broker, valkey)
+
+
+def cli(settings: Settings, engine: str) -> list[str]:
+    """``routeyard replay`` on ``settings``' broker and prefix with ``engine``."""
+    return ["--bootstrap", settings.kafka.bootstrap, "--prefix", settings.topic_prefix, "replay", "--engine", engine]
 
 
 def candidate_settings(settings: Settings) -> Settings:
@@ -99,11 +126,17 @@ def candidate_settings(settings: Settings) -> Settings:
 async def run_replay(settings: Settings, selection: Selection | None = None, **options: Any) -> ReplayReport:
     candidate = candidate_settings(settings)
     async with build_engine(candidate) as engine:
-        return await replay(candidate, engine, catalog_from_dict(CANDIDATE), selection, **options)
+        return await replay(
+            candidate, engine, catalog_from_dict(CANDIDATE), selection, bus=bus_for(settings), **options
+        )
 
 
 async def record_counts(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
     """Records on each topic (0 for a topic that does not exist), read with a plain consumer."""
+    bus = memory(settings)
+    if bus is not None:
+        await bus.quiet()
+        return {t: len(bus.records(t)) for t in topics}
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap, fetch_max_wait_ms=25)
     await consumer.start()
     try:
@@ -188,13 +221,14 @@ async def test_selection_by_time_and_by_position(live: Settings) -> None:
         await run_replay(live, Selection(since=datetime.now(UTC), until=datetime.now(UTC) - timedelta(seconds=1)))
 
 
+@pytest.mark.integration  # the CLI: the real broker only (see the module docstring)
 def test_cli_scores_recorded_and_candidate_against_labels(
-    live: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    live_broker: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     catalog_file, labels_file, out = tmp_path / "candidate.yaml", tmp_path / "labels.jsonl", tmp_path / "out"
     catalog_file.write_text(yaml.safe_dump(CANDIDATE), encoding="utf-8")
     labels_file.write_text("".join(json.dumps({"event_id": e, "expected_routes": r}) + "\n" for e, r in LABELS.items()))
-    argv = ["--bootstrap", live.kafka.bootstrap, "--prefix", live.topic_prefix, "replay", "--engine", "rules"]
+    argv = cli(live_broker, "rules")
     code = main([*argv, "--catalog", str(catalog_file), "--labels", str(labels_file), "--out", str(out)])
     markdown = capsys.readouterr().out
     assert code == 0
@@ -229,9 +263,10 @@ async def test_dispatch_republishes_the_selected_events_to_a_shadow_prefix_only(
         await run_replay(live, dispatch_prefix=live.topic_prefix)
 
 
-def test_cli_refuses_to_dispatch_to_the_live_prefix(live: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--bootstrap", live.kafka.bootstrap, "--prefix", live.topic_prefix, "replay", "--engine", "rules"]
-    assert main([*argv, "--dispatch-prefix", live.topic_prefix]) == 2
+@pytest.mark.integration  # the CLI: the real broker only (see the module docstring)
+def test_cli_refuses_to_dispatch_to_the_live_prefix(live_broker: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = cli(live_broker, "rules")
+    assert main([*argv, "--dispatch-prefix", live_broker.topic_prefix]) == 2
     assert "refusing to dispatch to the live prefix" in capsys.readouterr().err
 
 
@@ -264,15 +299,16 @@ SEMANTIC_CANDIDATE: dict[str, Any] = {
 }
 
 
+@pytest.mark.integration  # the CLI: the real broker only (see the module docstring)
 def test_replay_with_the_semantic_engine_as_candidate(
-    live: Settings, semantic_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    live_broker: Settings, semantic_env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Shadow-test the CPU engine on traffic the rules engine routed: the meeting turn it missed
     goes to the new calendar agent, the follow-up and the goodbyes stay as they were."""
     catalog_file, labels_file, out = tmp_path / "candidate.yaml", tmp_path / "labels.jsonl", tmp_path / "out"
     catalog_file.write_text(yaml.safe_dump(SEMANTIC_CANDIDATE), encoding="utf-8")
     labels_file.write_text("".join(json.dumps({"event_id": e, "expected_routes": r}) + "\n" for e, r in LABELS.items()))
-    argv = ["--bootstrap", live.kafka.bootstrap, "--prefix", live.topic_prefix, "replay", "--engine", "semantic"]
+    argv = cli(live_broker, "semantic")
     code = main([*argv, "--catalog", str(catalog_file), "--labels", str(labels_file), "--out", str(out)])
     markdown = capsys.readouterr().out
     assert code == 0, markdown

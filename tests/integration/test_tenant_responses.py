@@ -1,4 +1,5 @@
-"""Tenants and responses on the real broker and Valkey (issue 13, defect 3): a client takes only
+"""Tenants and responses on each bus (memory, the real broker) with the real Valkey (issue 13,
+defect 3): a client takes only
 the response of its own tenant and conversation, whatever else carries its event id; with
 ``router.tenant_response_topics`` each tenant's responses go to its own topic and nowhere else."""
 
@@ -13,16 +14,24 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from routeyard.consumers.client import RouteyardClient
-from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.kafka.admin import make_admin
-from routeyard.consumers.kafka.bus import Outgoing, make_producer, publish
+from routeyard.consumers.kafka.bus import Bus, Outgoing
 from routeyard.consumers.settings import Settings
 from routeyard.schemas import AgentReply, ConversationEvent, ConversationResponse, Message, encode, response_decoder
 
-from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec
+from tests.integration.stack import (
+    Recorder,
+    bus_for,
+    catalog,
+    make_settings,
+    memory,
+    publisher,
+    read_all,
+    running,
+    spec,
+)
 from tests.integration.test_forged_replies import Gated
-
-pytestmark = pytest.mark.integration
 
 CATALOG = catalog(spec("WeatherAgent", "weather"))
 
@@ -38,11 +47,15 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], what: str, tim
         await asyncio.sleep(0.05)
 
 
-async def topic_names(settings: Settings) -> set[str]:
+async def created(settings: Settings, names: set[str]) -> set[str]:
+    """Those of ``names`` that exist as topics (looked up without auto-creating any)."""
+    bus = memory(settings)
+    if bus is not None:
+        return {name for name in names if bus.partitions(name)}
     admin = make_admin(settings.kafka)
     await admin.start()
     try:
-        return {t["topic"] for t in await admin.describe_topics()}  # all topics: never auto-creates
+        return names & {t["topic"] for t in await admin.describe_topics()}  # all topics: never auto-creates
     finally:
         await admin.close()
 
@@ -70,23 +83,19 @@ def spoof(event: ConversationEvent, **fields: str) -> ConversationResponse:
 
 
 async def test_a_client_ignores_a_response_of_another_tenant_or_conversation_with_its_event_id(
-    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, caplog: pytest.LogCaptureFixture
+    bus: Bus, valkey: EmbeddedValkey, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_settings(broker, valkey, prefix)
+    settings = make_settings(bus, valkey, prefix)
     weather = Gated("WeatherAgent")
     caplog.set_level(logging.WARNING, logger="routeyard.consumers.client")
     async with running(settings, CATALOG, [weather.agent()]):
         mine = turn("acme-conv", "acme")
-        async with RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant="acme") as client:
+        async with RouteyardClient(bus=bus_for(settings), prefix=settings.topic_prefix, tenant="acme") as client:
             asking = asyncio.ensure_future(client.ask_many([mine], timeout=30))
             await eventually(lambda: bool(weather.tasks), "the turn to reach WeatherAgent")
             spoofs = [spoof(mine, tenant="globex"), spoof(mine, conversation_id="other-conv")]
-            producer = make_producer(settings.kafka)
-            await producer.start()
-            try:
-                await publish(producer, [Outgoing(settings.topics.responses, encode(s), key="x") for s in spoofs])
-            finally:
-                await producer.stop()
+            async with publisher(settings) as producer:
+                await producer.publish([Outgoing(settings.topics.responses, encode(s), key="x") for s in spoofs])
             ignored = lambda: sum("ignored a response" in r.getMessage() for r in caplog.records) == 2  # noqa: E731
             await eventually(lambda: ignored() or asking.done(), "the spoofed responses to be read")
             weather.gate.set()
@@ -98,13 +107,14 @@ async def test_a_client_ignores_a_response_of_another_tenant_or_conversation_wit
 
 
 async def test_per_tenant_response_topics_carry_only_their_tenants_responses(
-    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str
+    bus: Bus, valkey: EmbeddedValkey, prefix: str
 ) -> None:
-    settings = make_settings(broker, valkey, prefix, tenants=["acme", "globex"], tenant_response_topics=True)
+    settings = make_settings(bus, valkey, prefix, tenants=["acme", "globex"], tenant_response_topics=True)
     acme_topic, globex_topic = f"{prefix}responses.acme", f"{prefix}responses.globex"
     events = [turn(f"conv-{i}", tenant) for i in range(3) for tenant in ("acme", "globex")]
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
-        assert {acme_topic, globex_topic} <= await topic_names(settings)  # created with routeyard's topics
+        wanted = {acme_topic, globex_topic}
+        assert await created(settings, wanted) == wanted  # created with routeyard's topics
         await client.publish(events)
 
         async def all_answered() -> bool:
@@ -117,10 +127,10 @@ async def test_per_tenant_response_topics_carry_only_their_tenants_responses(
         acme = [response_decoder.decode(v) for v in await read_all(settings, acme_topic)]
         globex = [response_decoder.decode(v) for v in await read_all(settings, globex_topic)]
         shared = [response_decoder.decode(v) for v in await read_all(settings, settings.topics.responses)]
-        kwargs = {"prefix": settings.topic_prefix, "tenant_topic": True}
+        kwargs = {"bus": bus_for(settings), "prefix": settings.topic_prefix, "tenant_topic": True}
         async with (
-            RouteyardClient(settings.kafka, tenant="acme", **kwargs) as acme_client,  # type: ignore[arg-type]
-            RouteyardClient(settings.kafka, tenant="globex", **kwargs) as globex_client,  # type: ignore[arg-type]
+            RouteyardClient(tenant="acme", **kwargs) as acme_client,  # type: ignore[arg-type]
+            RouteyardClient(tenant="globex", **kwargs) as globex_client,  # type: ignore[arg-type]
         ):
             asked = await asyncio.gather(
                 acme_client.ask("acme-live", "weather?", timeout=30),
@@ -136,17 +146,17 @@ async def test_per_tenant_response_topics_carry_only_their_tenants_responses(
     assert (acme_client.responses_topic, globex_client.responses_topic) == (acme_topic, globex_topic)
 
 
-async def test_a_rejected_turn_is_answered_on_its_tenants_topic(
-    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str
-) -> None:
+async def test_a_rejected_turn_is_answered_on_its_tenants_topic(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> None:
     """With per-tenant topics, a refused turn's ``rejected`` answer reaches its sender's client on
     the tenant's own topic (the shared responses topic is not readable by tenants)."""
     from routeyard import TurnRejected
 
-    settings = make_settings(broker, valkey, prefix, tenants=["acme"], tenant_response_topics=True)
+    settings = make_settings(bus, valkey, prefix, tenants=["acme"], tenant_response_topics=True)
     async with (
         running(settings, CATALOG, [Recorder().agent("WeatherAgent")]),
-        RouteyardClient(settings.kafka, prefix=settings.topic_prefix, tenant="acme", tenant_topic=True) as client,
+        RouteyardClient(
+            bus=bus_for(settings), prefix=settings.topic_prefix, tenant="acme", tenant_topic=True
+        ) as client,
     ):
         with pytest.raises(TurnRejected, match="unknown agents"):
             await client.ask("acme-bad", "weather?", agents=["Ghost"], timeout=20)
