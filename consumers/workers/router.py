@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 from routeyard.consumers import tracing
 from routeyard.consumers.kafka.bus import Consumer, Producer, Record, consume_batches
@@ -45,6 +45,15 @@ from routeyard.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+class Turn(NamedTuple):
+    """A turn to decide: its event, correlation key, context (with the turn appended) and span."""
+
+    event: ConversationEvent
+    key: str
+    context: list[Message]
+    span: tracing.Span | None
+
 
 REUSED = "event id already used by another conversation of this tenant (event ids must be unique)"
 
@@ -186,50 +195,32 @@ class RouterWorker:
         ]
         admitted, gate = await asyncio.gather(self._context.admit_many(appends), self._gate())
         phases.done("read")
-        picked: list[int] = []
-        for i, (held, _) in zip(firsts, admitted, strict=True):
-            if held is not None and decode_state(held).conversation_id != events[i].conversation_id:
+        fresh: list[Turn] = []
+        for i, (held, context) in zip(firsts, admitted, strict=True):
+            if held is None:
+                event = events[i]
+                fresh.append(Turn(event, keys[i], context, (spans or {}).get(event.event_id)))
+            elif decode_state(held).conversation_id != events[i].conversation_id:
                 refused.append((i, REUSED))
-            else:
-                picked.append(i)
-        found = dict(zip(firsts, admitted, strict=True))
+            else:  # decided before: redelivered, nothing to do
+                METRICS.redelivered.inc()
         try:
-            await self._dispatch(
-                [events[i] for i in picked],
-                [keys[i] for i in picked],
-                [found[i][0] for i in picked],
-                [found[i][1] for i in picked],
-                gate,
-                spans or {},
-                phases,
-            )
+            await self._dispatch(fresh, gate, phases)
         finally:  # also when deciding failed: a probe claimed and not used must not wait out its lease
             await self._release(gate)
         return refused
 
-    async def _dispatch(
-        self,
-        events: list[ConversationEvent],
-        keys: list[str],
-        existing: list[bytes | None],
-        contexts: list[list[Message]],
-        gate: Gate,
-        spans: dict[str, tracing.Span],
-        phases: Phases,
-    ) -> None:
+    async def _dispatch(self, turns: list[Turn], gate: Gate, phases: Phases) -> None:
         """Decide the turns not seen before, store their correlations, carry out their effects."""
-        fresh = [i for i, raw in enumerate(existing) if raw is None]
-        if len(fresh) < len(events):
-            METRICS.redelivered.inc(len(events) - len(fresh))
-        if not fresh:
+        if not turns:
             return
         requests = [
             RoutingRequest(
-                event_id=events[i].event_id,
-                conversation=contexts[i],
-                agents=self._catalog.restrict(events[i].agents),
+                event_id=t.event.event_id,
+                conversation=t.context,
+                agents=self._catalog.restrict(t.event.agents),
             )
-            for i in fresh
+            for t in turns
         ]
         started = time.perf_counter()
         results = await self._engine.decide(requests)
@@ -237,8 +228,8 @@ class RouterWorker:
         METRICS.batch_size.observe(len(requests))
         self._observe_engine()
         writes = [
-            self._open(events[i], keys[i], request, result, latency_ms, gate, spans.get(events[i].event_id))
-            for i, request, result in zip(fresh, requests, results, strict=True)
+            self._open(turn, request, result, latency_ms, gate)
+            for turn, request, result in zip(turns, requests, results, strict=True)
         ]
         phases.done("decide")
         stored = await self._store.write_many([w for w, _ in writes], time.time())
@@ -256,15 +247,9 @@ class RouterWorker:
             await self._circuits.release(gate.unused_probes())
 
     def _open(
-        self,
-        event: ConversationEvent,
-        key: str,
-        request: RoutingRequest,
-        result: EngineResult,
-        latency_ms: float,
-        gate: Gate | None = None,
-        span: tracing.Span | None = None,
+        self, turn: Turn, request: RoutingRequest, result: EngineResult, latency_ms: float, gate: Gate | None = None
     ) -> tuple[Write, list[Effect]]:
+        event, span = turn.event, turn.span
         now = time.time()
         mode = event.mode or self._settings.router.mode
         routing = decide_routes(
@@ -313,7 +298,7 @@ class RouterWorker:
             trace=trace,
         )
         effects = [self._decision_effect(decision, trace), *transition.effects]
-        return Write(key, None, stage(transition.state, effects, now)), effects
+        return Write(turn.key, None, stage(transition.state, effects, now)), effects
 
     def _observe_engine(self) -> None:
         value = self._engine.prefix_cache_hit_rate()
