@@ -25,10 +25,20 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from routeyard.router.catalog_problems import problems, yaml_problem
 from routeyard.router.errors import CatalogError as CatalogError
 from routeyard.schemas import valid_topic
 
@@ -37,6 +47,12 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
 _LATER_FIELDS = ("retries", "fallback")
+_DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+        {"type": "string", "pattern": _DURATION.pattern},
+    ]
+}
 
 
 def parse_duration(value: Any) -> float:
@@ -51,23 +67,28 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:  # shown as written: a repr would double every backslash
+        raise ValueError(f"invalid regular expression '{pattern}': {exc}") from exc
+    return pattern
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
 class AgentRules(BaseModel):
     """Keyword and regex rules for the ``rules`` engine (case-insensitive)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    keywords: tuple[str, ...] = ()
-    patterns: tuple[str, ...] = ()
-
-    @field_validator("patterns")
-    @classmethod
-    def _compile(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
-        return patterns
+    keywords: tuple[str, ...] = Field(
+        default=(), description="Words or phrases that route a turn here when they occur as whole words."
+    )
+    patterns: tuple[Regex, ...] = Field(
+        default=(), description="Regular expressions (Python syntax, case-insensitive) searched in the turn."
+    )
 
 
 class AgentSpec(BaseModel):
@@ -75,17 +96,35 @@ class AgentSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
-    description: str
-    topic: str | None = None
-    timeout_s: float = Field(default=30.0, alias="timeout")
-    default: bool = False
-    examples: tuple[str, ...] = ()
-    rules: AgentRules = AgentRules()
-    retries: int | None = Field(default=None, ge=0, le=10)
-    """Further attempts after an error reply or a timeout (None: the configured default)."""
-    fallback: str | None = None
-    """The agent that takes this agent's turns while its circuit breaker is open."""
+    name: str = Field(description="The agent's name: a letter, then letters, digits, '_', '.', '-'.")
+    description: str = Field(
+        description="What the agent does, in plain words: the routing engines choose by it (Plano's prompt, "
+        "the semantic engine's prototypes)."
+    )
+    topic: str | None = Field(default=None, description="The agent's task topic (default: <prefix>agent.<name>).")
+    timeout_s: Annotated[float, WithJsonSchema(_DURATION_SCHEMA)] = Field(
+        default=30.0,
+        alias="timeout",
+        description="How long the agent may take per task: seconds, or '500ms', '30s', '5m', '1h' (at most 24h).",
+    )
+    default: bool = Field(
+        default=False, description="Takes the turns no agent was chosen for (at most one agent is the default)."
+    )
+    examples: tuple[str, ...] = Field(
+        default=(),
+        description="Requests this agent should get, as users write them: the semantic engine matches turns "
+        "against them (its best lever).",
+    )
+    rules: AgentRules = Field(default=AgentRules(), description="Keywords and patterns for the rules engine.")
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        le=10,
+        description="Further attempts after an error reply or a timeout (default: ROUTEYARD_RETRY__AGENT_RETRIES).",
+    )
+    fallback: str | None = Field(
+        default=None, description="The agent that takes this agent's turns while its circuit breaker is open."
+    )
 
     @field_validator("name")
     @classmethod
@@ -125,9 +164,10 @@ class Catalog(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    agents: tuple[AgentSpec, ...]
-    default: str | None = None
-    """Alternative to ``default: true`` on an agent: the default agent's name."""
+    agents: tuple[AgentSpec, ...] = Field(description="The agents turns can be routed to (at least one).")
+    default: str | None = Field(
+        default=None, description="The default agent's name: an alternative to 'default: true' on the agent."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -216,42 +256,38 @@ def _check_fallbacks(fallbacks: dict[str, str | None]) -> None:
             current = fallbacks.get(current)
 
 
-def catalog_from_dict(data: Any, *, source: str = "<catalog>") -> Catalog:
+def catalog_from_dict(data: Any, *, source: str = "<catalog>", root: yaml.Node | None = None) -> Catalog:
+    """Validate a parsed catalog; ``root``: the YAML node tree it came from (for line numbers)."""
     if not isinstance(data, dict) or "agents" not in data:
         raise CatalogError(f"{source}: expected a mapping with an 'agents:' list")
     if not data["agents"]:
-        raise CatalogError(f"{source}: invalid agent catalog:\n  - catalog: the catalog has no agents")
+        raise CatalogError(f"{source}: invalid agent catalog:\n{source}: catalog: the catalog has no agents")
     try:
         return Catalog.model_validate(data)
     except ValidationError as exc:
-        raise CatalogError(f"{source}: invalid agent catalog:\n{_explain(exc, data)}") from None
+        lines = problems(exc, data, Catalog, source=source, root=root)
+        count = f"{len(lines)} problem" + ("s" if len(lines) > 1 else "")
+        raise CatalogError(f"{source}: invalid agent catalog ({count}):\n" + "\n".join(lines)) from None
 
 
 def load_catalog(path: str | Path) -> Catalog:
-    """Read and validate a catalog file; raises ``CatalogError`` with every problem listed."""
+    """Read and validate a catalog file; raises ``CatalogError`` with every problem listed, one a line."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"cannot read agent catalog {path}: {exc.strerror}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from None
-    return catalog_from_dict(data, source=str(path))
+        raise CatalogError(yaml_problem(exc, str(path))) from None
+    return catalog_from_dict(data, source=str(path), root=root)
 
 
-def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
-    lines = []
-    raw_agents = data.get("agents")
-    agents: list[Any] = raw_agents if isinstance(raw_agents, list) else []
-    for err in exc.errors():
-        loc = list(err["loc"])
-        where = "catalog"
-        if len(loc) >= 2 and loc[0] == "agents" and isinstance(loc[1], int):
-            entry = agents[loc[1]] if loc[1] < len(agents) else {}
-            name = entry.get("name") if isinstance(entry, dict) else None
-            where = f"agent #{loc[1] + 1}" + (f" ({name})" if name else "")
-            loc = loc[2:]
-        field = ".".join(str(p) for p in loc)
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  - {where}{': ' + field if field else ''}: {message}")
-    return "\n".join(lines)
+def catalog_json_schema() -> dict[str, Any]:
+    """JSON Schema (draft 2020-12) of a catalog file, for editors (``routeyard schema export``)."""
+    schema = Catalog.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "routeyard agent catalog"
+    return schema
