@@ -18,7 +18,10 @@ payloads of every earlier version):
    refuses answers its sender at once. A version-1 reader fails to decode such a response; it
    would otherwise never have got one (it waited out its timeout), so nothing it did before breaks.
 5. ``v`` is bumped when a field is added; readers never branch on it to decode, it is there
-   for humans and for audits.
+   for humans and for audits. Version 3 added ``RoutingDecision.reason``.
+
+Every field carries a description (``Doc``), so the exported JSON Schema documents itself for
+people writing agents and producers in other languages.
 """
 
 from __future__ import annotations
@@ -28,10 +31,21 @@ from typing import Annotated, Literal
 
 import msgspec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Version = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 """``v``: a small non-negative number. A record claiming version 2**70 is not from any writer:
 it fails to decode (and is dead-lettered with the reason) instead of being routed."""
+
+
+def Doc(text: str) -> msgspec.Meta:  # capitalised: it reads as a type annotation: Annotated[str, Doc("...")]
+    """A field's description, as it appears in the exported JSON Schema."""
+    return msgspec.Meta(description=text)
+
+
+V_DOC = "The schema version the writer used (readers decode any version; it is there for audits)."
+TENANT_DOC = "The tenant the conversation belongs to (null: no tenant); tenants never share a context."
+EVENT_DOC = "The id of the ConversationEvent this record is about."
+CONVERSATION_DOC = "The conversation's id; records about it are keyed by it, so they stay in order."
 
 Role = Literal["user", "assistant", "system", "developer", "tool"]
 Mode = Literal["parallel", "sequential"]
@@ -49,11 +63,11 @@ def utcnow() -> datetime:
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
-    """One chat message. ``name`` is the agent that wrote an assistant message, if any."""
+    """One chat message."""
 
-    role: Role
-    content: str
-    name: str | None = None
+    role: Annotated[Role, Doc("Who wrote it: user, assistant (an agent), system, developer or tool.")]
+    content: Annotated[str, Doc("The message text.")]
+    name: Annotated[str | None, Doc("The agent that wrote an assistant message, if any.")] = None
 
 
 class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,81 +77,115 @@ class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
     ``event_id`` makes the event idempotent: publishing it twice routes it once.
     """
 
-    event_id: str
-    conversation_id: str
-    messages: list[Message]
-    tenant: str | None = None
-    agents: list[str] | None = None
-    """Restrict routing to these catalog agents for this turn (None: the whole catalog)."""
-    reply_topic: str | None = None
-    """Where the response goes (None: the responses topic)."""
-    mode: Mode | None = None
-    """Multi-intent mode for this turn (None: the router's configured mode)."""
-    created_at: datetime = msgspec.field(default_factory=utcnow)
-    metadata: dict[str, str] = msgspec.field(default_factory=dict)
-    v: Version = SCHEMA_VERSION
+    event_id: Annotated[
+        str, Doc("Unique per turn: publishing the same event twice routes it once; the response carries it.")
+    ]
+    conversation_id: Annotated[str, Doc("The conversation's id; key the record by it.")]
+    messages: Annotated[
+        list[Message],
+        Doc(
+            "Only the new turn (usually one user message), not the history: the router keeps each "
+            "conversation's context (earlier turns and the agents' replies) and appends these messages "
+            "to it. At least one user message; the last one is what gets routed."
+        ),
+    ]
+    tenant: Annotated[str | None, Doc(TENANT_DOC)] = None
+    agents: Annotated[
+        list[str] | None, Doc("Restrict routing to these catalog agents for this turn (null: the whole catalog).")
+    ] = None
+    reply_topic: Annotated[str | None, Doc("Where the response goes (null: the responses topic).")] = None
+    mode: Annotated[Mode | None, Doc("Multi-intent mode for this turn (null: the router's configured mode).")] = None
+    created_at: Annotated[
+        datetime, Doc("When the sender created the turn (UTC); the response's end-to-end time starts here.")
+    ] = msgspec.field(default_factory=utcnow)
+    metadata: Annotated[dict[str, str], Doc("Free-form strings passed on to every agent's task unchanged.")] = (
+        msgspec.field(default_factory=dict)
+    )
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
 
 
 class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     """What the router decided for one event; published to the decisions topic (audit, replay)."""
 
-    event_id: str
-    conversation_id: str
-    routes: list[str]
-    """Agents that will handle the turn, in order (empty: no route)."""
-    mode: Mode
-    engine: str
-    tenant: str | None = None
-    selected: list[str] = msgspec.field(default_factory=list)
-    """What the engine chose, before the default agent was applied."""
-    dropped: list[str] = msgspec.field(default_factory=list)
-    """Names the engine returned that are not in the catalog (dropped)."""
-    raw_output: str | None = None
-    latency_ms: float = 0.0
-    fallback_reason: str | None = None
-    default_used: bool = False
-    abstained: bool = False
-    """The engine chose agents but with confidence under the threshold; the default agent took it."""
-    catalog_version: str = ""
-    model: str | None = None
-    confidence: float | None = None
-    scores: dict[str, float] | None = None
-    worker: str = ""
-    """Which router worker decided (host:pid/instance)."""
-    circuit_open: list[str] = msgspec.field(default_factory=list)
-    """Agents the engine chose whose circuit breaker was open: their turns went to their
-    ``fallback`` agent or the default agent, or were dropped (``fallback_reason`` says which)."""
-    decided_at: datetime = msgspec.field(default_factory=utcnow)
-    v: Version = SCHEMA_VERSION
+    event_id: Annotated[str, Doc(EVENT_DOC)]
+    conversation_id: Annotated[str, Doc(CONVERSATION_DOC)]
+    routes: Annotated[list[str], Doc("Agents that will handle the turn, in order (empty: no route).")]
+    mode: Annotated[Mode, Doc("parallel: all routes at once; sequential: one after another, each seeing the last.")]
+    engine: Annotated[str, Doc("The engine that decided: rules, semantic, vllm, openai.")]
+    tenant: Annotated[str | None, Doc(TENANT_DOC)] = None
+    selected: Annotated[list[str], Doc("What the engine chose, before the default agent was applied.")] = msgspec.field(
+        default_factory=list
+    )
+    dropped: Annotated[list[str], Doc("Names the engine returned that are not in the catalog (dropped).")] = (
+        msgspec.field(default_factory=list)
+    )
+    raw_output: Annotated[
+        str | None, Doc("The engine's answer as it gave it (a model's generated text; JSON for the others).")
+    ] = None
+    latency_ms: Annotated[float, Doc("How long deciding took, in milliseconds.")] = 0.0
+    fallback_reason: Annotated[
+        str | None, Doc("Why the routes differ from the engine's choice (engine failed, abstained, circuit open).")
+    ] = None
+    default_used: Annotated[bool, Doc("The catalog's default agent took the turn.")] = False
+    abstained: Annotated[
+        bool, Doc("The engine chose agents but with confidence under the threshold; the default agent took it.")
+    ] = False
+    catalog_version: Annotated[str, Doc("A hash of the agent catalog the decision was made with.")] = ""
+    model: Annotated[str | None, Doc("The model the engine used, if it has one.")] = None
+    confidence: Annotated[float | None, Doc("The engine's confidence in its choice, 0-1 (null: not reported).")] = None
+    scores: Annotated[dict[str, float] | None, Doc("Each agent's score, where the engine scores agents.")] = None
+    worker: Annotated[str, Doc("Which router worker decided (host:pid/instance).")] = ""
+    circuit_open: Annotated[
+        list[str],
+        Doc(
+            "Agents the engine chose whose circuit breaker was open: their turns went to their fallback "
+            "agent or the default agent, or were dropped (fallback_reason says which)."
+        ),
+    ] = msgspec.field(default_factory=list)
+    decided_at: Annotated[datetime, Doc("When the decision was made (UTC).")] = msgspec.field(default_factory=utcnow)
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
+    reason: Annotated[
+        str | None,
+        Doc(
+            "(v3) Why the engine decided so, in its own terms at decision time: the threshold or rule that "
+            "decided (null: written before v3, or an engine that gives none)."
+        ),
+    ] = None
 
 
 class PriorReply(msgspec.Struct, frozen=True, kw_only=True):
     """An earlier agent's reply, handed to the next agent in sequential mode."""
 
-    agent: str
-    status: ReplyStatus
-    content: str
+    agent: Annotated[str, Doc("The agent that replied.")]
+    status: Annotated[ReplyStatus, Doc("ok, or error.")]
+    content: Annotated[str, Doc("Its reply text.")]
 
 
 class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
     """What an agent receives on its topic. Reply with an ``AgentReply`` on ``reply_topic``."""
 
-    task_id: str
-    event_id: str
-    conversation_id: str
-    agent: str
-    messages: list[Message]
-    """The conversation so far, ending with the turn to handle."""
-    reply_topic: str
-    deadline: datetime
-    tenant: str | None = None
-    prior_replies: list[PriorReply] = msgspec.field(default_factory=list)
-    step: int = 0
-    attempt: int = 1
-    metadata: dict[str, str] = msgspec.field(default_factory=dict)
+    task_id: Annotated[str, Doc("This task's id; copy it into the reply.")]
+    event_id: Annotated[str, Doc(EVENT_DOC + " Copy it into the reply.")]
+    conversation_id: Annotated[str, Doc(CONVERSATION_DOC + " Copy it into the reply.")]
+    agent: Annotated[str, Doc("The agent the task is for (the catalog name); copy it into the reply.")]
+    messages: Annotated[
+        list[Message],
+        Doc(
+            "The conversation so far as the router keeps it (earlier turns and agents' replies, bounded by the "
+            "router's context limits), ending with the turn to handle."
+        ),
+    ]
+    reply_topic: Annotated[str, Doc("Where to publish the AgentReply.")]
+    deadline: Annotated[datetime, Doc("When the router stops waiting (UTC): a later reply is not used.")]
+    tenant: Annotated[str | None, Doc(TENANT_DOC + " Copy it into the reply.")] = None
+    prior_replies: Annotated[
+        list[PriorReply], Doc("Sequential mode: the replies of the agents before this one, in order.")
+    ] = msgspec.field(default_factory=list)
+    step: Annotated[int, Doc("The agent's position in the turn's routes, from 0.")] = 0
+    attempt: Annotated[int, Doc("1 for the first attempt; more for retries after an error or a timeout.")] = 1
+    metadata: Annotated[dict[str, str], Doc("The event's metadata, unchanged.")] = msgspec.field(default_factory=dict)
     token: Token = ""
-    """echo the task's token in the reply; replies without the right token are refused"""
-    v: Version = SCHEMA_VERSION
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
 
 
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -145,18 +193,17 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
     ``agent`` and ``token`` are copied from the task; a reply whose token or agent does not match
     its task is refused (dead-lettered, never recorded)."""
 
-    task_id: str
-    event_id: str
-    conversation_id: str
-    agent: str
-    status: ReplyStatus = "ok"
-    content: str = ""
-    error: str | None = None
-    tenant: str | None = None
-    finished_at: datetime = msgspec.field(default_factory=utcnow)
+    task_id: Annotated[str, Doc("The task's task_id.")]
+    event_id: Annotated[str, Doc("The task's event_id.")]
+    conversation_id: Annotated[str, Doc("The task's conversation_id; key the record by it.")]
+    agent: Annotated[str, Doc("The task's agent.")]
+    status: Annotated[ReplyStatus, Doc("ok: content is the answer; error: the agent failed (error says why).")] = "ok"
+    content: Annotated[str, Doc("The answer text.")] = ""
+    error: Annotated[str | None, Doc("With status error: what went wrong, in one line.")] = None
+    tenant: Annotated[str | None, Doc("The task's tenant.")] = None
+    finished_at: Annotated[datetime, Doc("When the agent finished (UTC).")] = msgspec.field(default_factory=utcnow)
     token: Token = ""
-    """echo the task's token in the reply; replies without the right token are refused"""
-    v: Version = SCHEMA_VERSION
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
 
 
 class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -167,20 +214,34 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
     ``rejected`` (v2) the router refused the turn (``reason`` says why; it was dead-lettered).
     """
 
-    event_id: str
-    conversation_id: str
-    status: ResponseStatus
-    tenant: str | None = None
-    routes: list[str] = msgspec.field(default_factory=list)
-    replies: list[AgentReply] = msgspec.field(default_factory=list)
-    timed_out: list[str] = msgspec.field(default_factory=list)
-    skipped: list[str] = msgspec.field(default_factory=list)
-    """Sequential mode: agents never run because the chain stopped before them."""
-    created_at: datetime | None = None
-    responded_at: datetime = msgspec.field(default_factory=utcnow)
-    v: Version = SCHEMA_VERSION
-    reason: str | None = None
-    """With ``rejected`` (v2): why, in one line."""
+    event_id: Annotated[str, Doc(EVENT_DOC)]
+    conversation_id: Annotated[str, Doc(CONVERSATION_DOC)]
+    status: Annotated[
+        ResponseStatus,
+        Doc(
+            "complete: every routed agent answered ok; partial: some did; failed: none did; no_route: no agent "
+            "was chosen; rejected (v2): the router refused the turn (reason says why)."
+        ),
+    ]
+    tenant: Annotated[str | None, Doc(TENANT_DOC)] = None
+    routes: Annotated[list[str], Doc("The agents the turn was routed to, in order.")] = msgspec.field(
+        default_factory=list
+    )
+    replies: Annotated[list[AgentReply], Doc("Every agent's reply, in route order.")] = msgspec.field(
+        default_factory=list
+    )
+    timed_out: Annotated[list[str], Doc("Agents that did not reply before their deadline.")] = msgspec.field(
+        default_factory=list
+    )
+    skipped: Annotated[list[str], Doc("Sequential mode: agents never run because the chain stopped before them.")] = (
+        msgspec.field(default_factory=list)
+    )
+    created_at: Annotated[datetime | None, Doc("The event's created_at (UTC), for end-to-end time.")] = None
+    responded_at: Annotated[datetime, Doc("When the response was published (UTC).")] = msgspec.field(
+        default_factory=utcnow
+    )
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
+    reason: Annotated[str | None, Doc("With rejected (v2): why, in one line.")] = None
 
     @property
     def content(self) -> str:
@@ -192,25 +253,31 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     """A record that could not be handled, with why and where it came from."""
 
-    original: bytes
-    """The record's value as read (base64 in JSON): all of it, or its first bytes when
-    ``truncated`` (a dead letter must fit under the broker's record limit)."""
-    error: str
-    stage: str
-    """Which step failed: decode, validate, route, correlate, agent, ..."""
-    source_topic: str
-    source_partition: int
-    source_offset: int
-    key: bytes | None = None
-    error_type: str = ""
-    failed_at: datetime = msgspec.field(default_factory=utcnow)
-    original_size: int = 0
-    """The original's full size in bytes (0 in letters written before this field)."""
-    original_sha256: str = ""
-    """The hex SHA-256 digest of the whole original ("" in letters written before this field)."""
-    truncated: bool = False
-    """``original`` (or ``key``) keeps only a prefix: the letter cannot be re-driven byte for byte."""
-    v: Version = SCHEMA_VERSION
+    original: Annotated[
+        bytes,
+        Doc(
+            "The record's value as read (base64 in JSON): all of it, or its first bytes when truncated "
+            "(a dead letter must fit under the broker's record limit)."
+        ),
+    ]
+    error: Annotated[str, Doc("Why it could not be handled.")]
+    stage: Annotated[str, Doc("Which step failed: decode, validate, route, correlate, agent, ...")]
+    source_topic: Annotated[str, Doc("The topic the record was read from.")]
+    source_partition: Annotated[int, Doc("Its partition.")]
+    source_offset: Annotated[int, Doc("Its offset.")]
+    key: Annotated[bytes | None, Doc("The record's key (base64 in JSON); the dead letter is keyed by it too.")] = None
+    error_type: Annotated[str, Doc("The exception's class name, if an exception.")] = ""
+    failed_at: Annotated[datetime, Doc("When it was dead-lettered (UTC).")] = msgspec.field(default_factory=utcnow)
+    original_size: Annotated[
+        int, Doc("The original's full size in bytes (0 in letters written before this field).")
+    ] = 0
+    original_sha256: Annotated[
+        str, Doc('The hex SHA-256 digest of the whole original ("" in letters written before this field).')
+    ] = ""
+    truncated: Annotated[
+        bool, Doc("original (or key) keeps only a prefix: the letter cannot be re-driven byte for byte.")
+    ] = False
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
 
 
 WIRE_MESSAGES: dict[str, type[msgspec.Struct]] = {

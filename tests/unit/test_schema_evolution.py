@@ -432,3 +432,14 @@ def test_v2_rejected_response_decodes_with_its_reason() -> None:
         responded_at=datetime(2024, 3, 1, 12, 0, 0, 10000, tzinfo=UTC),
         v=2,
     )
+
+
+def test_v2_decision_decodes_without_the_v3_reason() -> None:
+    """A decision written by version 2 (before ``reason``) decodes with ``reason`` None, and its
+    re-encoding keeps every v2 value. Frozen: never edit the payload."""
+    raw = (V2 / "RoutingDecision.json").read_bytes()
+    decoded = decision_decoder.decode(raw)
+    assert decoded.v == 2 and decoded.reason is None
+    assert decoded.engine == "semantic" and decoded.scores == {"WeatherAgent": 0.71, "HotelAgent": 0.2}
+    original = json.loads(raw)
+    assert _written_as(original, json.loads(encode(decoded))) == original

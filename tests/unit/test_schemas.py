@@ -89,6 +89,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         circuit_open=["WeatherAgent"],
         decided_at=T0,
         v=7,
+        reason="WeatherAgent 0.250 >= min_similarity 0.10",
     ),
     "AgentTask": AgentTask(
         task_id="ev1:1:RestaurantAgent",
@@ -368,3 +369,26 @@ def test_json_schema_matches_exported_file(tmp_path: Path) -> None:
     export_schemas(tmp_path)
     for name in WIRE_MESSAGES:
         assert json.loads((tmp_path / f"{name}.schema.json").read_text()) == json_schema(name)
+
+
+def _properties(schema: Any, where: str) -> list[tuple[str, Any]]:
+    """Every (path, property) of every object in a JSON Schema, nested definitions included."""
+    found = [(f"{where}.{name}", prop) for name, prop in schema.get("properties", {}).items()]
+    for name, definition in schema.get("$defs", {}).items():
+        found += _properties(definition, name)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(WIRE_MESSAGES))
+def test_every_exported_field_has_a_description(tmp_path: Path, name: str) -> None:
+    """A developer in another language reads the schema, not our code: every field says what it is."""
+    export_schemas(tmp_path)
+    schema = json.loads((tmp_path / f"{name}.schema.json").read_text())
+    properties = _properties(schema, name)
+    assert properties
+    assert [path for path, prop in properties if len(prop.get("description", "").strip()) < 10] == []
+
+
+def test_event_messages_say_they_are_the_new_turn_not_the_history() -> None:
+    messages = json_schema("ConversationEvent")["$defs"]["ConversationEvent"]["properties"]["messages"]
+    assert messages["description"].startswith("Only the new turn")
