@@ -15,7 +15,7 @@ from routeyard.schemas.messages import SCHEMA_VERSION, WIRE_MESSAGES
 def json_schema(name: str) -> dict[str, Any]:
     """A self-contained JSON Schema (draft 2020-12) for one wire message."""
     schema: dict[str, Any] = msgspec.json.schema(WIRE_MESSAGES[name])
-    _mark_datetimes(schema)
+    mark_datetimes(schema.get("$defs", {}))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = name
     schema["x-routeyard-schema-version"] = SCHEMA_VERSION
@@ -33,9 +33,10 @@ def export_schemas(directory: Path) -> list[Path]:
     return written
 
 
-def _mark_datetimes(schema: dict[str, Any]) -> None:
-    """msgspec writes datetimes as plain strings; say they are RFC 3339 timestamps."""
-    for name, definition in schema.get("$defs", {}).items():
+def mark_datetimes(definitions: dict[str, Any]) -> None:
+    """msgspec writes datetimes as plain strings; say they are RFC 3339 timestamps (in place, in
+    the struct ``definitions`` of a schema)."""
+    for name, definition in definitions.items():
         struct = _structs().get(name)
         if struct is None:
             continue

@@ -7,7 +7,8 @@
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
     routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
                                            (rejected or timed out: one line, exit 1)
-    routeyard schema export DIR            JSON Schema of every wire message
+    routeyard schema export DIR            JSON Schema of every wire message and of the catalog,
+                                           and asyncapi.json (topics, keys, groups, messages)
     routeyard catalog check FILE           validate an agent catalog
     routeyard topics create                create routeyard's topics
     routeyard eval DATASET                 score an engine on routing cases (--compare: two)
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     schema = _command(commands, "schema", _schema, "export the wire contract as JSON Schema")
     schema.add_argument("action", choices=["export"])
     schema.add_argument("directory", type=Path)
+    schema.add_argument("--catalog", type=Path, help="also describe this catalog's agent topics in asyncapi.json")
 
     catalog = _command(commands, "catalog", _catalog, "validate an agent catalog")
     catalog.add_argument("action", choices=["check"])
@@ -269,9 +271,10 @@ def _send(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.schemas import export_schemas
+    from routeyard.consumers.tools.contract import export_contract
 
-    for path in export_schemas(args.directory):
+    catalog = load_catalog(args.catalog) if args.catalog else None
+    for path in export_contract(args.directory, settings.topics, catalog):
         print(path)
     return 0
 
