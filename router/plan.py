@@ -135,6 +135,7 @@ def make_decision(
         model=result.model,
         confidence=result.confidence,
         scores=result.scores,
+        reason=result.reason,
         worker=worker,
         decided_at=decided_at,
     )

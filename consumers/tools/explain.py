@@ -2,9 +2,10 @@
 
 It reads the decisions topic (and the conversations, responses and dead-letter topics) without a
 consumer group and prints, for the event: the turn, the decision - engine, model, catalog
-version, what the engine chose and what was applied (default agent, abstention, dropped names,
-fallback reason), raw model output, confidence and each agent's score, time to decide, the worker
-- and how it ended (the response, or the dead letter and its reason).
+version, why the engine decided so (the threshold or rule that decided, as the engine recorded it
+at decision time), what the engine chose and what was applied (default agent, abstention, dropped
+names, fallback reason), a model's raw output, confidence and each agent's score, time to decide,
+the worker - and how it ended (the response, or the dead letter and its reason).
 
 ``--conversation ID`` reads only the partition that conversation's records are on (records are
 keyed by conversation id), which is what makes it quick on a large topic.
@@ -34,6 +35,9 @@ from routeyard.schemas import (
 )
 
 __all__ = ["Explanation", "explain_markdown", "find_event"]
+
+NO_RAW_OUTPUT = frozenset({"rules", "semantic"})
+"""Engines whose ``raw_output`` is only their routes as JSON (no model wrote it): not shown."""
 
 
 @dataclass
@@ -167,6 +171,8 @@ def _decision_lines(d: RoutingDecision) -> list[str]:
         f"engine: {d.engine}" + (f", model {d.model}" if d.model else "") + f", catalog {d.catalog_version or '?'}",
         f"decided in {d.latency_ms:.2f} ms by {d.worker or '?'} at {d.decided_at:%Y-%m-%d %H:%M:%S.%f}",
     ]
+    if d.reason:
+        lines.append(f"why: {d.reason}")
     if d.selected != d.routes:
         lines.append(f"engine chose: {', '.join(d.selected) or 'no route'}")
     if d.default_used:
@@ -182,6 +188,6 @@ def _decision_lines(d: RoutingDecision) -> list[str]:
     if d.scores:
         ranked = sorted(d.scores.items(), key=lambda kv: -kv[1])
         lines.append("scores: " + ", ".join(f"{name} {score:.3f}" for name, score in ranked))
-    if d.raw_output is not None:
+    if d.raw_output is not None and d.engine not in NO_RAW_OUTPUT:
         lines.append(f"raw output: {json.dumps(d.raw_output)}")
     return lines

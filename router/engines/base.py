@@ -55,6 +55,9 @@ class EngineResult(msgspec.Struct, frozen=True, kw_only=True):
     """Which engine answered (set by the fallback chain; None: the engine that was asked)."""
     fallback_reason: str | None = None
     """Why earlier engines of the chain did not decide, when a later one did."""
+    reason: str | None = None
+    """Why the engine decided so, in its own terms (the threshold or rule that decided), for the
+    decision record and ``routeyard explain``; None where the raw output is the reason (models)."""
 
     @property
     def failed(self) -> bool:

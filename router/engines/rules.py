@@ -75,11 +75,21 @@ _SEPARATOR = r"(?:[\W_]|\band\b)*"
 class _AgentMatcher(msgspec.Struct, frozen=True):
     name: str
     regexes: tuple[re.Pattern[str], ...]
+    rules: tuple[str, ...] = ()
+    """Each regex's rule as the catalog wrote it (``keyword 'weather'``, ``pattern '\\brain\\b'``)."""
 
     def first_match(self, text: str) -> int | None:
         """Where this agent's rules first match ``text``, or None."""
-        starts = [m.start() for m in (r.search(text) for r in self.regexes) if m is not None]
-        return min(starts, default=None)
+        hit = self.first_rule(text)
+        return hit[0] if hit else None
+
+    def first_rule(self, text: str) -> tuple[int, str] | None:
+        """Where this agent's rules first match ``text`` and which rule matched there, or None."""
+        hits = [(m.start(), i) for i, m in enumerate(r.search(text) for r in self.regexes) if m is not None]
+        if not hits:
+            return None
+        start, i = min(hits)
+        return start, self.rules[i] if i < len(self.rules) else "a rule"
 
 
 class RulesEngine(EngineBase):
@@ -102,9 +112,15 @@ class RulesEngine(EngineBase):
             return EngineResult(error=NO_USER_MESSAGE)
         matchers = compile_agents(request.agents)
         routes = match(matchers, texts[-1])
-        if not routes and self._follow_up and self._continues(texts[-1]):
-            routes = _earlier_routes(matchers, texts[:-1])
-        return _result(routes)
+        if routes:
+            return _result(routes, _matched(matchers, texts[-1]))
+        if self._follow_up and self._continues(texts[-1]):
+            back, routes = _earlier_routes(matchers, texts[:-1])
+            if routes:
+                which = "the previous user message" if back == 1 else f"the user message {back} back"
+                why = f"no rule matched; a short follow-up: the routes of {which}"
+                return _result(routes, f"{why} ({_matched(matchers, texts[-1 - back])})")
+        return _result([], "no rule matched" + ("; a closing turn" if self._is_stop(texts[-1]) else ""))
 
     def _is_stop(self, text: str) -> bool:
         return self._stop is not None and self._stop.fullmatch(text.strip()) is not None
@@ -127,7 +143,7 @@ def compile_stop(patterns: Sequence[str]) -> re.Pattern[str] | None:
 @lru_cache(maxsize=64)
 def compile_agents(agents: tuple[AgentSpec, ...]) -> tuple[_AgentMatcher, ...]:
     """Each agent's keywords and patterns compiled once (agents without rules are left out)."""
-    matchers = (_AgentMatcher(a.name, _agent_regexes(a)) for a in agents)
+    matchers = (_AgentMatcher(a.name, _agent_regexes(a), _agent_rules(a)) for a in agents)
     return tuple(m for m in matchers if m.regexes)
 
 
@@ -149,21 +165,35 @@ def _agent_regexes(agent: AgentSpec) -> tuple[re.Pattern[str], ...]:
     return (*keywords, *patterns)
 
 
+def _agent_rules(agent: AgentSpec) -> tuple[str, ...]:
+    """The rules of ``_agent_regexes``, in the same order, as the catalog wrote them."""
+    keywords = [f"keyword '{k}'" for k in agent.rules.keywords if k.strip()]
+    return (*keywords, *(f"pattern '{p}'" for p in agent.rules.patterns))
+
+
+def _matched(matchers: Sequence[_AgentMatcher], text: str) -> str:
+    """``WeatherAgent: keyword 'weather'; MessagingAgent: pattern '\\btext\\b'`` (rules, never the text)."""
+    hits = [(hit[0], i, f"{m.name}: {hit[1]}") for i, m in enumerate(matchers) if (hit := m.first_rule(text))]
+    return "; ".join(rule for _, _, rule in sorted(hits))
+
+
 def _user_texts(conversation: Sequence[Message]) -> list[str]:
     return [m.content for m in conversation if m.role == "user"]
 
 
-def _earlier_routes(matchers: Sequence[_AgentMatcher], earlier: Sequence[str]) -> list[str]:
-    for text in reversed(earlier):
+def _earlier_routes(matchers: Sequence[_AgentMatcher], earlier: Sequence[str]) -> tuple[int, list[str]]:
+    """The routes of the most recent earlier message that matched, and how many messages back it is."""
+    for back, text in enumerate(reversed(earlier), 1):
         routes = match(matchers, text)
         if routes:
-            return routes
-    return []
+            return back, routes
+    return 0, []
 
 
-def _result(routes: list[str]) -> EngineResult:
+def _result(routes: list[str], reason: str) -> EngineResult:
     return EngineResult(
         routes=routes,
         raw_output=json.dumps({"route": routes}),
         scores=dict.fromkeys(routes, 1.0),
+        reason=reason,
     )

@@ -36,6 +36,7 @@ from typing import Any, NamedTuple
 from routeyard.router.catalog import AgentSpec
 from routeyard.router.engines.base import EngineBase, EngineResult, RoutingRequest
 from routeyard.router.engines.embedding import Encoder, OnnxMiniLM, VectorCache
+from routeyard.router.engines.semantic_reason import ClauseCheck, Why, reason
 from routeyard.router.plano.parse import answer_json
 from routeyard.router.settings import CLOSINGS, SMALL_TALK, SemanticSettings
 from routeyard.schemas import Message
@@ -83,6 +84,8 @@ class Verdict(NamedTuple):
     """Agent indices: in the order the message's clauses name them, then best first."""
     scores: Any
     """Per-agent scores after context mixing."""
+    why: Why | None = None
+    """What decided, in the settings' terms (rendered by ``semantic_reason.reason``)."""
 
 
 def turn_texts(conversation: Sequence[Message], s: SemanticSettings) -> TurnTexts | None:
@@ -127,20 +130,46 @@ def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
 
     context = _context(turn, s)
     scores = _mix(turn, context, s)
-    best = int(np.argmax(scores))
-    top = float(scores[best])
-    negative = max(turn.closing, turn.small_talk * (1.0 if context is None else s.small_talk_in_context))
+    order = np.argsort(-scores, kind="stable")
+    best, top = int(order[0]), float(scores[order[0]])
+    small_talk = turn.small_talk * (1.0 if context is None else s.small_talk_in_context)
+    negative = max(turn.closing, small_talk)
     closing = negative >= s.closing_similarity and negative - float(turn.last.max()) >= s.closing_margin
+    why = Why(
+        best=best,
+        top=top,
+        runner_up=int(order[1]) if len(order) > 1 else None,
+        second=float(scores[order[1]]) if len(order) > 1 else 0.0,
+        negative=negative,
+        negative_kind="closing" if turn.closing >= small_talk else "small talk",
+        last_max=float(turn.last.max()),
+        closing=closing,
+    )
     if closing or top - s.negative_weight * negative < s.min_similarity:
-        return Verdict([], scores)
+        return Verdict([], scores, why)
     chosen = {best} | {int(i) for i in np.flatnonzero(scores >= top - s.extra_margin)}
     named = [int(np.argmax(row)) for row in turn.clauses]  # each clause's agent, in message order
-    for agent, row, clause_negative in zip(named, turn.clauses, turn.clause_negative, strict=True):
-        second, first = np.sort(row)[-2:] if len(row) > 1 else (0.0, row.max())
-        if first >= s.clause_min_similarity and first - second >= s.clause_margin and first > clause_negative:
-            chosen.add(agent)
-    kept = sorted(chosen, key=lambda i: -float(scores[i]))[: s.max_routes]
-    return Verdict(sorted(kept, key=lambda i: named.index(i) if i in named else len(named)), scores)
+    checks = [
+        _clause(agent, row, closeness, s)
+        for agent, row, closeness in zip(named, turn.clauses, turn.clause_negative, strict=True)
+    ]
+    chosen |= {c.agent for c in checks if c.added}
+    ranked = sorted(chosen, key=lambda i: -float(scores[i]))
+    kept = ranked[: s.max_routes]
+    routes = sorted(kept, key=lambda i: named.index(i) if i in named else len(named))
+    extras = tuple(i for i in ranked if i != best and scores[i] >= top - s.extra_margin)
+    why = why._replace(extras=extras, clauses=tuple(checks), capped=tuple(ranked[s.max_routes :]))
+    return Verdict(routes, scores, why)
+
+
+def _clause(agent: int, row: Any, negative: float, s: SemanticSettings) -> ClauseCheck:
+    """Whether a clause adds its best agent: close enough, ahead enough, closer than to a closing."""
+    import numpy as np
+
+    runner_up = int(np.argsort(-row, kind="stable")[1]) if len(row) > 1 else None
+    first, second = float(row[agent]), float(row[runner_up]) if runner_up is not None else 0.0
+    added = first >= s.clause_min_similarity and first - second >= s.clause_margin and first > negative
+    return ClauseCheck(agent, first, runner_up, first - second, negative, added)
 
 
 def _context(turn: TurnScores, s: SemanticSettings) -> Any | None:
@@ -278,6 +307,7 @@ class SemanticEngine(EngineBase):
         scores = {name: round(float(x), 4) for name, x in zip(names, verdict.scores, strict=True)}
         confidence = min(max(scores[routes[0]], 0.0), 1.0) if routes else None
         model = getattr(self._encoder, "name", None)
+        why = reason(verdict.why, names, self.settings) if verdict.why else None
         return EngineResult(
-            routes=routes, raw_output=answer_json(routes), confidence=confidence, scores=scores, model=model
+            routes=routes, raw_output=answer_json(routes), confidence=confidence, scores=scores, model=model, reason=why
         )

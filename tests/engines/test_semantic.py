@@ -202,6 +202,16 @@ async def test_scores_explain_the_decision(engine: SemanticEngine) -> None:
     assert result.confidence == pytest.approx(result.scores["BankingAgent"])
     assert json.loads(result.raw_output) == {"route": ["BankingAgent"]}
     assert result.model == engine.encoder().name == "all-MiniLM-L6-v2 (int8)"
+    top = result.scores["BankingAgent"]
+    assert result.reason is not None and result.reason.startswith(f"BankingAgent {top:.3f}")
+    assert f">= min_similarity {engine.settings.min_similarity:.2f} (next " in result.reason
+
+
+async def test_no_route_says_which_threshold_it_missed(engine: SemanticEngine) -> None:
+    [result] = await decide(engine, request("thanks, that's all"))
+    assert result.routes == []
+    assert result.reason is not None and result.reason.startswith("no route: ")
+    assert "closing_similarity" in result.reason or "min_similarity" in result.reason
 
 
 async def test_a_turn_without_user_message_is_a_failed_decision(engine: SemanticEngine) -> None:

@@ -1,7 +1,8 @@
 """``routeyard explain EVENT_ID`` on traffic a real pipeline routed, on each bus (memory, the real
-broker) with the real Valkey: the decision with its engine, catalog version, raw output, scores and
-latency, and how the turn ended; a poison event's dead letter. The CLI (a routed turn, an unknown
-id) runs on the real broker only: it builds its own aiokafka consumer from ``--bootstrap``."""
+broker) with the real Valkey: the decision with its engine, catalog version, why (the rule that
+decided, recorded by the engine), scores and latency, and how the turn ended; a poison event's dead
+letter. The CLI (a routed turn, an unknown id) runs on the real broker only: it builds its own
+aiokafka consumer from ``--bootstrap``."""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ async def test_explain_a_routed_turn_and_a_dead_letter(bus: Bus, valkey: Embedde
     assert [r.status for r in found.responses] == ["complete"]
     text = explain_markdown(found)
     assert "routes: WeatherAgent, MessagingAgent (parallel)" in text
-    assert f"catalog {CATALOG.version}" in text and "raw output:" in text and "## response: complete" in text
+    assert f"catalog {CATALOG.version}" in text and "## response: complete" in text
+    # why, as the rules engine recorded it when it decided; no "raw output" (no model wrote one)
+    assert "why: WeatherAgent: keyword 'weather'; MessagingAgent: keyword 'text'" in text.splitlines()
+    assert decision.reason == "WeatherAgent: keyword 'weather'; MessagingAgent: keyword 'text'"
+    assert "raw output" not in text
 
     narrowed = await find_event(bus_for(settings), settings.topics, "ev-explain-1", conversation_id="c-explain")
     assert narrowed.decisions == found.decisions
@@ -58,6 +63,8 @@ async def test_cli_explains_a_routed_turn_and_not_an_unknown_id(
 
     argv = ["--bootstrap", settings.kafka.bootstrap, "--prefix", settings.topic_prefix, "explain"]
     assert await asyncio.to_thread(main, [*argv, "ev-explain-1"]) == 0
-    assert "routes: WeatherAgent, MessagingAgent" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "routes: WeatherAgent, MessagingAgent" in out
+    assert "why: WeatherAgent: keyword 'weather'; MessagingAgent: keyword 'text'" in out
     assert await asyncio.to_thread(main, [*argv, "no-such-event"]) == 1
     assert "not found" in capsys.readouterr().out

@@ -221,3 +221,40 @@ async def test_decide_returns_one_result_per_request_in_order() -> None:
     assert [r.routes for r in results] == [["MessagingAgent"], [], ["WeatherAgent"]]
     assert [r.failed for r in results] == [False, True, False]
     assert all(isinstance(r, EngineResult) for r in results)
+
+
+# -- the reason: which rule decided -----------------------------------------------------------------
+
+
+def _reason(*messages: Message) -> str | None:
+    return RulesEngine().route(_request(*messages)).reason
+
+
+def test_reason_names_the_rule_each_agent_matched_by_in_message_order() -> None:
+    reason = _reason(_user("Book a table and then text Anna about the rain"))
+    assert reason is not None
+    names = [part.split(":")[0] for part in reason.split("; ")]
+    assert names == _route(_user("Book a table and then text Anna about the rain"))
+    assert all("keyword '" in part or "pattern '" in part for part in reason.split("; "))
+
+
+def test_reason_of_a_pattern_shows_it_as_written() -> None:
+    agents = (_agent("WeatherAgent", patterns=(r"\brain(ing)?\b",)),)
+    result = RulesEngine().route(_request(_user("is it raining?"), agents=agents))
+    assert result.reason == r"WeatherAgent: pattern '\brain(ing)?\b'"
+
+
+def test_reason_of_a_follow_up_says_whose_routes_it_reused() -> None:
+    agents = (_agent("WeatherAgent", keywords=("weather",)),)
+    result = RulesEngine().route(
+        _request(_user("weather in Oslo?"), _assistant("Sunny."), _user("and Rome?"), agents=agents)
+    )
+    assert result.routes == ["WeatherAgent"]
+    assert result.reason == (
+        "no rule matched; a short follow-up: the routes of the previous user message (WeatherAgent: keyword 'weather')"
+    )
+
+
+def test_reason_of_no_route() -> None:
+    assert _reason(_user("what is the meaning of life")) == "no rule matched"
+    assert _reason(_user("thanks, bye")) == "no rule matched; a closing turn"
