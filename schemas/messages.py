@@ -86,7 +86,8 @@ class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
         Doc(
             "Only the new turn (usually one user message), not the history: the router keeps each "
             "conversation's context (earlier turns and the agents' replies) and appends these messages "
-            "to it. At least one user message; the last one is what gets routed."
+            "to it. It needs a user message with text (else the turn is refused and dead-lettered); the last "
+            "one is what gets routed."
         ),
     ]
     tenant: Annotated[str | None, Doc(TENANT_DOC)] = None
