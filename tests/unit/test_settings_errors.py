@@ -53,7 +53,10 @@ def test_every_setting_has_its_variable_name() -> None:
             {"ROUTEYARD_ROUTER__FALLBACK": "rules,rulez"},
             "ROUTEYARD_ROUTER__FALLBACK='rules,rulez': item 'rulez': expected 'rules', 'vllm', 'openai' or 'semantic'",
         ),
-        ({"ROUTEYARD_KAFKA__SSL_CHECK_HOSTNAME": "maybe"}, "ROUTEYARD_KAFKA__SSL_CHECK_HOSTNAME='maybe': expected true"),
+        (
+            {"ROUTEYARD_KAFKA__SSL_CHECK_HOSTNAME": "maybe"},
+            "ROUTEYARD_KAFKA__SSL_CHECK_HOSTNAME='maybe': expected true",
+        ),
     ],
 )
 def test_one_line_per_problem_naming_the_variable(
@@ -64,7 +67,9 @@ def test_one_line_per_problem_naming_the_variable(
 
 
 def test_a_section_validator_names_the_sections_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    (problem,) = errors_of(monkeypatch, ROUTEYARD_KAFKA__SECURITY_PROTOCOL="SASL_SSL", ROUTEYARD_KAFKA__SASL_PASSWORD="pw")
+    (problem,) = errors_of(
+        monkeypatch, ROUTEYARD_KAFKA__SECURITY_PROTOCOL="SASL_SSL", ROUTEYARD_KAFKA__SASL_PASSWORD="pw"
+    )
     assert problem == (
         "ROUTEYARD_KAFKA__SECURITY_PROTOCOL='SASL_SSL', ROUTEYARD_KAFKA__SASL_PASSWORD=<secret>: SASL_SSL needs "
         "ROUTEYARD_KAFKA__SASL_MECHANISM, ROUTEYARD_KAFKA__SASL_USERNAME and ROUTEYARD_KAFKA__SASL_PASSWORD"
