@@ -277,12 +277,12 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.tools.replay_defaults import candidate_settings
     from routeyard.consumers.tools.replay_report import load_labels, replay_markdown, write_report
 
-    candidate = candidate_settings(settings, fallback=args.fallback)
     labels = load_labels(args.labels) if args.labels else None
     selection = Selection(since=args.since, until=args.until, skip=args.skip, limit=args.limit)
     selection.check()
     if args.dispatch_prefix is not None:
         shadow_topics(settings.topic_prefix, args.dispatch_prefix)  # refuse before starting the engine
+    candidate = candidate_settings(settings, fallback=args.fallback)
     catalog = load_catalog(candidate.router.catalog)
     report = asyncio.run(_run_replay(candidate, catalog, selection, labels, args.dispatch_prefix))
     markdown = replay_markdown(report, examples=args.examples)
