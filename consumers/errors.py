@@ -15,6 +15,7 @@
     |-- TurnTimeout                 RouteyardClient.ask: no response in time (a TimeoutError)    exit 1
     '-- UsageError                  the command line, or a file it names, is wrong               exit 2
         |-- SettingsFileError       --env-file names no file
+        |-- SettingsError           ROUTEYARD_* settings a command uses are malformed (one line each)
         |-- ReplayError             bad replay options (selection, dispatch prefix)
         |-- LabelsError             a malformed replay labels file
         '-- DlqError                bad dlq options (unknown id, malformed range, foreign topic)
@@ -52,6 +53,7 @@ __all__ = [
     "PlotsUnavailable",
     "ReplayError",
     "RouteyardError",
+    "SettingsError",
     "SettingsFileError",
     "ShutdownTimeout",
     "TurnRejected",
@@ -60,12 +62,23 @@ __all__ = [
     "VllmEngineDead",
 ]
 
+
 class UsageError(RouteyardError, ValueError):
     """The command line, or a file it names, is wrong. Not retriable: the command exits 2."""
 
 
 class SettingsFileError(UsageError):
     """--env-file names no file."""
+
+
+class SettingsError(UsageError):
+    """ROUTEYARD_* settings (variables, --env-file, secrets directory) that a command uses are
+    malformed. ``problems``: one line each, naming the variable, its value and the form expected.
+    Not retriable: fix the settings."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 class ReplayError(UsageError):

@@ -12,11 +12,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from routeyard.router.settings import OpenAISettings, SemanticSettings, VllmSettings
 from routeyard.router.validation import EventRules
 from routeyard.schemas import Topics
@@ -126,12 +132,28 @@ class SecretFiles(EnvSettingsSource):
 EngineName = Literal["rules", "vllm", "openai", "semantic"]
 
 
+def names(value: object) -> object:
+    """A list-of-names setting as written: JSON (``["rules"]``), one name (``rules``) or a comma
+    list (``rules,semantic``); anything else is left to validation."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith(("[", "null")):
+        import json
+
+        try:
+            return json.loads(text)
+        except ValueError:
+            return value
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 class RouterSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     catalog: Path = Path("agents.yaml")
     engine: EngineName = "rules"
-    fallback: list[EngineName] = []
+    fallback: Annotated[list[EngineName], NoDecode] = []
     """Engines to try, in order, for turns the first one could not decide (e.g. ["rules"])."""
     engine_timeout_s: float | None = Field(default=30.0, gt=0)
     """An engine that has not answered a batch by then counts as failed for it (-> fallback)."""
@@ -151,7 +173,7 @@ class RouterSettings(BaseModel):
     max_event_bytes: int = Field(default=256 * 1024, ge=1024)
     context_max_bytes: int = Field(default=512 * 1024, ge=1024)
     """Bytes of messages kept per conversation in Redis; the oldest go first (the newest always stays)."""
-    tenants: frozenset[str] | None = None
+    tenants: Annotated[frozenset[str] | None, NoDecode] = None
     """Allow-list of tenants (None: any well-formed tenant). With a list, events without a tenant
     are accepted only if it contains "" ."""
     max_clock_skew_s: float = Field(default=300.0, gt=0)
@@ -162,6 +184,8 @@ class RouterSettings(BaseModel):
     """Responses of tenant T go to ``<prefix>responses.T`` (unless the event names a reply_topic),
     so each tenant can be granted READ on its own topic only. Needs the ``tenants`` allow-list:
     routeyard creates one topic per listed tenant."""
+
+    _names = field_validator("fallback", "tenants", mode="before")(names)
 
 
 class CorrelatorSettings(BaseModel):
@@ -242,7 +266,9 @@ class ObservabilitySettings(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ROUTEYARD_", env_nested_delimiter="__", frozen=True)
+    model_config = SettingsConfigDict(env_prefix="ROUTEYARD_", env_nested_delimiter="__", frozen=True, extra="ignore")
+    """extra="ignore": unknown ROUTEYARD_* names in an env file are warned about by the command
+    (``routeyard.consumers.cli.configuration``), with a "did you mean", instead of failing."""
 
     topic_prefix: str = "routeyard."
     kafka: KafkaSettings = KafkaSettings()

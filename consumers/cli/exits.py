@@ -1,7 +1,8 @@
 """The one place that maps an exception to the ``routeyard`` command's exit status and message.
 
-    exit 2      the command cannot run as given: a usage error, a bad catalog or dataset, a missing
-                embedding model or library (``UsageError``, ``CatalogError``, ``DatasetError``,
+    exit 2      the command cannot run as given: a usage error, malformed settings (one line per
+                problem), a bad catalog or dataset, a missing embedding model or library
+                (``UsageError``, ``SettingsError``, ``CatalogError``, ``DatasetError``,
                 ``EncoderUnavailable``)
     exit 1      it ran but got no answer: the broker or Redis unreachable, a turn rejected or
                 unanswered (``TurnRejected``, ``TurnTimeout``)
@@ -19,6 +20,7 @@ from routeyard.consumers.errors import (
     CatalogError,
     DatasetError,
     EncoderUnavailable,
+    SettingsError,
     TurnRejected,
     TurnTimeout,
     UsageError,
@@ -46,6 +48,8 @@ _RULES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
 
 def exit_status(exc: BaseException) -> ExitStatus | None:
     """The exit status and message for ``exc``; None: not the command's to explain (re-raise it)."""
+    if isinstance(exc, SettingsError):
+        return ExitStatus(2, "\n".join(f"routeyard: {problem}" for problem in exc.problems))
     for classes, code, message in _RULES:
         if isinstance(exc, classes):
             return ExitStatus(code, message.format(exc=exc))

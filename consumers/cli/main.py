@@ -1,7 +1,7 @@
-"""The ``routeyard`` command.
+"""The routeyard command.
 
     routeyard dev                          the whole pipeline on embedded servers, until Ctrl-C
-    routeyard demo                         scripted conversations through it (starts `dev` itself
+    routeyard demo                         scripted conversations through it (starts dev itself
                                            unless --bootstrap is given)
     routeyard worker router|correlator     one worker process (production)
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
@@ -15,10 +15,15 @@
     routeyard tune DATASET                 fit the semantic engine's thresholds on labelled cases
     routeyard replay                       route recorded conversations again with a candidate
                                            engine or catalog; compare with the recorded decisions
+    routeyard explain EVENT_ID             why a turn went where it went, and how it ended
     routeyard dlq list|show|replay         look at dead letters; re-drive them, each once
 
 Settings come from ROUTEYARD_* variables (and --env-file); the flags below override the most common
-ones. `dev` and `demo` route with the semantic engine unless an engine is chosen.
+ones, before or after the command. Each command checks only the settings it reads.
+
+Engines: worker and eval use ROUTEYARD_ROUTER__ENGINE (default rules); dev and demo use semantic
+(no GPU, no network) unless --engine or ROUTEYARD_ROUTER__ENGINE says otherwise; replay uses the
+engine the replayed decisions were made with unless --engine or ROUTEYARD_ROUTER__ENGINE is given.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ from typing import Any
 
 import msgspec
 from routeyard.consumers.agents.agent import Agent
-from routeyard.consumers.cli import offline
+from routeyard.consumers.cli import configuration, flags, offline
 from routeyard.consumers.cli.exits import exit_status
-from routeyard.consumers.errors import SettingsFileError, TurnRejected
+from routeyard.consumers.errors import TurnRejected, UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
 from routeyard.router.catalog import load_catalog
@@ -56,9 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        _refuse_ignored_flags(args)
         settings = _settings(args)
         result: int = args.func(args, settings)
+        sys.stdout.flush()  # here, so a closed pipe is seen while we can still end quietly
         return result
+    except BrokenPipeError:
+        return flags.quiet_broken_pipe()
     except (Exception, KeyboardInterrupt) as exc:
         status = exit_status(exc)
         if status is None:
@@ -68,39 +77,37 @@ def main(argv: list[str] | None = None) -> int:
         return status.code
 
 
+def _refuse_ignored_flags(args: argparse.Namespace) -> None:
+    if args.func is _dev and (args.bootstrap or args.redis):
+        raise UsageError("dev starts its own broker and Redis; to attach to yours use `routeyard worker`")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    if args.env_file is not None and not args.env_file.is_file():
-        raise SettingsFileError(f"--env-file {args.env_file}: no such file")
-    settings = Settings(_env_file=args.env_file) if args.env_file else Settings()
-    kafka, redis, router, top = {}, {}, {}, {}
+    settings = configuration.load(args.env_file, args.uses, _flag_settings(args))
+    if args.func in (_dev, _demo) and "engine" not in settings.router.model_fields_set:
+        settings = settings.model_copy(update={"router": settings.router.model_copy(update={"engine": DEV_ENGINE})})
+    return settings
+
+
+def _flag_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gives (they win over variables), as Settings' keyword arguments."""
+    found: dict[str, Any] = {"kafka": {}, "redis": {}, "router": {}}
     if args.bootstrap:
-        kafka["bootstrap"] = args.bootstrap
+        found["kafka"]["bootstrap"] = args.bootstrap
     if args.redis:
-        redis["url"] = args.redis
+        found["redis"]["url"] = args.redis
     if args.prefix is not None:
-        top["topic_prefix"] = args.prefix
+        found["topic_prefix"] = args.prefix
     for name in ("catalog", "engine", "mode"):
         if getattr(args, name, None):
-            router[name] = getattr(args, name)
-    if args.func in (_dev, _demo) and "engine" not in router and "engine" not in settings.router.model_fields_set:
-        router["engine"] = DEV_ENGINE
-    data = settings.model_dump()
-    data["redis"]["url"] = settings.redis.url.get_secret_value()
-    for section, update in (("kafka", kafka), ("redis", redis), ("router", router)):
-        data[section].update(update)
-    data.update(top)
-    return Settings.model_validate(data)
+            found["router"][name] = getattr(args, name)
+    return {key: value for key, value in found.items() if value or key == "topic_prefix"}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="routeyard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (ROUTEYARD_KAFKA__BOOTSTRAP)")
-    parser.add_argument("--redis", help="Redis URL (ROUTEYARD_REDIS__URL)")
-    parser.add_argument("--prefix", help="topic prefix (ROUTEYARD_TOPIC_PREFIX)")
-    parser.add_argument("--env-file", type=Path, metavar="FILE", help="read ROUTEYARD_* settings from this file too")
-    parser.add_argument("--log-level", default="INFO")
+    parser = flags.Parser(prog="routeyard", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"routeyard {flags.package_version()}")
+    flags.add_global_flags(parser, top=True)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     dev = _command(commands, "dev", _dev, "run the whole pipeline on embedded servers")
@@ -109,50 +116,69 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
     demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
-    demo.add_argument("--mode", choices=["parallel", "sequential"])
+    demo.add_argument("--mode", choices=["parallel", "sequential"], help="multi-intent mode (default: parallel)")
     demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
     worker = _command(commands, "worker", _worker, "run a router or correlator worker")
-    worker.add_argument("role", choices=["router", "correlator"])
-    worker.add_argument("--catalog", type=Path)
-    worker.add_argument("--engine", choices=offline.ENGINES)
-    worker.add_argument("--mode", choices=["parallel", "sequential"])
+    worker.add_argument("role", choices=["router", "correlator"], help="which worker: router or correlator")
+    worker.add_argument("--catalog", type=Path, help="agent catalog (default: ROUTEYARD_ROUTER__CATALOG, agents.yaml)")
+    worker.add_argument(
+        "--engine", choices=offline.ENGINES, help="decision engine (default: ROUTEYARD_ROUTER__ENGINE, rules)"
+    )
+    worker.add_argument(
+        "--mode",
+        choices=["parallel", "sequential"],
+        help="multi-intent mode (default: ROUTEYARD_ROUTER__MODE, parallel)",
+    )
 
     agent = _command(commands, "agent", _agent, "run agents written with @agent")
-    agent.add_argument("targets", nargs="+", metavar="MODULE:OBJECT")
+    agent.add_argument(
+        "targets", nargs="+", metavar="MODULE:OBJECT", help="the @agent objects to run, e.g. translator:translate"
+    )
 
-    send = _command(commands, "send", _send, "publish one turn")
-    send.add_argument("conversation")
-    send.add_argument("text")
+    send = _command(commands, "send", _send, "publish one turn", uses=("kafka", "topic_prefix", "router"))
+    send.add_argument("conversation", help="conversation id (turns of one conversation share it)")
+    send.add_argument("text", help="the user's message")
     send.add_argument("--wait", action="store_true", help="wait for the response and print it")
-    send.add_argument("--timeout", type=float, default=60.0)
-    send.add_argument("--tenant")
+    send.add_argument(
+        "--timeout", type=float, default=60.0, metavar="SECONDS", help="with --wait: seconds to wait (default 60)"
+    )
+    send.add_argument("--tenant", help="tenant of the turn (checked against ROUTEYARD_ROUTER__TENANTS)")
     send.add_argument(
         "--mode", dest="send_mode", choices=["parallel", "sequential"], help="multi-intent mode for this turn"
     )
     send.add_argument("--agents", nargs="+", metavar="NAME", help="restrict this turn to these agents")
 
-    schema = _command(commands, "schema", _schema, "export the wire contract as JSON Schema")
-    schema.add_argument("action", choices=["export"])
-    schema.add_argument("directory", type=Path)
+    schema = _command(
+        commands, "schema", _schema, "export the wire contract as JSON Schema and AsyncAPI", uses=("topic_prefix",)
+    )
+    schema.add_argument("action", choices=["export"], help="export: write one JSON Schema file per message")
+    schema.add_argument("directory", type=Path, help="where to write them (created if missing)")
     schema.add_argument("--catalog", type=Path, help="also describe this catalog's agent topics in asyncapi.json")
 
-    catalog = _command(commands, "catalog", _catalog, "validate an agent catalog")
-    catalog.add_argument("action", choices=["check"])
-    catalog.add_argument("file", type=Path)
+    catalog = _command(commands, "catalog", _catalog, "validate an agent catalog", uses=("topic_prefix",))
+    catalog.add_argument("action", choices=["check"], help="check: load the catalog and list its agents")
+    catalog.add_argument("file", type=Path, help="the catalog (YAML)")
 
-    topics = _command(commands, "topics", _topics, "create routeyard's topics")
-    topics.add_argument("action", choices=["create"])
-    topics.add_argument("--catalog", type=Path)
+    topics = _command(
+        commands, "topics", _topics, "create routeyard's topics", uses=("kafka", "topic_prefix", "router")
+    )
+    topics.add_argument("action", choices=["create"], help="create: create the topics that are missing")
+    topics.add_argument("--catalog", type=Path, help="also create the agent topics of this catalog")
 
     offline.add_commands(commands, _command)
     dlq.add_commands(commands, _command)
     return parser
 
 
-def _command(commands: Any, name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text, description=help_text)
-    parser.set_defaults(func=func)
+def _command(
+    commands: Any, name: str, func: Callable[..., int], help_text: str, uses: configuration.Uses = None
+) -> argparse.ArgumentParser:
+    """A command's parser; ``uses``: the settings sections it reads (None: all), the only ones checked."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=help_text, description=help_text, parents=[flags.global_flags()]
+    )
+    parser.set_defaults(func=func, uses=uses)
     return parser
 
 
@@ -283,7 +309,7 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
     catalog = load_catalog(args.file)
     default = catalog.default_agent
     print(
-        f"{args.file}: {len(catalog.agents)} agents, version {catalog.version}, "
+        f"{args.file}: {flags.plural(len(catalog.agents), 'agent')}, version {catalog.version}, "
         f"default agent: {default.name if default else 'none'}"
     )
     for spec in catalog.agents:

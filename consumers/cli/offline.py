@@ -10,10 +10,10 @@ import sys
 import time
 import typing
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from routeyard.consumers.cli.flags import timestamp
 from routeyard.consumers.errors import DatasetError, UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.router.catalog import load_catalog
@@ -43,7 +43,7 @@ def add_commands(commands: Any, command: Command) -> None:
 
 def _eval_parser(commands: Any, command: Command) -> None:
     evaluate = command(commands, "eval", _eval, "score engines on a routing dataset (JSON Lines, gzip or plain)")
-    evaluate.add_argument("dataset", type=Path)
+    evaluate.add_argument("dataset", type=Path, help="routing cases, JSON Lines (.jsonl or .jsonl.gz)")
     evaluate.add_argument("--engine", choices=ENGINES, help="engine to score (default: ROUTEYARD_ROUTER__ENGINE)")
     evaluate.add_argument("--fallback", nargs="+", choices=ENGINES, metavar="NAME", help="its fallback engines")
     evaluate.add_argument(
@@ -185,7 +185,8 @@ def _tune_parser(commands: Any, command: Command) -> None:
         "fit the semantic engine's thresholds and weights on a labelled routing dataset; "
         "write them as an env file that workers, eval --compare and replay read",
     )
-    tune.add_argument("dataset", type=Path)
+    tune.set_defaults(uses=("semantic",))
+    tune.add_argument("dataset", type=Path, help="labelled routing cases, JSON Lines (.jsonl or .jsonl.gz)")
     tune.add_argument("--limit", type=_positive, default=2000, metavar="N", help="cases drawn at random (default 2000)")
     tune.add_argument("--all", action="store_true", help="use every case (slow on large files)")
     tune.add_argument(
@@ -240,11 +241,20 @@ def _replay_parser(commands: Any, command: Command) -> None:
         "route recorded conversations (of --prefix) again with a candidate engine or catalog, without "
         "consumer groups or dispatching, and compare with the recorded decisions",
     )
-    replay.add_argument("--engine", choices=ENGINES, help="candidate engine (default: ROUTEYARD_ROUTER__ENGINE)")
+    replay.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="candidate engine (default: ROUTEYARD_ROUTER__ENGINE if set, else the engine of the recorded decisions)",
+    )
     replay.add_argument("--fallback", nargs="+", choices=ENGINES, metavar="NAME", help="its fallback engines")
-    replay.add_argument("--catalog", type=Path, help="candidate agent catalog (default: ROUTEYARD_ROUTER__CATALOG)")
-    replay.add_argument("--since", type=_timestamp, metavar="TS", help="records at or after this ISO time (naive: UTC)")
-    replay.add_argument("--until", type=_timestamp, metavar="TS", help="records before this ISO time")
+    replay.add_argument(
+        "--catalog",
+        type=Path,
+        help="candidate agent catalog (default: ROUTEYARD_ROUTER__CATALOG, else ./agents.yaml, else the demo's "
+        "if the recorded decisions were made with it)",
+    )
+    replay.add_argument("--since", type=timestamp, metavar="TS", help="records at or after this ISO time (naive: UTC)")
+    replay.add_argument("--until", type=timestamp, metavar="TS", help="records before this ISO time (naive: UTC)")
     replay.add_argument("--skip", type=_count, default=0, metavar="N", help="skip the first N selected records")
     replay.add_argument("--limit", type=_count, metavar="N", help="replay at most N turns")
     replay.add_argument("--labels", type=Path, metavar="FILE", help='JSON Lines {"event_id", "expected_routes"}')
@@ -253,14 +263,6 @@ def _replay_parser(commands: Any, command: Command) -> None:
     )
     replay.add_argument("--examples", type=_count, default=5, metavar="N", help="changed turns to show (default 5)")
     replay.add_argument("--out", type=Path, metavar="DIR", help="write replay.json, turns.jsonl and replay.md here")
-
-
-def _timestamp(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO timestamp: {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _count(text: str) -> int:
@@ -272,15 +274,15 @@ def _count(text: str) -> int:
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.tools.replay import Selection, shadow_topics
+    from routeyard.consumers.tools.replay_defaults import candidate_settings
     from routeyard.consumers.tools.replay_report import load_labels, replay_markdown, write_report
 
-    fallback: list[str] = list(args.fallback if args.fallback is not None else settings.router.fallback)
-    candidate = _with_engine(settings, args.engine or settings.router.engine, fallback)
     labels = load_labels(args.labels) if args.labels else None
     selection = Selection(since=args.since, until=args.until, skip=args.skip, limit=args.limit)
     selection.check()
     if args.dispatch_prefix is not None:
         shadow_topics(settings.topic_prefix, args.dispatch_prefix)  # refuse before starting the engine
+    candidate = candidate_settings(settings, fallback=args.fallback)
     catalog = load_catalog(candidate.router.catalog)
     report = asyncio.run(_run_replay(candidate, catalog, selection, labels, args.dispatch_prefix))
     markdown = replay_markdown(report, examples=args.examples)
@@ -316,7 +318,8 @@ def _explain_parser(commands: Any, command: Command) -> None:
         "why a turn went where it went: its recorded decision (engine, model, catalog, raw output, "
         "scores, fallback reason, latency) and how it ended",
     )
-    explain.add_argument("event_id")
+    explain.set_defaults(uses=("kafka", "topic_prefix"))
+    explain.add_argument("event_id", help="the event id that routeyard send printed")
     explain.add_argument(
         "--conversation", metavar="ID", help="the event's conversation id: read only its partition (faster)"
     )

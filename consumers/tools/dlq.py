@@ -205,6 +205,9 @@ def _outgoing(x: Letter) -> Outgoing:
 # -- presentation ---------------------------------------------------------------------------------
 
 
+SUMMARY_HEADER = f"{'ID':<10} {'FAILED AT':<20}  {'STAGE':<10} {'SOURCE':<40} {'EVENT ID':<24} REASON"
+
+
 def summary_line(x: Letter) -> str:
     reason = " ".join(x.letter.error.split())
     reason = reason if len(reason) <= 80 else reason[:77] + "..."
@@ -256,13 +259,19 @@ Command = Callable[[Any, str, Callable[..., int], str], argparse.ArgumentParser]
 
 def add_commands(commands: Any, command: Command) -> None:
     """Register ``dlq list|show|replay`` with the CLI's sub-parsers (``command`` makes one)."""
+    from routeyard.consumers.cli.flags import global_flags
+
     parser = command(commands, "dlq", _dlq, "list, show and re-drive dead letters")
+    parser.set_defaults(uses=("kafka", "redis", "topic_prefix"))
     actions = parser.add_subparsers(dest="dlq_action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="dead letters: time, stage, reason, source, event id")
+    flags = [global_flags()]
+    listing = actions.add_parser("list", help="dead letters: time, stage, reason, source, event id", parents=flags)
     _filters(listing)
-    show = actions.add_parser("show", help="one dead letter in full, with its original payload")
+    show = actions.add_parser("show", help="one dead letter in full, with its original payload", parents=flags)
     show.add_argument("ref", metavar="ID|OFFSET|EVENT_ID", help="PARTITION:OFFSET, an offset, or the event id")
-    again = actions.add_parser("replay", help="re-drive dead letters to their source topic, each at most once")
+    again = actions.add_parser(
+        "replay", help="re-drive dead letters to their source topic, each at most once", parents=flags
+    )
     _filters(again)
     again.add_argument("--id", dest="ids", action="append", default=[], metavar="P:O", help="this letter (repeatable)")
     again.add_argument("--partition", type=int, help="only this partition of the dead-letter topic")
@@ -272,8 +281,10 @@ def add_commands(commands: Any, command: Command) -> None:
 
 
 def _filters(parser: argparse.ArgumentParser) -> None:
+    from routeyard.consumers.cli.flags import timestamp
+
     parser.add_argument("--stage", help="only letters of this stage (decode, route, correlate, agent, ...)")
-    parser.add_argument("--since", type=datetime.fromisoformat, metavar="TS", help="failed at or after (naive: UTC)")
+    parser.add_argument("--since", type=timestamp, metavar="TS", help="failed at or after this ISO time (naive: UTC)")
     parser.add_argument("--limit", type=int, metavar="N", help="at most N letters")
 
 
@@ -287,6 +298,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         print(describe(find(letters, args.ref)))
         return 0
     if args.dlq_action == "list":
+        print(SUMMARY_HEADER)
         for x in select(letters, stage=args.stage, since=args.since, limit=args.limit):
             print(summary_line(x))
         return 0
