@@ -17,7 +17,8 @@
         |-- SettingsFileError       --env-file names no file
         |-- ReplayError             bad replay options (selection, dispatch prefix)
         |-- LabelsError             a malformed replay labels file
-        '-- DlqError                bad dlq options (unknown id, malformed range, foreign topic)
+        |-- DlqError                bad dlq options (unknown id, malformed range, foreign topic)
+        '-- TopicSettingsError      a replication setting the Kafka cluster cannot meet
 
 The router layer's part of the tree is defined in ``routeyard.router.errors`` (the router layer
 never imports this one) and re-exported here. ``routeyard.consumers.retry.classify`` maps any
@@ -54,6 +55,7 @@ __all__ = [
     "RouteyardError",
     "SettingsFileError",
     "ShutdownTimeout",
+    "TopicSettingsError",
     "TurnRejected",
     "TurnTimeout",
     "UsageError",
@@ -78,6 +80,11 @@ class LabelsError(UsageError):
 
 class DlqError(UsageError):
     """Bad dlq options: an unknown id, a malformed range, a foreign source topic. Not retriable."""
+
+
+class TopicSettingsError(UsageError):
+    """A replication factor or ``min.insync.replicas`` the cluster cannot meet (more than its
+    brokers). Not retriable: fix ``ROUTEYARD_KAFKA__*``; the command exits 2."""
 
 
 class ShutdownTimeout(RouteyardError):
