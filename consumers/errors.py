@@ -18,7 +18,8 @@
         |-- SettingsError           ROUTEYARD_* settings a command uses are malformed (one line each)
         |-- ReplayError             bad replay options (selection, dispatch prefix)
         |-- LabelsError             a malformed replay labels file
-        '-- DlqError                bad dlq options (unknown id, malformed range, foreign topic)
+        |-- DlqError                bad dlq options (unknown id, malformed range, foreign topic)
+        '-- TopicSettingsError      a replication setting the Kafka cluster cannot meet
 
 The router layer's part of the tree is defined in ``routeyard.router.errors`` (the router layer
 never imports this one) and re-exported here. ``routeyard.consumers.retry.classify`` maps any
@@ -56,6 +57,7 @@ __all__ = [
     "SettingsError",
     "SettingsFileError",
     "ShutdownTimeout",
+    "TopicSettingsError",
     "TurnRejected",
     "TurnTimeout",
     "UsageError",
@@ -91,6 +93,11 @@ class LabelsError(UsageError):
 
 class DlqError(UsageError):
     """Bad dlq options: an unknown id, a malformed range, a foreign source topic. Not retriable."""
+
+
+class TopicSettingsError(UsageError):
+    """A replication factor or ``min.insync.replicas`` the cluster cannot meet (more than its
+    brokers). Not retriable: fix ``ROUTEYARD_KAFKA__*``; the command exits 2."""
 
 
 class ShutdownTimeout(RouteyardError):

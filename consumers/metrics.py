@@ -64,7 +64,15 @@ class _Metrics:
         self.dead_letters = Counter("routeyard_dead_letters_total", "Records dead-lettered", ["stage"])
         self.replies = Counter("routeyard_agent_replies_total", "Agent replies by outcome", ["outcome"])
         self.responses = Counter("routeyard_responses_total", "Responses published", ["status"])
-        self.agent_timeouts = Counter("routeyard_agent_timeouts_total", "Agents that missed their deadline")
+        self.agent_timeouts = Counter(
+            "routeyard_agent_timeouts_total", "Agent attempts that missed their deadline", ["agent"]
+        )
+        self.reply_seconds = Histogram(
+            "routeyard_agent_reply_seconds",
+            "Per accepted reply: its task dispatched (or re-dispatched) -> the reply recorded by the correlator",
+            ["agent"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
         self.tasks = Counter("routeyard_agent_tasks_total", "Tasks handled by the agent runtime", ["agent", "outcome"])
         self.retries = Counter("routeyard_retries_total", "Batches retried after a retriable error", ["what"])
         self.outbox_rerun = Counter(

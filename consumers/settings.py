@@ -42,6 +42,15 @@ class KafkaSettings(BaseModel):
     compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     partitions: int = Field(default=8, ge=1)
     """Partition count used when routeyard creates its topics."""
+    replication_factor: int | None = Field(default=None, ge=1)
+    """Replication factor of the topics routeyard creates. Default: 3, or the broker count if the
+    cluster has fewer (1 on a one-broker dev cluster), so a production cluster gets replicated topics
+    without a setting. More than the cluster's brokers is refused at start-up; below 3 on a cluster
+    of 3 or more brokers logs a warning. Topics that exist already are left as they are."""
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    """``min.insync.replicas`` of the topics routeyard creates: with the producers' ``acks=all``, a
+    write fails while fewer replicas are in sync. Default: 2 when the replication factor is 3 or
+    more (one broker may be down), else the broker's own default. At most the replication factor."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None

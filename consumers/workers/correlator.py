@@ -201,6 +201,8 @@ class Correlator:
         for i, reply in enumerate(replies):
             transition, outcome = on_reply(state, self._fits(state, reply), now, blocked)
             child(METRICS.replies, outcome=outcome).inc()
+            if outcome == "recorded":
+                _reply_took(state, reply, now)
             if outcome == "late":
                 log.debug("late reply from %s for event %s (task %s)", reply.agent, reply.event_id, reply.task_id)
             if transition.refused is not None:
@@ -349,7 +351,7 @@ class Correlator:
         """Stored attempts' outcomes: metrics, and each agent's circuit breaker."""
         for o in outcomes:
             if o.kind == "timeout":
-                METRICS.agent_timeouts.inc()
+                child(METRICS.agent_timeouts, agent=o.agent).inc()
             if o.retry:
                 child(METRICS.task_retries, agent=o.agent).inc()
         if self._circuits is not None:
@@ -397,3 +399,12 @@ def _responded(states: list[Correlation]) -> None:
         span = tracing.started("routeyard.respond", state.trace, status=status, routes=state.routes)
         span.set(end_to_end_ms=round(took * 1000, 3) if took is not None else None)
         span.end()
+
+
+def _reply_took(state: Correlation, reply: AgentReply, now: float) -> None:
+    """``routeyard_agent_reply_seconds``: the current attempt's task dispatched (its deadline less
+    the agent's timeout) -> its reply recorded. An earlier attempt's late rescue is not timed."""
+    for slot in state.slots:
+        if slot.status == "waiting" and slot.deadline is not None and slot.current_task_id == reply.task_id:
+            took = now - (slot.deadline - slot.timeout_s)
+            child(METRICS.reply_seconds, agent=slot.agent).observe(max(took, 0.0))

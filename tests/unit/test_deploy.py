@@ -30,14 +30,21 @@ def compose() -> dict[str, Any]:
 
 
 def routeyard_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {n: s for n, s in compose["services"].items() if s.get("image") in ROUTEYARD_IMAGES}
+    """The services that run the ``routeyard`` command (the example agent runs its own)."""
+    return {
+        n: s for n, s in compose["services"].items() if s.get("image") in ROUTEYARD_IMAGES and "entrypoint" not in s
+    }
+
+
+def active(compose: dict[str, Any], profile: str) -> dict[str, dict[str, Any]]:
+    """The services ``docker compose --profile <profile> up`` starts."""
+    return {n: s for n, s in compose["services"].items() if profile in s.get("profiles", [profile])}
 
 
 def test_services_and_profiles(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert {"kafka", "redis", "topics", "router", "router-gpu", "correlator", "agents", "prometheus", "grafana"} <= set(
-        services
-    )
+    expected = {"kafka", "redis", "topics", "router", "router-gpu", "correlator", "agents", "example-agent"}
+    assert expected | {"prometheus", "prometheus-gpu", "grafana"} <= set(services)
     assert services["router"]["profiles"] == ["cpu"] and "semantic" in services["router"]["command"]
     gpu = services["router-gpu"]
     assert gpu["profiles"] == ["gpu"] and gpu["environment"]["ROUTEYARD_ROUTER__ENGINE"] == "vllm"
@@ -79,13 +86,31 @@ def test_every_environment_variable_is_a_setting(compose: dict[str, Any]) -> Non
     assert not _setting_exists(["router", "no_such_setting"])  # the check can fail
 
 
-def test_every_worker_is_scraped(compose: dict[str, Any]) -> None:
-    scrape = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())
-    targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
-    for name, service in routeyard_services(compose).items():
-        if name != "topics":
-            port = service["environment"]["ROUTEYARD_OBSERVABILITY__PORT"]
-            assert f"{name}:{port}" in targets, name
+def scrape_targets(service: dict[str, Any]) -> set[str]:
+    """The targets of the Prometheus config a Prometheus service mounts."""
+    source = next(v.split(":")[0] for v in service["volumes"] if v.split(":")[1] == "/etc/prometheus/prometheus.yml")
+    scrape = yaml.safe_load((COMPOSE / source).read_text())
+    return {t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+
+
+def names_on_network(name: str, service: dict[str, Any]) -> set[str]:
+    networks = service.get("networks") or {}
+    aliases = networks.get("default", {}).get("aliases", []) if isinstance(networks, dict) else []
+    return {name, *aliases}
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_each_profile_scrapes_exactly_its_workers(compose: dict[str, Any], profile: str) -> None:
+    services = active(compose, profile)
+    [(name, prometheus)] = [(n, s) for n, s in services.items() if s["image"].startswith("prom/prometheus")]
+    expected = {
+        f"{n}:{s['environment']['ROUTEYARD_OBSERVABILITY__PORT']}"
+        for n, s in routeyard_services(compose).items()
+        if n in services and n != "topics"
+    }
+    assert scrape_targets(prometheus) == expected, f"{name} scrapes services {profile!r} does not run, or misses some"
+    assert "prometheus" in names_on_network(name, prometheus)  # Grafana's data source: http://prometheus:9090
+    assert not {t for t in scrape_targets(prometheus) if t.split(":")[0] not in services}
 
 
 def test_grafana_is_provisioned_with_the_dashboard(compose: dict[str, Any]) -> None:
@@ -137,6 +162,7 @@ def test_every_dashboard_query_names_an_exported_metric() -> None:
         "routeyard_end_to_end_seconds",
         "routeyard_pending_correlations",
         "routeyard_agent_timeouts_total",
+        "routeyard_agent_reply_seconds",
         "routeyard_agent_tasks_total",
         "routeyard_circuit_open",
         "routeyard_dead_letters_total",
@@ -163,14 +189,100 @@ def test_services_point_at_the_compose_kafka_and_redis(compose: dict[str, Any]) 
         assert env["ROUTEYARD_REDIS__URL"].split("//")[1].split(":")[0] in compose["services"], name
 
 
-def test_image_catalog_names_the_agents_compose_runs(compose: dict[str, Any]) -> None:
-    from routeyard.router.catalog import load_catalog
+def catalog_mount(service: dict[str, Any]) -> Path | None:
+    """The host file a service mounts at its ``ROUTEYARD_ROUTER__CATALOG`` path."""
+    path = service["environment"]["ROUTEYARD_ROUTER__CATALOG"]
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if target == path:
+            return COMPOSE / source
+    return None
 
-    dockerfile = (ROOT / "Dockerfile").read_text()
-    source = next(line.split()[1] for line in dockerfile.splitlines() if line.endswith("/etc/routeyard/agents.yaml"))
-    catalog = load_catalog(ROOT / source)
-    agents = [load_agent(t).name for t in compose["services"]["agents"]["command"][1:]]
-    assert sorted(agents) == sorted(catalog.names)
+
+def uncommented(text: str, block: str) -> str:
+    """``text`` with the commented lines between ``# --- <block>`` and ``# --- end <block>`` uncommented."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.startswith(f"# --- end {block}"):
+            inside = False
+        elif line.startswith(f"# --- {block}"):
+            inside = True
+        elif inside:
+            line = line.removeprefix("#")
+        out.append(line)
+    return "\n".join(out)
+
+
+def test_the_catalog_is_mounted_not_baked(compose: dict[str, Any]) -> None:
+    for name in ("topics", "router", "router-gpu"):
+        mounted = catalog_mount(compose["services"][name])
+        assert mounted is not None and mounted.is_file(), f"{name} does not mount the catalog"
+        assert mounted == COMPOSE / "agents.yaml", name
+    assert "/etc/routeyard/agents.yaml" not in re.sub(r"(?m)^(#|ENV).*$", "", (ROOT / "Dockerfile").read_text())
+
+
+def test_the_catalog_names_the_agents_compose_runs(compose: dict[str, Any]) -> None:
+    from routeyard.router.catalog import catalog_from_dict
+
+    text = (COMPOSE / "agents.yaml").read_text()
+    served = [load_agent(t).name for t in compose["services"]["agents"]["command"][1:]]
+    assert sorted(catalog_from_dict(yaml.safe_load(text)).names) == sorted(served)
+    example = compose["services"]["example-agent"]["command"][0]
+    name = shlex.split(example)[shlex.split(example).index("--name") + 1]
+    with_example = catalog_from_dict(yaml.safe_load(uncommented(text, "example-agent")))
+    assert sorted(with_example.names) == sorted([*served, name])
+
+
+def test_the_example_agent_runs_the_plain_kafka_example(compose: dict[str, Any]) -> None:
+    service = compose["services"]["example-agent"]
+    assert service["profiles"] == ["example-agent"]
+    mounts = dict(v.split(":")[:2] for v in service["volumes"])
+    script = re.search(r"python (\S+\.py)", service["command"][0])
+    assert script is not None
+    source = next(src for src, dst in mounts.items() if script.group(1).startswith(dst))
+    assert (COMPOSE / source / Path(script.group(1)).name).is_file()
+    assert "kafka:9092" in service["command"][0]
+    assert "jsonschema" in dockerfile_stages()[service["build"]["target"]]  # the example validates with it
+
+
+def listeners(value: str) -> dict[str, str]:
+    """``NAME://host:port,...`` as {name: host:port}."""
+    return dict(item.split("://") for item in value.split(","))
+
+
+def test_kafka_and_redis_are_reachable_from_the_host(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    host, port = advertised["EXTERNAL"].split(":")
+    assert host == "localhost"
+    assert f":{port}" in listeners(env["KAFKA_LISTENERS"])["EXTERNAL"]
+    assert "EXTERNAL:PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    assert f"127.0.0.1:{port}:{port}" in kafka["ports"]
+    internal = compose["x-routeyard"]["environment"]["ROUTEYARD_KAFKA__BOOTSTRAP"]
+    assert internal in advertised.values()  # the services' bootstrap is advertised too
+    assert "127.0.0.1:6379:6379" in compose["services"]["redis"]["ports"]
+
+
+def seconds(duration: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([smh])", duration))
+
+
+def test_the_gpu_router_has_time_to_load_its_model(compose: dict[str, Any]) -> None:
+    healthcheck = compose["services"]["router-gpu"]["healthcheck"]
+    assert seconds(healthcheck["start_period"]) >= 600
+    assert "/healthz" in " ".join(healthcheck["test"])
+
+
+def test_replication_settings_fit_the_compose_cluster(compose: dict[str, Any]) -> None:
+    from routeyard.consumers.kafka.admin import replication_plan
+
+    brokers = sum(1 for s in compose["services"].values() if str(s.get("image", "")).startswith("apache/kafka"))
+    env = compose["x-routeyard"]["environment"]
+    factor, isr = int(env["ROUTEYARD_KAFKA__REPLICATION_FACTOR"]), int(env["ROUTEYARD_KAFKA__MIN_INSYNC_REPLICAS"])
+    plan = replication_plan(factor, isr, brokers)  # raises if the cluster cannot meet them
+    assert plan.factor == brokers == 1 and plan.warning is None
 
 
 def dockerfile_stages() -> dict[str, str]:
@@ -223,3 +335,47 @@ def test_every_engine_a_service_names_is_installed_in_its_image(compose: dict[st
                 assert package in stage, f"{name} runs the {engine} engine; its image does not install {package}"
             checked += 1
     assert checked >= 3  # cpu: semantic; gpu: vllm and its fallback
+
+
+def dashboard() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((COMPOSE / "grafana/dashboards/routeyard.json").read_text())
+    return data
+
+
+def test_every_series_has_a_legend_distinct_within_its_panel() -> None:
+    for panel in dashboard()["panels"]:
+        legends = [t.get("legendFormat", "").strip() for t in panel["targets"]]
+        assert all(legends), f"{panel['title']!r}: a query without legendFormat"
+        assert len(set(legends)) == len(legends), f"{panel['title']!r}: two queries share the legend {legends}"
+        for target, legend in zip(panel["targets"], legends, strict=True):
+            grouped = re.findall(r"by \(([^)]*)\)", target["expr"])
+            labels = {label.strip() for group in grouped[-1:] for label in group.split(",")} - {"le"}
+            for label in labels:  # each series the query returns gets its own legend
+                assert "{{" + label + "}}" in legend, f"{panel['title']!r}: {legend!r} does not show {label}"
+
+
+TEMPLATE_VARIABLES = {"engine", "agent", "instance"}
+
+
+def test_template_variables_are_defined_and_used() -> None:
+    board = dashboard()
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert set(variables) == TEMPLATE_VARIABLES
+    exported = exported_metrics()
+    for name, variable in variables.items():
+        assert variable["includeAll"] and variable["multi"], name
+        query = variable["query"]["query"]
+        assert name in query
+        assert all(m in exported for m in re.findall(r"routeyard_[a-z0-9_]+", query)), query
+        assert any(f'{name}=~"${name}"' in q for q in dashboard_queries()), f"${name} is used by no query"
+    for query in dashboard_queries():
+        assert 'instance=~"$instance"' in query, query  # every panel follows the instance picker
+
+
+def test_the_dashboard_answers_which_agent_is_slow_or_times_out() -> None:
+    queries = dashboard_queries()
+    timeouts = [q for q in queries if "routeyard_agent_timeouts_total" in q]
+    assert timeouts and all("by (agent)" in q for q in timeouts)
+    latency = [q for q in queries if "routeyard_agent_reply_seconds_bucket" in q]
+    assert {q.split(",")[0] for q in latency} == {"histogram_quantile(0.5", "histogram_quantile(0.99"}
+    assert all("by (le, agent)" in q for q in latency)
