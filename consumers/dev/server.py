@@ -1,7 +1,9 @@
 """``routeyard dev``: the whole pipeline on one machine, no infrastructure needed.
 
 Starts the embedded broker (tansu) and Valkey on free loopback ports, creates the topics, and
-runs the router worker, the correlator and the agents in this process until Ctrl-C.
+runs the router worker, the correlator and the agents in this process until Ctrl-C. Each turn is
+logged at INFO (one line: ids, routes, status, milliseconds) and each agent timeout too
+(``Settings.log_turns``).
 """
 
 from __future__ import annotations
@@ -70,7 +72,8 @@ def dev_settings(settings: Settings, catalog_path: Path | None) -> tuple[Setting
     path = catalog_path or DEMO_CATALOG
     catalog = load_catalog(path)
     router = settings.router.model_copy(update={"catalog": path})
-    return settings.model_copy(update={"router": RouterSettings.model_validate(router.model_dump())}), catalog
+    router = RouterSettings.model_validate(router.model_dump())
+    return settings.model_copy(update={"router": router, "log_turns": True}), catalog
 
 
 __all__ = ["DEMO_CATALOG", "KafkaSettings", "demo_agents", "dev_settings", "embedded_servers", "run_pipeline"]
