@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import sys
 import typing
@@ -33,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.cli import offline
 from routeyard.consumers.cli.exits import exit_status
+from routeyard.consumers.cli.targets import load_agent as load_agent  # its old home; still importable here
+from routeyard.consumers.cli.targets import load_agents
 from routeyard.consumers.errors import SettingsFileError, TurnRejected
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--catalog", type=Path, help="agent catalog (default: the demo's)")
     dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
     dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
+    dev.add_argument("--app-dir", type=Path, metavar="DIR", help="import --agents modules from DIR (default: cwd)")
 
     demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
     demo.add_argument("--mode", choices=["parallel", "sequential"])
@@ -119,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
 
     agent = _command(commands, "agent", _agent, "run agents written with @agent")
     agent.add_argument("targets", nargs="+", metavar="MODULE:OBJECT")
+    agent.add_argument("--app-dir", type=Path, metavar="DIR", help="import the modules from DIR (default: cwd)")
 
     send = _command(commands, "send", _send, "publish one turn")
     send.add_argument("conversation")
@@ -154,24 +156,12 @@ def _command(commands: Any, name: str, func: Callable[..., int], help_text: str)
     return parser
 
 
-def load_agent(target: str) -> Agent:
-    """``package.module:object`` -> the Agent declared there."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise SystemExit(f"routeyard: agent must be given as MODULE:OBJECT, got {target!r}")
-    sys.path.insert(0, str(Path.cwd()))
-    obj = getattr(importlib.import_module(module_name), attribute, None)
-    if not isinstance(obj, Agent):
-        raise SystemExit(f"routeyard: {target} is not an agent declared with @agent")
-    return obj
-
-
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.app import check_engine, run_until_signal
     from routeyard.consumers.dev.server import demo_agents, dev_settings, embedded_servers, run_pipeline
 
     check_engine(settings)
-    agents = [load_agent(t) for t in args.agents] if args.agents is not None else demo_agents()
+    agents = load_agents(args.agents, args.app_dir) if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
     with embedded_servers(settings) as live:
         print(
@@ -231,16 +221,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.consumers.app import run_agent, run_until_signal
+    from routeyard.consumers.cli.attach import run_agents
 
-    agents = [load_agent(t) for t in args.targets]
-
-    async def run_all(stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as group:
-            for agent in agents:
-                group.create_task(run_agent(agent, settings, stop))
-
-    run_until_signal(run_all, settings, "agent")
+    run_agents(load_agents(args.targets, args.app_dir), settings)
     return 0
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
+from routeyard.consumers.cli.attach import one_failure
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
 from routeyard.router.catalog import Catalog, load_catalog
@@ -52,13 +53,14 @@ async def run_pipeline(
 ) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``."""
     await create_topics(settings, catalog)
-    async with asyncio.TaskGroup() as group:
-        group.create_task(run_router(settings, stop, catalog))
-        group.create_task(run_correlator(settings, stop))
-        for agent in agents:
-            group.create_task(run_agent(agent, settings, stop))
-        if ready is not None:
-            group.create_task(_signal_ready(ready, stop))
+    with one_failure():  # one worker's failure as itself, for the command's exit map
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run_router(settings, stop, catalog))
+            group.create_task(run_correlator(settings, stop))
+            for agent in agents:
+                group.create_task(run_agent(agent, settings, stop))
+            if ready is not None:
+                group.create_task(_signal_ready(ready, stop))
 
 
 async def _signal_ready(ready: asyncio.Event, stop: asyncio.Event) -> None:

@@ -46,6 +46,7 @@ def test_errors_defined_beside_their_raisers_are_the_same_classes() -> None:
         (errors.EncoderUnavailable("needs onnxruntime"), 2, "routeyard: needs onnxruntime (or choose another engine"),
         (errors.TurnTimeout(["e1"], 2.0), 1, "routeyard send: no response to turn e1 within 2s"),
         (errors.TurnRejected("e1", "no user message"), 1, "routeyard send: turn e1 rejected: no user message"),
+        (errors.CannotReach("agent", "cannot reach Redis at r"), 1, "routeyard agent: cannot reach Redis at r"),
         (RedisConnectionError("refused"), 1, "routeyard: cannot connect: refused"),
         (KafkaConnectionError("refused"), 1, "routeyard: cannot connect: KafkaConnectionError: refused"),
         (KeyboardInterrupt(), 130, ""),
