@@ -112,7 +112,9 @@ class TurnTimeout(RouteyardError, TimeoutError):
     """No response in time. ``event_ids``: the turns still unanswered (see ``routeyard explain``)."""
 
     def __init__(self, event_ids: list[str], timeout: float) -> None:
-        super().__init__(f"no response to turn {', '.join(event_ids)} within {timeout:g}s")
+        first = event_ids[0] if event_ids else "<event id>"
+        turns = f" to {len(event_ids)} turns" if len(event_ids) > 1 else ""
+        super().__init__(f"no response{turns} in {timeout:g} s; see: routeyard explain {first}")
         self.event_ids = event_ids
 
 

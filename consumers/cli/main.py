@@ -31,12 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from routeyard.consumers.cli import offline
 from routeyard.consumers.cli.exits import exit_status
 from routeyard.consumers.cli.targets import load_agent as load_agent  # its old home; still importable here
 from routeyard.consumers.cli.targets import load_agents
-from routeyard.consumers.errors import SettingsFileError, TurnRejected
+from routeyard.consumers.errors import SettingsFileError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
 from routeyard.router.catalog import load_catalog
@@ -132,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "--mode", dest="send_mode", choices=["parallel", "sequential"], help="multi-intent mode for this turn"
     )
     send.add_argument("--agents", nargs="+", metavar="NAME", help="restrict this turn to these agents")
+    send.add_argument("--json", action="store_true", help="with --wait: the raw response as JSON (event id on stderr)")
 
     schema = _command(commands, "schema", _schema, "export the wire contract as JSON Schema")
     schema.add_argument("action", choices=["export"])
@@ -228,27 +228,9 @@ def _agent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.consumers.client import RouteyardClient
+    from routeyard.consumers.cli.send import send
 
-    async def send() -> int:
-        async with RouteyardClient(
-            settings.kafka,
-            prefix=settings.topic_prefix,
-            tenant=args.tenant,
-            tenant_topic=settings.router.tenant_response_topics and bool(args.tenant),
-        ) as client:
-            event = client.event(args.conversation, args.text, mode=args.send_mode, agents=args.agents)
-            print(event.event_id, flush=True)  # first: `routeyard explain` works even if nothing comes
-            if not args.wait:
-                await client.publish([event])
-                return 0
-            (response,) = await client.ask_many([event], timeout=args.timeout)  # TurnTimeout: exit 1
-            if response.status == "rejected":
-                raise TurnRejected(event.event_id, response.reason or "")
-            print(msgspec.json.format(msgspec.json.encode(response)).decode())
-            return 0
-
-    return asyncio.run(send())
+    return asyncio.run(send(args, settings))
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:
