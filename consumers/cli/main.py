@@ -106,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
     dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
     dev.add_argument("--app-dir", type=Path, metavar="DIR", help="import --agents modules from DIR (default: cwd)")
+    dev.add_argument(
+        "--env-out",
+        type=Path,
+        default=Path("dev.env"),
+        metavar="FILE",
+        help="write the attach settings here as KEY=VALUE lines, for --env-file (default: dev.env)",
+    )
+    dev.add_argument("--kafka-port", type=int, metavar="PORT", help="embedded broker's port (default: a free one)")
+    dev.add_argument("--redis-port", type=int, metavar="PORT", help="embedded Valkey's port (default: a free one)")
 
     demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
     demo.add_argument("--mode", choices=["parallel", "sequential"])
@@ -158,15 +167,20 @@ def _command(commands: Any, name: str, func: Callable[..., int], help_text: str)
 
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.app import check_engine, run_until_signal
+    from routeyard.consumers.dev.envfile import attach_env, export_line, write_env_file
     from routeyard.consumers.dev.server import demo_agents, dev_settings, embedded_servers, run_pipeline
 
     check_engine(settings)
     agents = load_agents(args.agents, args.app_dir) if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
-    with embedded_servers(settings) as live:
+    with embedded_servers(settings, kafka_port=args.kafka_port, redis_port=args.redis_port) as live:
+        env = attach_env(live)
+        write_env_file(args.env_out, env)
         print(
             f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
-            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {len(agents)} agents. Ctrl-C stops.",
+            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {len(agents)} agents. Ctrl-C stops.\n"
+            f"  attach from another shell:\n    {export_line(env)}\n"
+            f"  or: routeyard --env-file {args.env_out} agent MODULE:OBJECT",
             flush=True,
         )
         run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop), live, "dev")

@@ -1,9 +1,9 @@
 """``routeyard dev``: the whole pipeline on one machine, no infrastructure needed.
 
-Starts the embedded broker (tansu) and Valkey on free loopback ports, creates the topics, and
-runs the router worker, the correlator and the agents in this process until Ctrl-C. Each turn is
-logged at INFO (one line: ids, routes, status, milliseconds) and each agent timeout too
-(``Settings.log_turns``).
+Starts the embedded broker (tansu) and Valkey on loopback ports (free ones, or the fixed
+``--kafka-port`` / ``--redis-port``), creates the topics, and runs the router worker, the
+correlator and the agents in this process until Ctrl-C. Each turn is logged at INFO (one line:
+ids, routes, status, milliseconds) and each agent timeout too (``Settings.log_turns``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
 from routeyard.consumers.cli.attach import one_failure
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.dev.envfile import check_port
 from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
 from routeyard.router.catalog import Catalog, load_catalog
 
@@ -33,9 +34,13 @@ def demo_agents() -> list[Agent]:
 
 
 @contextlib.contextmanager
-def embedded_servers(settings: Settings) -> Iterator[Settings]:
-    """Start tansu and Valkey; yield the settings pointing at them."""
-    with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
+def embedded_servers(
+    settings: Settings, *, kafka_port: int | None = None, redis_port: int | None = None
+) -> Iterator[Settings]:
+    """Start tansu and Valkey (on these ports; None: free ones); yield the settings pointing at them."""
+    check_port(kafka_port, "--kafka-port")
+    check_port(redis_port, "--redis-port")
+    with EmbeddedBroker(kafka_port) as broker, EmbeddedValkey(redis_port) as valkey:
         yield settings.model_copy(
             update={
                 "kafka": settings.kafka.model_copy(update={"bootstrap": broker.bootstrap}),
