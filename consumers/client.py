@@ -192,7 +192,8 @@ class RouteyardClient:
                 async with asyncio.timeout(timeout):
                     return list(await asyncio.gather(*futures))
             except TimeoutError:
-                late = [e.event_id for e, f in zip(events, futures, strict=True) if not f.done()]
+                # the timeout cancelled the futures still waiting: those are the late ones
+                late = [e.event_id for e, f in zip(events, futures, strict=True) if f.cancelled() or not f.done()]
                 raise TurnTimeout(late, timeout) from None
         finally:
             for e in events:

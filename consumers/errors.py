@@ -13,6 +13,7 @@
     |-- PlotsUnavailable            matplotlib is missing: `routeyard eval` skips its plots
     |-- TurnRejected                RouteyardClient.ask: the router refused the turn             exit 1
     |-- TurnTimeout                 RouteyardClient.ask: no response in time (a TimeoutError)    exit 1
+    |-- CannotReach                 a command's start-up check: a server it needs is not there   exit 1
     '-- UsageError                  the command line, or a file it names, is wrong               exit 2
         |-- SettingsFileError       --env-file names no file
         |-- SettingsError           ROUTEYARD_* settings a command uses are malformed (one line each)
@@ -42,6 +43,7 @@ from routeyard.router.errors import (
 )
 
 __all__ = [
+    "CannotReach",
     "CatalogError",
     "DatasetError",
     "DependencyUnavailable",
@@ -130,5 +132,16 @@ class TurnTimeout(RouteyardError, TimeoutError):
     """No response in time. ``event_ids``: the turns still unanswered (see ``routeyard explain``)."""
 
     def __init__(self, event_ids: list[str], timeout: float) -> None:
-        super().__init__(f"no response to turn {', '.join(event_ids)} within {timeout:g}s")
+        first = event_ids[0] if event_ids else "<event id>"
+        turns = f" to {len(event_ids)} turns" if len(event_ids) > 1 else ""
+        super().__init__(f"no response{turns} in {timeout:g} s; see: routeyard explain {first}")
         self.event_ids = event_ids
+
+
+class CannotReach(RouteyardError):
+    """A server the command needs did not answer its check at start (``routeyard agent``: Redis).
+    ``command`` names the command, for its one-line message; exit 1."""
+
+    def __init__(self, command: str, message: str) -> None:
+        super().__init__(message)
+        self.command = command

@@ -293,6 +293,9 @@ class Settings(BaseSettings):
     openai: OpenAISettings = OpenAISettings()
     semantic: SemanticSettings = SemanticSettings()
     log_level: str = "INFO"
+    log_turns: bool = False
+    """One line per turn answered and per agent timeout (logger ``routeyard.turns``) at INFO; off:
+    at DEBUG. ``routeyard dev`` turns it on (ROUTEYARD_LOG_TURNS=true in a worker)."""
 
     @classmethod
     def settings_customise_sources(

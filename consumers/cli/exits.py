@@ -4,8 +4,8 @@
                 problem), a bad catalog or dataset, a missing embedding model or library
                 (``UsageError``, ``SettingsError``, ``CatalogError``, ``DatasetError``,
                 ``EncoderUnavailable``)
-    exit 1      it ran but got no answer: the broker or Redis unreachable, a turn rejected or
-                unanswered (``TurnRejected``, ``TurnTimeout``)
+    exit 1      it ran but got no answer: the broker or Redis unreachable (``CannotReach``), a
+                turn rejected or unanswered (``TurnRejected``, ``TurnTimeout``)
     exit 130    interrupted (Ctrl-C)
 
 Anything else propagates: a traceback and exit 1. The tree itself is drawn in
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from routeyard.consumers.errors import (
+    CannotReach,
     CatalogError,
     DatasetError,
     EncoderUnavailable,
@@ -41,6 +42,7 @@ _RULES: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
     ((EncoderUnavailable,), 2, "routeyard: {exc} (or choose another engine: --engine rules)"),
     ((CatalogError, DatasetError, UsageError), 2, "routeyard: {exc}"),
     ((TurnRejected, TurnTimeout), 1, "routeyard send: {exc}"),
+    ((CannotReach,), 1, "routeyard {exc.command}: {exc}"),
     ((KafkaConnectionError,), 1, _CANNOT_CONNECT),
 )
 """(classes, exit status, message); the first that matches wins. Redis's: see ``exit_status``."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import sys
 import typing
@@ -38,11 +37,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
-from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.cli import configuration, flags, offline
 from routeyard.consumers.cli.exits import exit_status
-from routeyard.consumers.errors import TurnRejected, UsageError
+from routeyard.consumers.cli.targets import load_agent as load_agent  # its old home; still importable here
+from routeyard.consumers.cli.targets import load_agents
+from routeyard.consumers.errors import UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
 from routeyard.router.catalog import load_catalog
@@ -114,6 +113,16 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--catalog", type=Path, help="agent catalog (default: the demo's)")
     dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
     dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
+    dev.add_argument("--app-dir", type=Path, metavar="DIR", help="import --agents modules from DIR (default: cwd)")
+    dev.add_argument(
+        "--env-out",
+        type=Path,
+        default=Path("dev.env"),
+        metavar="FILE",
+        help="write the attach settings here as KEY=VALUE lines, for --env-file (default: dev.env)",
+    )
+    dev.add_argument("--kafka-port", type=int, metavar="PORT", help="embedded broker's port (default: a free one)")
+    dev.add_argument("--redis-port", type=int, metavar="PORT", help="embedded Valkey's port (default: a free one)")
 
     demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
     demo.add_argument("--mode", choices=["parallel", "sequential"], help="multi-intent mode (default: parallel)")
@@ -133,8 +142,12 @@ def _parser() -> argparse.ArgumentParser:
 
     agent = _command(commands, "agent", _agent, "run agents written with @agent")
     agent.add_argument(
-        "targets", nargs="+", metavar="MODULE:OBJECT", help="the @agent objects to run, e.g. translator:translate"
+        "targets",
+        nargs="+",
+        metavar="MODULE:OBJECT",
+        help="the @agent objects to run: module:object or path/to/file.py:object, e.g. translator:translate",
     )
+    agent.add_argument("--app-dir", type=Path, metavar="DIR", help="import the modules from DIR (default: cwd)")
 
     send = _command(commands, "send", _send, "publish one turn", uses=("kafka", "topic_prefix", "router"))
     send.add_argument("conversation", help="conversation id (turns of one conversation share it)")
@@ -148,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         "--mode", dest="send_mode", choices=["parallel", "sequential"], help="multi-intent mode for this turn"
     )
     send.add_argument("--agents", nargs="+", metavar="NAME", help="restrict this turn to these agents")
+    send.add_argument("--json", action="store_true", help="with --wait: the raw response as JSON (event id on stderr)")
 
     schema = _command(
         commands, "schema", _schema, "export the wire contract as JSON Schema and AsyncAPI", uses=("topic_prefix",)
@@ -182,29 +196,22 @@ def _command(
     return parser
 
 
-def load_agent(target: str) -> Agent:
-    """``package.module:object`` -> the Agent declared there."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise SystemExit(f"routeyard: agent must be given as MODULE:OBJECT, got {target!r}")
-    sys.path.insert(0, str(Path.cwd()))
-    obj = getattr(importlib.import_module(module_name), attribute, None)
-    if not isinstance(obj, Agent):
-        raise SystemExit(f"routeyard: {target} is not an agent declared with @agent")
-    return obj
-
-
 def _dev(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.app import check_engine, run_until_signal
+    from routeyard.consumers.dev.envfile import attach_env, export_line, write_env_file
     from routeyard.consumers.dev.server import demo_agents, dev_settings, embedded_servers, run_pipeline
 
     check_engine(settings)
-    agents = [load_agent(t) for t in args.agents] if args.agents is not None else demo_agents()
+    agents = load_agents(args.agents, args.app_dir) if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
-    with embedded_servers(settings) as live:
+    with embedded_servers(settings, kafka_port=args.kafka_port, redis_port=args.redis_port) as live:
+        env = attach_env(live)
+        write_env_file(args.env_out, env)
         print(
             f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
-            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {len(agents)} agents. Ctrl-C stops.",
+            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {flags.plural(len(agents), "agent")}. Ctrl-C stops.\n"
+            f"  attach from another shell:\n    {export_line(env)}\n"
+            f"  or: routeyard --env-file {args.env_out} agent MODULE:OBJECT",
             flush=True,
         )
         run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop), live, "dev")
@@ -259,41 +266,16 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.consumers.app import run_agent, run_until_signal
+    from routeyard.consumers.cli.attach import run_agents
 
-    agents = [load_agent(t) for t in args.targets]
-
-    async def run_all(stop: asyncio.Event) -> None:
-        async with asyncio.TaskGroup() as group:
-            for agent in agents:
-                group.create_task(run_agent(agent, settings, stop))
-
-    run_until_signal(run_all, settings, "agent")
+    run_agents(load_agents(args.targets, args.app_dir), settings)
     return 0
 
 
 def _send(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.consumers.client import RouteyardClient
+    from routeyard.consumers.cli.send import send
 
-    async def send() -> int:
-        async with RouteyardClient(
-            settings.kafka,
-            prefix=settings.topic_prefix,
-            tenant=args.tenant,
-            tenant_topic=settings.router.tenant_response_topics and bool(args.tenant),
-        ) as client:
-            event = client.event(args.conversation, args.text, mode=args.send_mode, agents=args.agents)
-            print(event.event_id, flush=True)  # first: `routeyard explain` works even if nothing comes
-            if not args.wait:
-                await client.publish([event])
-                return 0
-            (response,) = await client.ask_many([event], timeout=args.timeout)  # TurnTimeout: exit 1
-            if response.status == "rejected":
-                raise TurnRejected(event.event_id, response.reason or "")
-            print(msgspec.json.format(msgspec.json.encode(response)).decode())
-            return 0
-
-    return asyncio.run(send())
+    return asyncio.run(send(args, settings))
 
 
 def _schema(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,7 +1,9 @@
 """``routeyard dev``: the whole pipeline on one machine, no infrastructure needed.
 
-Starts the embedded broker (tansu) and Valkey on free loopback ports, creates the topics, and
-runs the router worker, the correlator and the agents in this process until Ctrl-C.
+Starts the embedded broker (tansu) and Valkey on loopback ports (free ones, or the fixed
+``--kafka-port`` / ``--redis-port``), creates the topics, and runs the router worker, the
+correlator and the agents in this process until Ctrl-C. Each turn is logged at INFO (one line:
+ids, routes, status, milliseconds) and each agent timeout too (``Settings.log_turns``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.app import create_topics, run_agent, run_correlator, run_router
+from routeyard.consumers.cli.attach import one_failure
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.dev.envfile import check_port
 from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
 from routeyard.router.catalog import Catalog, load_catalog
 
@@ -30,9 +34,13 @@ def demo_agents() -> list[Agent]:
 
 
 @contextlib.contextmanager
-def embedded_servers(settings: Settings) -> Iterator[Settings]:
-    """Start tansu and Valkey; yield the settings pointing at them."""
-    with EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
+def embedded_servers(
+    settings: Settings, *, kafka_port: int | None = None, redis_port: int | None = None
+) -> Iterator[Settings]:
+    """Start tansu and Valkey (on these ports; None: free ones); yield the settings pointing at them."""
+    check_port(kafka_port, "--kafka-port")
+    check_port(redis_port, "--redis-port")
+    with EmbeddedBroker(kafka_port) as broker, EmbeddedValkey(redis_port) as valkey:
         yield settings.model_copy(
             update={
                 "kafka": settings.kafka.model_copy(update={"bootstrap": broker.bootstrap}),
@@ -50,13 +58,14 @@ async def run_pipeline(
 ) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``."""
     await create_topics(settings, catalog)
-    async with asyncio.TaskGroup() as group:
-        group.create_task(run_router(settings, stop, catalog))
-        group.create_task(run_correlator(settings, stop))
-        for agent in agents:
-            group.create_task(run_agent(agent, settings, stop))
-        if ready is not None:
-            group.create_task(_signal_ready(ready, stop))
+    with one_failure():  # one worker's failure as itself, for the command's exit map
+        async with asyncio.TaskGroup() as group:
+            group.create_task(run_router(settings, stop, catalog))
+            group.create_task(run_correlator(settings, stop))
+            for agent in agents:
+                group.create_task(run_agent(agent, settings, stop))
+            if ready is not None:
+                group.create_task(_signal_ready(ready, stop))
 
 
 async def _signal_ready(ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -70,7 +79,8 @@ def dev_settings(settings: Settings, catalog_path: Path | None) -> tuple[Setting
     path = catalog_path or DEMO_CATALOG
     catalog = load_catalog(path)
     router = settings.router.model_copy(update={"catalog": path})
-    return settings.model_copy(update={"router": RouterSettings.model_validate(router.model_dump())}), catalog
+    router = RouterSettings.model_validate(router.model_dump())
+    return settings.model_copy(update={"router": router, "log_turns": True}), catalog
 
 
 __all__ = ["DEMO_CATALOG", "KafkaSettings", "demo_agents", "dev_settings", "embedded_servers", "run_pipeline"]

@@ -44,6 +44,7 @@ from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.circuits import CircuitStore
 from routeyard.consumers.stores.context import ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Done, Outbox, Stored, Write, decode_state
+from routeyard.consumers.workers.turns import TurnLog
 from routeyard.router.correlation import (
     Correlation,
     Effect,
@@ -91,6 +92,7 @@ class Correlator:
         self._producer = producer
         self._store = store
         self._outbox = Outbox(store, context, producer)
+        self._turns = TurnLog(settings.log_turns)
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
@@ -328,8 +330,9 @@ class Correlator:
             raise RuntimeError(f"{len(pending)} correlations kept changing under compare-and-set")
         await self._outbox.carry_out(done)
         phases.done("publish")
-        _timed_out([(d.state, outcomes[key]) for key, d in done.items()])
-        _responded([d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)])
+        _timed_out([(d.state, outcomes[key]) for key, d in done.items()], self._turns)
+        answered = [d.state for d in done.values() if any(e.id.startswith("response:") for e in d.effects)]
+        _responded(answered, self._turns)
         await self._feedback([o for key in done for o in outcomes[key]])
         return missing, finished
 
@@ -358,12 +361,14 @@ class Correlator:
             await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes], time.time())
 
 
-def _timed_out(changes: list[tuple[Correlation, list[Outcome]]]) -> None:
-    """A span per attempt the sweeper timed out, in its conversation's trace (ended at once: it
-    marks the moment the deadline was enforced; the agent's own span, if any, shows its work)."""
+def _timed_out(changes: list[tuple[Correlation, list[Outcome]]], turns: TurnLog) -> None:
+    """A span and a turn-log line per attempt the sweeper timed out, in its conversation's trace
+    (ended at once: it marks the moment the deadline was enforced; the agent's own span, if any,
+    shows its work)."""
     for state, outcomes in changes:
         for o in outcomes:
             if o.kind == "timeout":
+                turns.timed_out(state, o)
                 span = tracing.started("routeyard.timeout", state.trace, agent=o.agent, attempt=o.attempt)
                 span.set(retry=o.retry)
                 span.error(f"{o.agent} missed its deadline (attempt {o.attempt})")
@@ -388,12 +393,13 @@ def _age(created_at: datetime | None, now: float) -> float | None:
         return None
 
 
-def _responded(states: list[Correlation]) -> None:
-    """Responses just published: end-to-end latency, and the trace's last span."""
+def _responded(states: list[Correlation], turns: TurnLog) -> None:
+    """Responses just published: end-to-end latency, the turn log's line, and the trace's last span."""
     now = time.time()
     for state in states:
         status = response_status(state.slots)
         took = _age(state.created_at, now)
+        turns.responded(state, status, took)
         if took is not None and took >= 0:
             child(METRICS.end_to_end_seconds, status=status).observe(took)
         span = tracing.started("routeyard.respond", state.trace, status=status, routes=state.routes)

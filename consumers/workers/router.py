@@ -29,6 +29,7 @@ from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.circuits import CircuitStore
 from routeyard.consumers.stores.context import Append, ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from routeyard.consumers.workers import turns
 from routeyard.consumers.workers.rejection import Rejected, Rejecter
 from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
@@ -272,6 +273,7 @@ class RouterWorker:
             worker=self.worker_id,
         )
         self._count(decision)
+        turns.decided(decision)
         if span is not None:
             span.set(
                 routes=list(decision.routes),
