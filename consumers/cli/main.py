@@ -209,7 +209,8 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         write_env_file(args.env_out, env)
         print(
             f"routeyard dev: broker {live.kafka.bootstrap}, redis {live.redis.url.get_secret_value()}, "
-            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, {flags.plural(len(agents), "agent")}. Ctrl-C stops.\n"
+            f"prefix {live.topic_prefix!r}, engine {live.router.engine}, "
+            f"{flags.plural(len(agents), 'agent')}. Ctrl-C stops.\n"
             f"  attach from another shell:\n    {export_line(env)}\n"
             f"  or: routeyard --env-file {args.env_out} agent MODULE:OBJECT",
             flush=True,
