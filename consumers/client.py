@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Self
 
 from routeyard.consumers import tracing
-from routeyard.consumers.errors import TurnRejected, TurnTimeout
+from routeyard.consumers.errors import CannotReach, TurnRejected, TurnTimeout
 from routeyard.consumers.kafka.aio import KafkaBus
 from routeyard.consumers.kafka.bus import Bus, Consumer, Outgoing, Partition
 from routeyard.consumers.settings import KafkaSettings
@@ -208,13 +208,17 @@ class RouteyardClient:
             topics.append(self.topics.decisions)
         consumer = self._bus.consumer(None)
         await consumer.start()
-        partitions = [tp for topic in topics for tp in await _partitions(consumer, topic)]
-        consumer.assign(partitions)
-        # Start at about the end. Responses are matched by event id, so reading a few older
-        # records (tansu reports the end of a multi-record batch too early) is harmless.
-        await consumer.seek_to_end(partitions)
-        for tp in partitions:
-            await consumer.position(tp)
+        try:
+            partitions = [tp for topic in topics for tp in await _partitions(consumer, topic)]
+            consumer.assign(partitions)
+            # Start at about the end. Responses are matched by event id, so reading a few older
+            # records (tansu reports the end of a multi-record batch too early) is harmless.
+            await consumer.seek_to_end(partitions)
+            for tp in partitions:
+                await consumer.position(tp)
+        except BaseException:
+            await consumer.stop()
+            raise
         self._consumer = consumer
         self._reader = asyncio.create_task(self._read(consumer))
 
@@ -254,9 +258,17 @@ class RouteyardClient:
 
 
 async def _partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[Partition]:
-    async with asyncio.timeout(timeout):
-        while True:
-            partitions = await consumer.partitions_for(topic)  # refreshes cluster metadata
-            if partitions:
-                return partitions
-            await asyncio.sleep(0.1)
+    """``topic``'s partitions, once the broker knows it; CannotReach (one line) if it never does."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                partitions = await consumer.partitions_for(topic)  # refreshes cluster metadata
+                if partitions:
+                    return partitions
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise CannotReach(
+            "send",
+            f"no topic {topic!r} on the broker after {timeout:g} s: is routeyard running there with this "
+            "topic prefix? (`routeyard topics create` creates its topics)",
+        ) from None
