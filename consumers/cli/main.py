@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "func", None) is _demo:
         logging.getLogger().setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # A one-shot command says in one line why it cannot connect; the client's own ERROR lines
+    # about each failed attempt are for the long-running processes' logs.
+    quiet = logging.WARNING if getattr(args, "func", None) in _LONG_RUNNING else logging.CRITICAL
+    logging.getLogger("aiokafka").setLevel(max(quiet, logging.getLogger().level))
     try:
         _refuse_ignored_flags(args)
         settings = _settings(args)
@@ -307,6 +310,10 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(create_topics(settings, catalog))
     print("topics ready:", ", ".join(settings.topics.core()))
     return 0
+
+
+_LONG_RUNNING = (_dev, _demo, _worker, _agent)
+"""Processes that keep running: their logs carry the Kafka client's warnings and errors."""
 
 
 if __name__ == "__main__":
