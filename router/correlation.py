@@ -12,7 +12,8 @@ effects out, so a crash between the two is repaired by re-running the outbox:
 
 Retries: an agent with ``retries`` left whose attempt errors or times out is sent a new task (a
 new attempt, with its own task id ``<task_id>@<attempt>`` and its own full timeout) after an
-exponential backoff. Each attempt yields exactly one ``Outcome`` (ok, error or timeout), which
+exponential backoff; an error reply marked ``retriable: false`` (an HTTP agent's 4xx) is final
+at once. Each attempt yields exactly one ``Outcome`` (ok, error or timeout), which
 the caller feeds to the agent's circuit breaker. The first ok reply of any attempt wins: an
 earlier attempt answering ok after a retry was sent completes the agent, and whatever arrives
 after that is counted as late. Nothing is ever published twice: the response is produced once,
@@ -243,7 +244,7 @@ def on_reply(
     slots = list(state.slots)
     outcomes: list[Outcome] = []
     if current:
-        slots[index] = _settle(slot, reply.status, reply, now)
+        slots[index] = _settle(slot, reply.status, reply, now, retriable=reply.retriable)
         retry = slots[index].status == "retrying"
         outcomes.append(Outcome(agent=slot.agent, kind=reply.status, attempt=attempt, retry=retry))
     else:  # an earlier attempt (already counted as failed) answered ok after all
@@ -274,9 +275,10 @@ def _find(slots: Sequence[Slot], task_id: str) -> tuple[int, int] | None:
     return None
 
 
-def _settle(slot: Slot, kind: OutcomeKind, reply: AgentReply | None, now: float) -> Slot:
-    """The slot after its current attempt ended: done, or retrying if attempts are left."""
-    if kind != "ok" and slot.attempt <= slot.retries:
+def _settle(slot: Slot, kind: OutcomeKind, reply: AgentReply | None, now: float, *, retriable: bool = True) -> Slot:
+    """The slot after its current attempt ended: done, or retrying if attempts are left (and the
+    failure is one another attempt may cure: an error reply marked not retriable is final)."""
+    if kind != "ok" and retriable and slot.attempt <= slot.retries:
         delay = min(slot.backoff_max_s, slot.backoff_s * 2.0 ** (slot.attempt - 1))
         return msgspec.structs.replace(slot, status="retrying", reply=reply, retry_at=now + delay)
     status: SlotStatus = "timed_out" if kind == "timeout" else kind

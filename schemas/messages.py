@@ -204,6 +204,13 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
     tenant: Annotated[str | None, Doc("The task's tenant.")] = None
     finished_at: Annotated[datetime, Doc("When the agent finished (UTC).")] = msgspec.field(default_factory=utcnow)
     token: Token = ""
+    retriable: Annotated[
+        bool,
+        Doc(
+            "(v4) With status error: false when another attempt cannot help (an HTTP agent answered 4xx, the "
+            "request was refused): the router does not retry it, whatever the agent's retries."
+        ),
+    ] = True
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
 
 

@@ -65,6 +65,20 @@ class Agent:
         return await asyncio.to_thread(self.handler, task)  # type: ignore[arg-type]
 
 
+class ReplyError(Exception):
+    """Raise in a handler to answer with this error text, shown to the caller as it is (one line,
+    at most MAX_ERROR_CHARS), instead of the generic ``<agent> failed (ref <id>)``.
+    ``retriable=False``: another attempt cannot help (a refused request), so the router does not
+    retry it whatever the agent's ``retries``."""
+
+    def __init__(self, message: str, *, retriable: bool = True) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+
+MAX_ERROR_CHARS = 500
+
+
 def _is_async(handler: Handler) -> TypeGuard[Callable[[AgentTask], Awaitable[str | None]]]:
     call = type(handler).__call__ if not inspect.isroutine(handler) else handler
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
@@ -322,7 +336,7 @@ class AgentRunner:
             child(METRICS.tasks, agent=self.agent.name, outcome="expired").inc()
             log.warning("agent %s: task %s arrived after its deadline; not started", self.agent.name, task.task_id)
             return None
-        content, error = "", None
+        content, error, retriable = "", None, True
         try:
             async with asyncio.timeout(remaining):
                 content = await self.agent(task) or ""
@@ -330,6 +344,9 @@ class AgentRunner:
             child(METRICS.tasks, agent=self.agent.name, outcome="timeout").inc()
             log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
             return None
+        except ReplyError as exc:
+            error, retriable = " ".join(str(exc).split())[:MAX_ERROR_CHARS], exc.retriable
+            log.warning("agent %s: task %s answered with an error: %s", self.agent.name, task.task_id, error)
         except Exception as exc:
             error = self._error(task, exc, span)
         child(METRICS.tasks, agent=self.agent.name, outcome="ok" if error is None else "error").inc()
@@ -343,6 +360,7 @@ class AgentRunner:
             content=content,
             error=error,
             token=task.token,
+            retriable=retriable,
         )
 
 

@@ -50,6 +50,7 @@ REPLY = AgentReply(
     tenant="acme",
     finished_at=T1,
     token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
+    retriable=False,
     v=7,
 )
 
