@@ -12,6 +12,9 @@ impossible catalog fails at boot with a clear message, never mid-stream::
         retries: 2              # optional; further attempts after an error reply or a timeout
                                 # (default: ROUTEYARD_RETRY__AGENT_RETRIES, 0 unless set)
         fallback: OtherAgent    # optional; takes this agent's turns while its circuit is open
+        url: https://agents.example/weather/v1/chat/completions   # optional: an HTTP agent
+        api_key_env: WEATHER_KEY  # optional; the bearer token is read from this variable
+        stream: true            # optional; ask the HTTP agent to stream (default true)
         rules:                  # optional, for the rules engine
           keywords: [weather, forecast]
           patterns: ['\\brain(ing)?\\b']
@@ -26,6 +29,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -46,7 +50,10 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
-_LATER_FIELDS = ("retries", "fallback")
+_LATER_FIELDS: dict[str, Any] = {"retries": None, "fallback": None, "url": None, "api_key_env": None, "stream": True}
+"""Fields added after the first catalogs, with their defaults: they count in the version only when set."""
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_URL_CHARS = 2000
 _DURATION_SCHEMA = {
     "anyOf": [
         {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
@@ -125,6 +132,17 @@ class AgentSpec(BaseModel):
     fallback: str | None = Field(
         default=None, description="The agent that takes this agent's turns while its circuit breaker is open."
     )
+    url: str | None = Field(
+        default=None,
+        description="An HTTP agent's endpoint (http or https, no credentials in it): 'routeyard worker "
+        "http-agents' consumes the agent's topic and POSTs each task there as an OpenAI chat-completions request.",
+    )
+    api_key_env: str | None = Field(
+        default=None,
+        description="With url: the environment variable that holds the bearer token sent to the agent "
+        "(the token itself never goes in the catalog).",
+    )
+    stream: bool = Field(default=True, description="With url: ask the agent to stream its answer (server-sent events).")
 
     @field_validator("name")
     @classmethod
@@ -149,6 +167,24 @@ class AgentSpec(BaseModel):
         if topic is not None and not valid_topic(topic):
             raise ValueError(f"topic {topic!r} is not a valid Kafka topic name")
         return topic
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str | None) -> str | None:
+        return _http_url(url) if url is not None else None
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _api_key_env(cls, name: str | None) -> str | None:
+        if name is not None and not _ENV_NAME.match(name):
+            raise ValueError(f"api_key_env {name!r} is not an environment variable name (letters, digits, '_')")
+        return name
+
+    @model_validator(mode="after")
+    def _key_needs_url(self) -> AgentSpec:
+        if self.api_key_env is not None and self.url is None:
+            raise ValueError("api_key_env is for HTTP agents: set url too (or remove api_key_env)")
+        return self
 
     @field_validator("timeout_s", mode="before")
     @classmethod
@@ -209,8 +245,8 @@ class Catalog(BaseModel):
         once: the catalog is frozen, and every decision asks)."""
         data = self.model_dump(mode="json", by_alias=True)
         for agent in data["agents"]:  # fields added later count only when set: old versions stay
-            for name in _LATER_FIELDS:
-                if agent.get(name) is None:
+            for name, default in _LATER_FIELDS.items():
+                if agent.get(name, default) == default:
                     agent.pop(name, None)
         payload = json.dumps(data, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
@@ -237,6 +273,22 @@ class Catalog(BaseModel):
             cached = {a.name: a for a in self.agents}
             object.__setattr__(self, "_index", cached)  # frozen model: cache outside validation
         return cached
+
+
+def _http_url(url: str) -> str:
+    """``url`` if it is an absolute http(s) URL with a host and without credentials."""
+    if len(url) > MAX_URL_CHARS or any(c.isspace() or ord(c) < 32 for c in url):
+        raise ValueError(f"url must be one line of at most {MAX_URL_CHARS} characters without spaces")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises on a port that is not a number in range
+    except ValueError as exc:
+        raise ValueError(f"url {url!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url {url!r} must be an absolute http:// or https:// URL")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("url must not hold credentials: put the token in an environment variable named by api_key_env")
+    return url
 
 
 def _check_fallbacks(fallbacks: dict[str, str | None]) -> None:
