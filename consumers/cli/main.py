@@ -4,6 +4,7 @@
     routeyard demo                         scripted conversations through it (starts dev itself
                                            unless --bootstrap is given)
     routeyard worker router|correlator     one worker process (production)
+    routeyard worker http-agents           the catalog's agents by URL (Plano's agent contract)
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
     routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
                                            (rejected or timed out: one line, exit 1)
@@ -131,8 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=["parallel", "sequential"], help="multi-intent mode (default: parallel)")
     demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
-    worker = _command(commands, "worker", _worker, "run a router or correlator worker")
-    worker.add_argument("role", choices=["router", "correlator"], help="which worker: router or correlator")
+    worker = _command(commands, "worker", _worker, "run a router, correlator or http-agents worker")
+    worker.add_argument(
+        "role",
+        choices=["router", "correlator", "http-agents"],
+        help="which worker: router, correlator, or http-agents (the catalog's agents with a url)",
+    )
     worker.add_argument("--catalog", type=Path, help="agent catalog (default: ROUTEYARD_ROUTER__CATALOG, agents.yaml)")
     worker.add_argument(
         "--engine", choices=offline.ENGINES, help="decision engine (default: ROUTEYARD_ROUTER__ENGINE, rules)"
@@ -264,9 +269,27 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         check_engine(settings)
         catalog = load_catalog(settings.router.catalog)
         run_until_signal(lambda stop: run_router(settings, stop, catalog), settings, "router")
+    elif args.role == "http-agents":
+        _http_agents(settings)
     else:
         run_until_signal(lambda stop: run_correlator(settings, stop), settings, "correlator")
     return 0
+
+
+def _http_agents(settings: Settings) -> None:
+    from routeyard.consumers.app import run_until_signal
+    from routeyard.consumers.cli.attach import check_redis, one_failure
+    from routeyard.consumers.workers.http_agents import check_http_agents, run_http_agents
+
+    catalog = load_catalog(settings.router.catalog)
+    check_http_agents(catalog, str(settings.router.catalog))
+    asyncio.run(check_redis(settings, "worker http-agents"))
+
+    async def run(stop: asyncio.Event) -> None:
+        with one_failure():
+            await run_http_agents(settings, catalog, stop)
+
+    run_until_signal(run, settings, "http-agents")
 
 
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
