@@ -29,7 +29,6 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -43,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 from routeyard.router.catalog_problems import problems, yaml_problem
+from routeyard.router.endpoint import EnvName, HttpUrl
 from routeyard.router.errors import CatalogError as CatalogError
 from routeyard.schemas import valid_topic
 
@@ -52,8 +52,6 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
 _LATER_FIELDS: dict[str, Any] = {"retries": None, "fallback": None, "url": None, "api_key_env": None, "stream": True}
 """Fields added after the first catalogs, with their defaults: they count in the version only when set."""
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-MAX_URL_CHARS = 2000
 _DURATION_SCHEMA = {
     "anyOf": [
         {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
@@ -132,12 +130,12 @@ class AgentSpec(BaseModel):
     fallback: str | None = Field(
         default=None, description="The agent that takes this agent's turns while its circuit breaker is open."
     )
-    url: str | None = Field(
+    url: HttpUrl | None = Field(
         default=None,
         description="An HTTP agent's endpoint (http or https, no credentials in it): 'routeyard worker "
         "http-agents' consumes the agent's topic and POSTs each task there as an OpenAI chat-completions request.",
     )
-    api_key_env: str | None = Field(
+    api_key_env: EnvName | None = Field(
         default=None,
         description="With url: the environment variable that holds the bearer token sent to the agent "
         "(the token itself never goes in the catalog).",
@@ -167,18 +165,6 @@ class AgentSpec(BaseModel):
         if topic is not None and not valid_topic(topic):
             raise ValueError(f"topic {topic!r} is not a valid Kafka topic name")
         return topic
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str | None) -> str | None:
-        return _http_url(url) if url is not None else None
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _api_key_env(cls, name: str | None) -> str | None:
-        if name is not None and not _ENV_NAME.match(name):
-            raise ValueError(f"api_key_env {name!r} is not an environment variable name (letters, digits, '_')")
-        return name
 
     @model_validator(mode="after")
     def _key_needs_url(self) -> AgentSpec:
@@ -273,22 +259,6 @@ class Catalog(BaseModel):
             cached = {a.name: a for a in self.agents}
             object.__setattr__(self, "_index", cached)  # frozen model: cache outside validation
         return cached
-
-
-def _http_url(url: str) -> str:
-    """``url`` if it is an absolute http(s) URL with a host and without credentials."""
-    if len(url) > MAX_URL_CHARS or any(c.isspace() or ord(c) < 32 for c in url):
-        raise ValueError(f"url must be one line of at most {MAX_URL_CHARS} characters without spaces")
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  # raises on a port that is not a number in range
-    except ValueError as exc:
-        raise ValueError(f"url {url!r} is not a valid URL: {exc}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"url {url!r} must be an absolute http:// or https:// URL")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("url must not hold credentials: put the token in an environment variable named by api_key_env")
-    return url
 
 
 def _check_fallbacks(fallbacks: dict[str, str | None]) -> None:

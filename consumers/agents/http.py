@@ -136,23 +136,23 @@ class HttpAgent:
         raise ReplyError(f"HTTP {status} from {self._host}" + (f": {line}" if line else ""), retriable=not final)
 
     async def _first_line(self, response: httpx.Response) -> str:
-        head = b""
+        head = bytearray()
         async for data in response.aiter_bytes():
             head += data
             if len(head) >= ERROR_BODY_BYTES:
                 break
-        text = head[:ERROR_BODY_BYTES].decode("utf-8", errors="replace")
+        text = bytes(head[:ERROR_BODY_BYTES]).decode("utf-8", errors="replace")
         line = next((s.strip() for s in text.splitlines() if s.strip()), "")
         return line[:FIRST_LINE_CHARS] + ("..." if len(line) > FIRST_LINE_CHARS else "")
 
     async def _whole(self, response: httpx.Response) -> str:
         """``choices[0].message.content`` of a chat.completion (its body read up to a bound)."""
-        body = b""
+        body = bytearray()
         async for data in response.aiter_bytes():
             body += data
             if len(body) > 2 * self._limit + ERROR_BODY_BYTES:  # room for JSON escapes and the envelope
                 raise ReplyError(f"reply from {self._host} exceeds agent.max_reply_bytes ({self._limit})")
-        completion = self._decoded(body)
+        completion = self._decoded(bytes(body))
         message = completion.choices[0].message if completion.choices else None
         if message is None:
             raise ReplyError(f"malformed reply from {self._host}: no choices[0].message")

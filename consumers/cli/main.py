@@ -322,7 +322,9 @@ def _catalog(args: argparse.Namespace, settings: Settings) -> int:
         f"default agent: {default.name if default else 'none'}"
     )
     for spec in catalog.agents:
-        print(f"  {spec.name:<24} timeout {spec.timeout_s:g}s  topic {spec.topic or settings.topics.agent(spec.name)}")
+        topic = spec.topic or settings.topics.agent(spec.name)
+        url = f"  url {spec.url}" if spec.url else ""
+        print(f"  {spec.name:<24} timeout {spec.timeout_s:g}s  topic {topic}{url}")
     return 0
 
 
