@@ -100,7 +100,9 @@ class HttpAgent:
         self._client = client
         self._host = urlsplit(spec.url).hostname or spec.url
         self._limit = max_reply_bytes
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._headers = {"Accept-Encoding": "identity"}  # no compression: a small body cannot inflate to gigabytes
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
         self._timeout = httpx.Timeout(spec.timeout_s, connect=min(spec.timeout_s, CONNECT_TIMEOUT_S))
 
     async def __call__(self, task: AgentTask) -> str:

@@ -201,10 +201,10 @@ async def test_connection_errors_and_timeouts_are_errors_to_retry() -> None:
 
 
 async def test_the_bearer_token_comes_from_the_environment() -> None:
-    seen: list[str | None] = []
+    seen: list[tuple[str | None, str | None]] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("authorization"))
+        seen.append((request.headers.get("authorization"), request.headers.get("accept-encoding")))
         return httpx.Response(200, json={"choices": [{"message": {"content": "ok"}}]})
 
     spec = _spec(api_key_env="WEATHER_KEY")
@@ -212,7 +212,7 @@ async def test_the_bearer_token_comes_from_the_environment() -> None:
     agent = HttpAgent(
         spec, httpx.AsyncClient(transport=httpx.MockTransport(answer)), max_reply_bytes=1024, token=tokens["Weather"]
     )
-    assert await agent(_task()) == "ok" and seen == ["Bearer t-1"]
+    assert await agent(_task()) == "ok" and seen == [("Bearer t-1", "identity")]
     with pytest.raises(CatalogError, match=r"not set in the environment for: Weather \(WEATHER_KEY\)"):
         bearer_tokens([spec], {})
 
