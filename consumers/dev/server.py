@@ -20,6 +20,7 @@ from routeyard.consumers.cli.attach import one_failure
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.dev.envfile import check_port
 from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
+from routeyard.consumers.workers.http_agents import run_http_agents
 from routeyard.router.catalog import Catalog, load_catalog
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ async def run_pipeline(
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
 ) -> None:
-    """Router, correlator and agents as tasks of one process, until ``stop``."""
+    """Router, correlator and agents as tasks of one process, until ``stop``; the catalog's agents
+    by URL too (those not given as Python ``agents``)."""
     await create_topics(settings, catalog)
     with one_failure():  # one worker's failure as itself, for the command's exit map
         async with asyncio.TaskGroup() as group:
@@ -64,6 +66,8 @@ async def run_pipeline(
             group.create_task(run_correlator(settings, stop))
             for agent in agents:
                 group.create_task(run_agent(agent, settings, stop))
+            if any(spec.url and spec.name not in {a.name for a in agents} for spec in catalog.agents):
+                group.create_task(run_http_agents(settings, catalog, stop, skip={a.name for a in agents}))
             if ready is not None:
                 group.create_task(_signal_ready(ready, stop))
 

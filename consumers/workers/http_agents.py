@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 
 from routeyard.consumers.agents.http import bearer_tokens, http_agents, http_client, url_agents
 from routeyard.consumers.app import run_agent
@@ -30,9 +31,11 @@ def check_http_agents(catalog: Catalog, source: str = "the catalog") -> None:
     bearer_tokens(specs)
 
 
-async def run_http_agents(settings: Settings, catalog: Catalog, stop: asyncio.Event, bus: Bus | None = None) -> None:
-    """Run every agent by URL of ``catalog`` until ``stop``."""
-    specs = url_agents(catalog)
+async def run_http_agents(
+    settings: Settings, catalog: Catalog, stop: asyncio.Event, bus: Bus | None = None, skip: Collection[str] = ()
+) -> None:
+    """Run every agent by URL of ``catalog`` (but those named in ``skip``) until ``stop``."""
+    specs = [spec for spec in url_agents(catalog) if spec.name not in skip]
     async with http_client(settings.agent.concurrency * max(1, len(specs))) as client:
         agents = http_agents(specs, client, max_reply_bytes=settings.agent.max_reply_bytes)
         log.info("http agents: %s", ", ".join(f"{s.name} -> {s.url}" for s in specs))

@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import yaml
+from routeyard.consumers.app import create_topics
 from routeyard.consumers.client import RouteyardClient
 from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.dev.server import run_pipeline
 from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.workers.http_agents import run_http_agents
@@ -23,7 +25,7 @@ from routeyard.router.catalog import Catalog
 from routeyard.schemas import ConversationResponse
 
 from tests.integration.agent_server import AgentServer, agent_server
-from tests.integration.stack import bus_for, catalog, make_settings, running, settled, spec, start_worker
+from tests.integration.stack import Recorder, bus_for, catalog, make_settings, running, settled, spec, start_worker
 
 
 @pytest.fixture
@@ -146,3 +148,24 @@ async def test_the_worker_command_bridges_a_plano_agent(
     assert replies(response) == {"PlanoAgent": ("ok", "PlanoAgent: weather in Oslo?", None)}
     assert [s.authorization for s in server.calls("/ok")] == ["Bearer k-123"]
     assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("bus", ["tansu"], indirect=True)
+async def test_dev_runs_url_agents_beside_its_python_agents(settings: Settings, server: AgentServer) -> None:
+
+    agents = catalog(url_spec("ByUrl", server.endpoint("/ok"), "weather"), spec("Local", "table"))
+    local = Recorder().agent("Local")
+    stop = asyncio.Event()
+    await create_topics(settings, agents)  # before the client looks for them
+    dev = asyncio.create_task(run_pipeline(settings, agents, [local], stop))
+    try:
+        async with RouteyardClient(settings.kafka.bootstrap, prefix=settings.topic_prefix) as client:
+            response = await client.ask("h7", "weather and a table", timeout=60)
+    finally:
+        stop.set()
+        await asyncio.wait_for(dev, 30)
+    assert replies(response) == {
+        "ByUrl": ("ok", "ByUrl: weather and a table", None),
+        "Local": ("ok", "Local: weather and a table", None),
+    }
