@@ -11,7 +11,11 @@ response that carries an awaited event id but another tenant or conversation is 
 at WARNING, without content) and the real one is still awaited.
 Any Kafka client in any language can do the same with the exported JSON Schema.
 
-Errors of ``ask``: ``TurnRejected`` (the router refused the turn and said why, at once: a
+``stream`` publishes a turn that asks for its agents' replies as they are written and yields, as
+they arrive, its decision (with ``watch_decisions``), its agents' ``AgentChunk``s (in order
+within each task attempt; agents interleave) and last its response (see ``consumers/feed.py``).
+
+Errors of ``ask`` and ``stream``: ``TurnRejected`` (the router refused the turn and said why, at once: a
 ``rejected`` response) and ``TurnTimeout`` (a ``TimeoutError``: no response in time; it names
 the event ids, for ``routeyard explain``). Neither is retriable as is.
 """
@@ -22,22 +26,26 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
+import msgspec
 from routeyard.consumers import tracing
 from routeyard.consumers.errors import CannotReach, TurnRejected, TurnTimeout
+from routeyard.consumers.feed import COMPLETION_GRACE_S, Item, TurnFeed
 from routeyard.consumers.kafka.aio import KafkaBus
 from routeyard.consumers.kafka.bus import Bus, Consumer, Outgoing, Partition
 from routeyard.consumers.settings import KafkaSettings
 from routeyard.schemas import (
+    AgentChunk,
     ConversationEvent,
     ConversationResponse,
     Message,
     Mode,
     RoutingDecision,
     Topics,
+    chunk_decoder,
     decision_decoder,
     encode,
     response_decoder,
@@ -79,6 +87,10 @@ class RouteyardClient:
         self._consumer: Consumer | None = None
         self._waiting: dict[str, asyncio.Future[ConversationResponse]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._chunk_consumer: Consumer | None = None
+        self._chunk_reader: asyncio.Task[None] | None = None
+        self._feeds: dict[str, TurnFeed] = {}
+        """Streamed turns in progress, by event id."""
         self._watch_decisions = watch_decisions
         self.decisions: dict[str, RoutingDecision] = {}
         """With ``watch_decisions``: the decisions of this client's events, by event id."""
@@ -100,14 +112,16 @@ class RouteyardClient:
             raise
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        for reader in (self._reader, self._chunk_reader):
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        self._reader = self._chunk_reader = None
+        for consumer in (self._consumer, self._chunk_consumer):
+            if consumer is not None:
+                await consumer.stop()
+        self._consumer = self._chunk_consumer = None
         await self._producer.stop()
         for future in self._waiting.values():
             future.cancel()
@@ -200,12 +214,57 @@ class RouteyardClient:
                 self._waiting.pop(e.event_id, None)
                 self._awaited.pop(e.event_id, None)
 
+    async def stream(
+        self,
+        event: ConversationEvent | str,
+        messages: str | Sequence[Message] = (),
+        *,
+        timeout: float = 60.0,
+        **options: object,
+    ) -> AsyncIterator[Item]:
+        """Publish one turn asking for a stream (an event, or a conversation id and its messages)
+        and yield its decision (with ``watch_decisions``), its chunks as they arrive, then its
+        response; raises ``TurnRejected`` or ``TurnTimeout`` (no response within ``timeout`` s)."""
+        if isinstance(event, str):
+            event = self.event(event, messages, **options)  # type: ignore[arg-type]
+        event = msgspec.structs.replace(event, stream=True)
+        await self._listen()
+        await self._listen_chunks()
+        feed = self._feeds[event.event_id] = TurnFeed()
+        self._awaited[event.event_id] = (event.tenant or None, event.conversation_id)
+        try:
+            await self.publish([event])
+            deadline = asyncio.get_running_loop().time() + timeout
+            item = await _next(feed, deadline, event.event_id, timeout)
+            while not isinstance(item, ConversationResponse):
+                yield item
+                item = await _next(feed, deadline, event.event_id, timeout)
+            grace = asyncio.get_running_loop().time() + COMPLETION_GRACE_S
+            while feed.behind(item) and (late := await _before(feed, grace)) is not None:
+                yield late
+            if item.status == "rejected":
+                raise TurnRejected(item.event_id, item.reason or "no reason given")
+            yield item
+        finally:
+            self._feeds.pop(event.event_id, None)
+            self._awaited.pop(event.event_id, None)
+
+    async def _listen_chunks(self) -> None:
+        if self._chunk_reader is None:
+            self._chunk_consumer = await self._from_the_end([self.topics.streams])
+            self._chunk_reader = asyncio.create_task(self._read(self._chunk_consumer))
+
     async def _listen(self) -> None:
         if self._reader is not None:
             return
         topics = [self.responses_topic or self.topics.responses]
         if self._watch_decisions:
             topics.append(self.topics.decisions)
+        self._consumer = await self._from_the_end(topics)
+        self._reader = asyncio.create_task(self._read(self._consumer))
+
+    async def _from_the_end(self, topics: list[str]) -> Consumer:
+        """A started consumer without a group, assigned every partition of ``topics`` at their end."""
         consumer = self._bus.consumer(None)
         await consumer.start()
         try:
@@ -219,8 +278,7 @@ class RouteyardClient:
         except BaseException:
             await consumer.stop()
             raise
-        self._consumer = consumer
-        self._reader = asyncio.create_task(self._read(consumer))
+        return consumer
 
     async def _read(self, consumer: Consumer) -> None:
         while True:
@@ -238,23 +296,57 @@ class RouteyardClient:
                     )
 
     def _receive(self, topic: str, value: bytes, where: str = "") -> None:
+        if topic == self.topics.streams:
+            chunk = chunk_decoder.decode(value)
+            feed = self._feeds.get(chunk.event_id)
+            if feed is not None and self._matches("chunk", chunk, where or topic):
+                feed.chunk(chunk)
+            return
         if topic == self.topics.decisions and self._watch_decisions:
             decision = decision_decoder.decode(value)
             if decision.event_id in self._waiting:
                 self.decisions[decision.event_id] = decision
+            if decision.event_id in self._feeds and self._matches("decision", decision, where or topic):
+                self._feeds[decision.event_id].put(decision)
             return
         response = response_decoder.decode(value)
-        future = self._waiting.get(response.event_id)
-        if future is None or future.done():
+        future, feed = self._waiting.get(response.event_id), self._feeds.get(response.event_id)
+        if (future is None or future.done()) and feed is None:
             return
-        expected = self._awaited.get(response.event_id)
-        if expected is not None and expected != (response.tenant or None, response.conversation_id):
-            log.warning(
-                "ignored a response at %s for awaited event %s: tenant %r, conversation %r (expected %r, %r)",
-                where or topic, response.event_id, response.tenant, response.conversation_id, *expected,
-            )  # fmt: skip
+        if not self._matches("response", response, where or topic):
             return
-        future.set_result(response)
+        if feed is not None:
+            feed.put(response)
+        if future is not None and not future.done():
+            future.set_result(response)
+
+    def _matches(self, kind: str, record: AgentChunk | RoutingDecision | ConversationResponse, where: str) -> bool:
+        """The record carries the tenant and conversation of the awaited event it names."""
+        expected = self._awaited.get(record.event_id)
+        if expected is None or expected == (record.tenant or None, record.conversation_id):
+            return True
+        log.warning(
+            "ignored a %s at %s for awaited event %s: tenant %r, conversation %r (expected %r, %r)",
+            kind, where, record.event_id, record.tenant, record.conversation_id, *expected,
+        )  # fmt: skip
+        return False
+
+
+async def _next(feed: TurnFeed, deadline: float, event_id: str, timeout: float) -> Item:
+    """The feed's next item; TurnTimeout naming ``event_id`` past ``deadline`` (loop time)."""
+    item = await _before(feed, deadline)
+    if item is None:
+        raise TurnTimeout([event_id], timeout)
+    return item
+
+
+async def _before(feed: TurnFeed, deadline: float) -> Item | None:
+    """The feed's next item, or None if none comes before ``deadline`` (loop time)."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await feed.get()
+    except TimeoutError:
+        return None
 
 
 async def _partitions(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[Partition]:

@@ -14,6 +14,7 @@
     |-- TurnRejected                RouteyardClient.ask: the router refused the turn             exit 1
     |-- TurnTimeout                 RouteyardClient.ask: no response in time (a TimeoutError)    exit 1
     |-- CannotReach                 a command's start-up check: a server it needs is not there   exit 1
+    |-- BadReply                    an agent handler's reply is not text, or over agent.max_reply_bytes
     '-- UsageError                  the command line, or a file it names, is wrong               exit 2
         |-- SettingsFileError       --env-file names no file
         |-- SettingsError           ROUTEYARD_* settings a command uses are malformed (one line each)
@@ -43,6 +44,7 @@ from routeyard.router.errors import (
 )
 
 __all__ = [
+    "BadReply",
     "CannotReach",
     "CatalogError",
     "DatasetError",
@@ -145,3 +147,9 @@ class CannotReach(RouteyardError):
     def __init__(self, command: str, message: str) -> None:
         super().__init__(message)
         self.command = command
+
+
+class BadReply(RouteyardError, ValueError):
+    """An agent handler returned or yielded something the runtime cannot send: not text, or more than
+    ``agent.max_reply_bytes`` in all. Not retriable: the task gets an error reply with this one line
+    (it holds no secrets, so it is shown even without ``expose_errors``)."""

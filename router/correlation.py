@@ -145,6 +145,8 @@ class Correlation(msgspec.Struct, frozen=True, kw_only=True):
     """When effects were last added to the outbox (an outbox older than a lease is stale)."""
     trace: dict[str, str] = msgspec.field(default_factory=dict)
     """The W3C trace context (traceparent, tracestate) every record of this turn carries."""
+    stream_topic: str | None = None
+    """Where agents publish AgentChunk records (the sender asked for a stream); None: no stream."""
 
     def headers(self) -> list[tuple[str, bytes]] | None:
         return [(k, v.encode("ascii")) for k, v in sorted(self.trace.items())] if self.trace else None
@@ -186,6 +188,7 @@ def start(
     now: float,
     trace: dict[str, str] | None = None,
     secret: Callable[[], str] = new_secret,
+    stream_topic: str | None = None,
 ) -> Transition:
     """Open a correlation for a routed turn. ``agents``: targets (or (name, topic, timeout_s)) in route order.
     ``secret`` makes each slot's token secret (injected by tests for deterministic tokens)."""
@@ -215,6 +218,7 @@ def start(
         created_at=created_at,
         metadata=metadata,
         trace=trace or {},
+        stream_topic=stream_topic,
     )
     return _advance(state, now)
 
@@ -424,6 +428,7 @@ def _dispatch(
         attempt=attempt,
         metadata=state.metadata,
         token=slot.token(task_id),
+        stream_topic=state.stream_topic,
     )
     effects.append(
         Effect(

@@ -31,9 +31,11 @@ _PUBLIC: dict[str, str] = {
     "Agent": "routeyard.consumers.agents.agent",
     "agent": "routeyard.consumers.agents.agent",
     "RouteyardClient": "routeyard.consumers.client",
+    "SyncRouteyardClient": "routeyard.consumers.blocking",
     "TurnRejected": "routeyard.consumers.errors",
     "TurnTimeout": "routeyard.consumers.errors",
     "Settings": "routeyard.consumers.settings",
+    "AgentChunk": "routeyard.schemas",
     "AgentReply": "routeyard.schemas",
     "AgentTask": "routeyard.schemas",
     "ConversationEvent": "routeyard.schemas",
@@ -47,6 +49,7 @@ _PUBLIC: dict[str, str] = {
 
 __all__ = [
     "Agent",
+    "AgentChunk",
     "AgentReply",
     "AgentTask",
     "ConversationEvent",
@@ -57,6 +60,7 @@ __all__ = [
     "RouteyardClient",
     "RoutingDecision",
     "Settings",
+    "SyncRouteyardClient",
     "Topics",
     "TurnRejected",
     "TurnTimeout",
@@ -66,10 +70,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from routeyard.consumers.agents.agent import Agent, agent
+    from routeyard.consumers.blocking import SyncRouteyardClient
     from routeyard.consumers.client import RouteyardClient
     from routeyard.consumers.errors import TurnRejected, TurnTimeout
     from routeyard.consumers.settings import Settings
     from routeyard.schemas import (
+        AgentChunk,
         AgentReply,
         AgentTask,
         ConversationEvent,

@@ -6,6 +6,7 @@ JSON Schema).
 
 from routeyard.schemas.codec import (
     DecodeError,
+    chunk_decoder,
     dead_letter_decoder,
     decision_decoder,
     encode,
@@ -18,6 +19,7 @@ from routeyard.schemas.export import export_schemas, json_schema
 from routeyard.schemas.messages import (
     SCHEMA_VERSION,
     WIRE_MESSAGES,
+    AgentChunk,
     AgentReply,
     AgentTask,
     ConversationEvent,
@@ -35,6 +37,7 @@ from routeyard.schemas.topics import Topics, valid_topic
 __all__ = [
     "SCHEMA_VERSION",
     "WIRE_MESSAGES",
+    "AgentChunk",
     "AgentReply",
     "AgentTask",
     "ConversationEvent",
@@ -47,6 +50,7 @@ __all__ = [
     "ResponseStatus",
     "RoutingDecision",
     "Topics",
+    "chunk_decoder",
     "dead_letter_decoder",
     "decision_decoder",
     "encode",

@@ -70,6 +70,11 @@ def _channels(topics: Topics, agents: Sequence[tuple[str, str]]) -> dict[str, An
             subscribe=_op("ConversationResponse", "routeyard answers a tenant's turn"),
             parameters={"tenant": {"description": "the tenant", "schema": {"type": "string"}}},
         ),
+        topics.streams: _channel(
+            "Agents' replies as they are written (turns sent with stream=true): best effort, read without a "
+            "consumer group; the response stays the full record.",
+            subscribe=_op("AgentChunk", "an agent publishes the next piece of its reply"),
+        ),
         topics.dead_letters: _channel(
             "Records that could not be handled, with why and where from; keyed by the original record's key.",
             subscribe=_op("DeadLetter", "a worker dead-letters a record"),

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from routeyard.schemas.messages import (
+    AgentChunk,
     AgentReply,
     AgentTask,
     ConversationEvent,
@@ -24,6 +25,7 @@ task_decoder = msgspec.json.Decoder(AgentTask)
 reply_decoder = msgspec.json.Decoder(AgentReply)
 response_decoder = msgspec.json.Decoder(ConversationResponse)
 dead_letter_decoder = msgspec.json.Decoder(DeadLetter)
+chunk_decoder = msgspec.json.Decoder(AgentChunk)
 
 DecodeError = msgspec.DecodeError
 """Raised for malformed JSON, wrong types or missing required fields (a ValidationError too)."""

@@ -18,7 +18,9 @@ payloads of every earlier version):
    refuses answers its sender at once. A version-1 reader fails to decode such a response; it
    would otherwise never have got one (it waited out its timeout), so nothing it did before breaks.
 5. ``v`` is bumped when a field is added; readers never branch on it to decode, it is there
-   for humans and for audits. Version 3 added ``RoutingDecision.reason``.
+   for humans and for audits. Version 3 added ``RoutingDecision.reason``; version 4 added
+   ``ConversationEvent.stream``, ``AgentTask.stream_topic``, ``AgentReply.retriable`` and the
+   ``AgentChunk`` message.
 
 Every field carries a description (``Doc``), so the exported JSON Schema documents itself for
 people writing agents and producers in other languages.
@@ -31,7 +33,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Version = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 """``v``: a small non-negative number. A record claiming version 2**70 is not from any writer:
 it fails to decode (and is dead-lettered with the reason) instead of being routed."""
@@ -103,6 +105,13 @@ class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
         msgspec.field(default_factory=dict)
     )
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
+    stream: Annotated[
+        bool,
+        Doc(
+            "(v4) The sender wants the agents' replies as they are written: agents that can stream publish "
+            "AgentChunk records to the streams topic (best effort; the response stays the full record)."
+        ),
+    ] = False
 
 
 class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -187,6 +196,13 @@ class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
     metadata: Annotated[dict[str, str], Doc("The event's metadata, unchanged.")] = msgspec.field(default_factory=dict)
     token: Token = ""
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
+    stream_topic: Annotated[
+        str | None,
+        Doc(
+            "(v4) Where to publish AgentChunk records while writing the reply, keyed by conversation_id "
+            "(null: the sender did not ask for a stream; don't stream)."
+        ),
+    ] = None
 
 
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -211,6 +227,32 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
             "request was refused): the router does not retry it, whatever the agent's retries."
         ),
     ] = True
+    v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
+
+
+class AgentChunk(msgspec.Struct, frozen=True, kw_only=True):
+    """(v4) The next piece of an agent's reply, published to the task's ``stream_topic`` while it writes.
+
+    Best effort: a reader may lose chunks; the final ``AgentReply`` and ``ConversationResponse`` stay the
+    durable record (the reply's content is the concatenation of the chunks' text). Key it by
+    ``conversation_id`` so a task's chunks stay in order.
+    """
+
+    task_id: Annotated[str, Doc("The task's task_id (one attempt of one agent's part of the turn).")]
+    event_id: Annotated[str, Doc(EVENT_DOC)]
+    conversation_id: Annotated[str, Doc(CONVERSATION_DOC)]
+    agent: Annotated[str, Doc("The agent writing the reply (the task's agent).")]
+    seq: Annotated[
+        int, msgspec.Meta(ge=0), Doc("The chunk's position in its task attempt's stream: 0, 1, 2, ... with no gaps.")
+    ]
+    text: Annotated[str, Doc("The next piece of the reply (not the text so far); append it to the earlier ones.")]
+    attempt: Annotated[
+        int, Doc("The task's attempt (1 for the first); chunks of another attempt are a new stream.")
+    ] = 1
+    tenant: Annotated[str | None, Doc(TENANT_DOC)] = None
+    sent_at: Annotated[datetime, Doc("When the agent published the chunk (UTC).")] = msgspec.field(
+        default_factory=utcnow
+    )
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
 
 
@@ -293,6 +335,7 @@ WIRE_MESSAGES: dict[str, type[msgspec.Struct]] = {
     "RoutingDecision": RoutingDecision,
     "AgentTask": AgentTask,
     "AgentReply": AgentReply,
+    "AgentChunk": AgentChunk,
     "ConversationResponse": ConversationResponse,
     "DeadLetter": DeadLetter,
 }

@@ -41,6 +41,11 @@ class Topics(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.prefix}responses.{tenant}"
 
     @property
+    def streams(self) -> str:
+        """AgentChunk records (v4): agents' replies as they are written, keyed by conversation."""
+        return f"{self.prefix}streams"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}deadletter"
 
@@ -48,4 +53,4 @@ class Topics(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.prefix}agent.{name}"
 
     def core(self) -> list[str]:
-        return [self.conversations, self.decisions, self.replies, self.responses, self.dead_letters]
+        return [self.conversations, self.decisions, self.replies, self.responses, self.streams, self.dead_letters]

@@ -12,6 +12,18 @@ group, so they share the load. Each task is handled once: a task already answere
 remembered in Redis after the reply is published) is skipped when redelivered. An exception
 becomes an error reply; a handler still running at the task's deadline is cancelled, and the
 correlator reports that agent as timed out.
+
+A handler that is an async generator streams its reply::
+
+    @agent("StoryAgent", "Tells short stories")
+    async def story(task: AgentTask) -> AsyncIterator[str]:
+        async for piece in model.stream(task.messages):
+            yield piece
+
+Each yielded string goes out as an ``AgentChunk`` on the task's ``stream_topic`` when the sender
+asked for a stream (``consumers/agents/streaming.py``), and the reply's content is their
+concatenation. Yielding anything but ``str``, or more than ``agent.max_reply_bytes`` in all, is an
+error reply saying so.
 """
 
 from __future__ import annotations
@@ -23,13 +35,16 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TypeGuard
 
 import msgspec
 from routeyard.consumers import tracing
+from routeyard.consumers.agents.offsets import OffsetTracker
+from routeyard.consumers.agents.streaming import ChunkWriter, write_all
 from routeyard.consumers.coalesced import Coalesced
+from routeyard.consumers.errors import BadReply
 from routeyard.consumers.kafka.bus import Consumer, Outgoing, Partition, Producer, Record, commit, dead_letter
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.retry import backoff_for, retrying
@@ -40,9 +55,14 @@ from routeyard.schemas import AgentReply, AgentTask, encode, task_decoder
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[AgentTask], Awaitable[str | None]] | Callable[[AgentTask], str | None]
-"""``async def handler(task)`` (runs on the event loop: it must await, not compute for long) or a
-plain ``def handler(task)`` (CPU-bound or blocking work: runs in a worker thread)."""
+Handler = (
+    Callable[[AgentTask], Awaitable[str | None]]
+    | Callable[[AgentTask], str | None]
+    | Callable[[AgentTask], AsyncGenerator[str, None]]
+)
+"""``async def handler(task)`` (runs on the event loop: it must await, not compute for long), an
+async generator (it streams: each yielded piece is a chunk) or a plain ``def handler(task)``
+(CPU-bound or blocking work: runs in a worker thread)."""
 COMMIT_EVERY_S = 0.05
 
 
@@ -56,13 +76,32 @@ class Agent:
     """Send an exception's text to the caller verbatim. Off by default: the caller gets a generic
     error with a reference id, and the detail stays in this process's log and trace."""
 
+    @property
+    def streams(self) -> bool:
+        """The handler is an async generator: its reply is written piece by piece."""
+        return _is_async_gen(self.handler)
+
     async def __call__(self, task: AgentTask) -> str | None:
+        if _is_async_gen(self.handler):
+            raise TypeError(f"agent {self.name} streams: run it with its task's ChunkWriter (stream())")
         if _is_async(self.handler):
             return await self.handler(task)
         # A plain ``def`` runs in a worker thread: the event loop stays free, so the deadline is
         # enforced and other tasks go on (the thread itself cannot be stopped: its late result is
         # discarded). An ``async def`` that computes without awaiting blocks the whole runtime.
         return await asyncio.to_thread(self.handler, task)  # type: ignore[arg-type]
+
+    async def stream(self, task: AgentTask, writer: ChunkWriter) -> str:
+        """Run a streaming handler, writing each piece to ``writer``; the reply's content."""
+        if not _is_async_gen(self.handler):
+            raise TypeError(f"agent {self.name} does not stream: call it")
+        await write_all(self.handler(task), writer)
+        return writer.text
+
+
+def _is_async_gen(handler: Handler) -> TypeGuard[Callable[[AgentTask], AsyncGenerator[str, None]]]:
+    call = type(handler).__call__ if not inspect.isroutine(handler) else handler
+    return inspect.isasyncgenfunction(handler) or inspect.isasyncgenfunction(call)
 
 
 class ReplyError(Exception):
@@ -96,49 +135,6 @@ def agent(
         return Agent(name=name, description=description, handler=handler, topic=topic, expose_errors=expose_errors)
 
     return wrap
-
-
-class OffsetTracker:
-    """Tasks finish out of order; commit only up to the oldest one still running."""
-
-    def __init__(self) -> None:
-        self._running: dict[Partition, set[int]] = {}
-        self._next: dict[Partition, int] = {}
-        self._committed: dict[Partition, int] = {}
-
-    def begin(self, record: Record) -> None:
-        tp = Partition(record.topic, record.partition)
-        self._running.setdefault(tp, set()).add(record.offset)
-        self._next[tp] = max(self._next.get(tp, 0), record.offset + 1)
-
-    def end(self, record: Record) -> None:
-        self._running.get(Partition(record.topic, record.partition), set()).discard(record.offset)
-
-    def committable(self) -> dict[Partition, int]:
-        ready = {}
-        for tp, nxt in self._next.items():
-            running = self._running.get(tp)
-            offset = min(running) if running else nxt
-            if self._committed.get(tp) != offset:
-                ready[tp] = offset
-        return ready
-
-    def committed(self, offsets: dict[Partition, int]) -> None:
-        self._committed.update(offsets)
-
-    def running(self, partitions: Iterable[Partition]) -> int:
-        return sum(len(self._running.get(tp, ())) for tp in partitions)
-
-    def forget(self, partitions: Iterable[Partition]) -> None:
-        """The partitions went to another member: stop tracking (and committing) them."""
-        for tp in partitions:
-            self._running.pop(tp, None)
-            self._next.pop(tp, None)
-            self._committed.pop(tp, None)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(len(s) for s in self._running.values())
 
 
 class AgentRunner:
@@ -339,7 +335,7 @@ class AgentRunner:
         content, error, retriable = "", None, True
         try:
             async with asyncio.timeout(remaining):
-                content = await self.agent(task) or ""
+                content = await self._content(task)
         except TimeoutError:
             child(METRICS.tasks, agent=self.agent.name, outcome="timeout").inc()
             log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
@@ -347,6 +343,9 @@ class AgentRunner:
         except ReplyError as exc:
             error, retriable = " ".join(str(exc).split())[:MAX_ERROR_CHARS], exc.retriable
             log.warning("agent %s: task %s answered with an error: %s", self.agent.name, task.task_id, error)
+        except BadReply as exc:
+            log.warning("agent %s: task %s: %s", self.agent.name, task.task_id, exc)
+            error = str(exc)
         except Exception as exc:
             error = self._error(task, exc, span)
         child(METRICS.tasks, agent=self.agent.name, outcome="ok" if error is None else "error").inc()
@@ -363,6 +362,16 @@ class AgentRunner:
             retriable=retriable,
         )
 
+    async def _content(self, task: AgentTask) -> str:
+        """The handler's reply text; a streaming handler's pieces go out as chunks meanwhile."""
+        if not self.agent.streams:
+            content = await self.agent(task)
+            if content is not None and not isinstance(content, str):
+                raise BadReply(f"{self.agent.name} returned {type(content).__name__}, not str")
+            return content or ""
+        limit = self._settings.agent.max_reply_bytes
+        async with ChunkWriter(self._producer, task, max_bytes=limit) as writer:
+            return await self.agent.stream(task, writer)
 
     def _error(self, task: AgentTask, exc: Exception, span: tracing.Span | None) -> str:
         """What the caller is told of a handler's exception: a reference id that finds the detail in

@@ -8,6 +8,8 @@
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
     routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
                                            (rejected or timed out: one line, exit 1)
+    routeyard chat CONVERSATION            each stdin line a turn: its decision, the replies as they
+                                           stream, a status line (until /quit or end of input)
     routeyard schema export DIR            JSON Schema of every wire message and of the catalog,
                                            and asyncapi.json (topics, keys, groups, messages)
     routeyard catalog check FILE           validate an agent catalog
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from routeyard.consumers.cli import configuration, flags, offline
+from routeyard.consumers.cli import chat, configuration, flags, offline
 from routeyard.consumers.cli.exits import exit_status
 from routeyard.consumers.cli.targets import load_agent as load_agent  # its old home; still importable here
 from routeyard.consumers.cli.targets import load_agents
@@ -189,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     topics.add_argument("--catalog", type=Path, help="also create the agent topics of this catalog")
 
     offline.add_commands(commands, _command)
+    chat.add_commands(commands, _command)
     dlq.add_commands(commands, _command)
     return parser
 

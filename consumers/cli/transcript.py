@@ -14,7 +14,7 @@ import asyncio
 from routeyard.consumers.client import RouteyardClient
 from routeyard.schemas import ConversationResponse, RoutingDecision
 
-__all__ = ["describe", "wait_decision"]
+__all__ = ["decision_line", "describe", "wait_decision"]
 
 
 async def wait_decision(client: RouteyardClient, event_id: str, patience_s: float = 1.0) -> RoutingDecision | None:
@@ -30,7 +30,7 @@ async def wait_decision(client: RouteyardClient, event_id: str, patience_s: floa
 
 def describe(decision: RoutingDecision | None, response: ConversationResponse) -> str:
     """The transcript lines of one turn, each indented by two spaces, ending in a newline."""
-    lines = [_decision_line(decision)] if decision is not None else []
+    lines = [decision_line(decision)] if decision is not None else []
     lines.append(f"  response: {response.status}")
     for reply in response.replies:
         text = reply.content if reply.status == "ok" else f"error: {reply.error}"
@@ -40,7 +40,8 @@ def describe(decision: RoutingDecision | None, response: ConversationResponse) -
     return "\n".join(lines) + "\n"
 
 
-def _decision_line(decision: RoutingDecision) -> str:
+def decision_line(decision: RoutingDecision) -> str:
+    """``  decision: [A, B] mode=parallel engine=rules 1.23 ms (why, if a fallback decided)``."""
     routes = " -> ".join(decision.routes) if decision.mode == "sequential" else ", ".join(decision.routes)
     why = f" ({decision.fallback_reason})" if decision.fallback_reason else ""
     return (

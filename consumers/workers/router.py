@@ -298,6 +298,7 @@ class RouterWorker:
             metadata=event.metadata,
             now=now,
             trace=trace,
+            stream_topic=self._topics.streams if event.stream else None,
         )
         effects = [self._decision_effect(decision, trace), *transition.effects]
         return Write(turn.key, None, stage(transition.state, effects, now)), effects

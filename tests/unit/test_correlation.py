@@ -491,3 +491,29 @@ def test_redeliver_restarts_the_clock_of_tasks_never_confirmed_published() -> No
     assert [(t.task_id, t.deadline.timestamp()) for t in tasks] == [("e:0:A", 117.0), ("e:1:B", 119.0)]
     assert [e.id for e in again.outbox] == [e.id for e in stored.outbox]  # same ids: agents dedupe
     assert on_deadline(again, 112.0).response is None  # nothing times out at the moment of redelivery
+
+
+def test_a_streamed_turn_names_its_stream_topic_in_every_task_a_plain_one_in_none() -> None:
+    """The sender asked for a stream: every task (first agent and the next one in sequence, which is
+    dispatched from the stored state) says where to publish chunks; a plain turn's tasks say nothing."""
+    plain = _start("sequential")
+    assert [t.stream_topic for t in _tasks(plain.effects)] == [None]
+    streamed = start(
+        event_id=EVENT,
+        conversation_id=CONV,
+        tenant="acme",
+        mode="sequential",
+        agents=AGENTS,
+        context=CONTEXT,
+        replies_topic=REPLIES,
+        response_topic=RESPONSES,
+        created_at=CREATED,
+        metadata={},
+        now=NOW,
+        secret=lambda: SECRET,
+        stream_topic="ry.streams",
+    )
+    stored = _state_decoder.decode(msgspec.json.encode(streamed.state))
+    assert [t.stream_topic for t in _tasks(streamed.effects)] == ["ry.streams"]
+    second = _recorded(stored, _reply(0, "WeatherAgent"))
+    assert [(t.agent, t.stream_topic) for t in _tasks(second.effects)] == [("RestaurantAgent", "ry.streams")]

@@ -443,3 +443,29 @@ def test_v2_decision_decodes_without_the_v3_reason() -> None:
     assert decoded.engine == "semantic" and decoded.scores == {"WeatherAgent": 0.71, "HotelAgent": 0.2}
     original = json.loads(raw)
     assert _written_as(original, json.loads(encode(decoded))) == original
+
+
+V3 = Path(__file__).parent / "payloads" / "v3"
+
+
+@pytest.mark.parametrize(
+    ("name", "field", "default"), [("ConversationEvent", "stream", False), ("AgentTask", "stream_topic", None)]
+)
+def test_v3_payload_decodes_without_the_v4_stream_fields(name: str, field: str, default: object) -> None:
+    """Version 4 added ``ConversationEvent.stream`` and ``AgentTask.stream_topic``: a v3 turn asks for no
+    stream, a v3 task streams nowhere, and re-encoding keeps every v3 value. Frozen: never edit them."""
+    raw = (V3 / f"{name}.json").read_bytes()
+    decoded = DECODERS[name].decode(raw)
+    assert decoded.v == 3 and getattr(decoded, field) == default  # type: ignore[attr-defined]
+    assert decoded.conversation_id == "conv-46" and decoded.tenant == "acme"  # type: ignore[attr-defined]
+    original = json.loads(raw)
+    assert _written_as(original, json.loads(encode(decoded))) == original
+
+
+def test_a_v3_reader_ignores_what_v4_adds() -> None:
+    """Rule 3 for the new fields: a v4 task with a stream topic reads, for a reader that knows only v3's
+    fields, as the same task (the v4-only keys are simply extra)."""
+    raw = json.loads((V3 / "AgentTask.json").read_bytes())
+    newer = {**raw, "v": 4, "stream_topic": "routeyard.streams"}
+    assert task_decoder.decode(json.dumps(newer)).stream_topic == "routeyard.streams"
+    assert set(newer) - set(raw) == {"stream_topic"}

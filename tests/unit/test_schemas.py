@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from routeyard.schemas import (
     SCHEMA_VERSION,
     WIRE_MESSAGES,
+    AgentChunk,
     AgentReply,
     AgentTask,
     ConversationEvent,
@@ -25,6 +26,8 @@ from routeyard.schemas import (
     Message,
     PriorReply,
     RoutingDecision,
+    Topics,
+    chunk_decoder,
     dead_letter_decoder,
     decision_decoder,
     encode,
@@ -67,6 +70,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         created_at=T0,
         metadata={"trace": "abc"},
         v=7,
+        stream=True,
     ),
     "RoutingDecision": RoutingDecision(
         event_id="ev1",
@@ -107,8 +111,21 @@ SAMPLES: dict[str, msgspec.Struct] = {
         metadata={"k": "v"},
         token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
         v=7,
+        stream_topic="ry.streams",
     ),
     "AgentReply": REPLY,
+    "AgentChunk": AgentChunk(
+        task_id="ev1:1:RestaurantAgent@2",
+        event_id="ev1",
+        conversation_id="c1",
+        agent="RestaurantAgent",
+        attempt=2,
+        seq=3,
+        text="a table for two ☀",
+        tenant="acme",
+        sent_at=T1,
+        v=7,
+    ),
     "ConversationResponse": ConversationResponse(
         event_id="ev1",
         conversation_id="c1",
@@ -145,6 +162,7 @@ DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "RoutingDecision": decision_decoder,
     "AgentTask": task_decoder,
     "AgentReply": reply_decoder,
+    "AgentChunk": chunk_decoder,
     "ConversationResponse": response_decoder,
     "DeadLetter": dead_letter_decoder,
 }
@@ -393,3 +411,16 @@ def test_every_exported_field_has_a_description(tmp_path: Path, name: str) -> No
 def test_event_messages_say_they_are_the_new_turn_not_the_history() -> None:
     messages = json_schema("ConversationEvent")["$defs"]["ConversationEvent"]["properties"]["messages"]
     assert messages["description"].startswith("Only the new turn")
+
+
+def test_chunk_seq_is_never_negative_and_text_is_required() -> None:
+    payload = _as_dict("AgentChunk")
+    with pytest.raises(DecodeError, match="seq"):
+        chunk_decoder.decode(json.dumps({**payload, "seq": -1}))
+    with pytest.raises(DecodeError, match="text"):
+        chunk_decoder.decode(json.dumps({k: v for k, v in payload.items() if k != "text"}))
+
+
+def test_streams_is_a_core_topic() -> None:
+    assert Topics(prefix="acme.").streams == "acme.streams"
+    assert "acme.streams" in Topics(prefix="acme.").core()
