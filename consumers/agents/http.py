@@ -8,8 +8,9 @@ Each task becomes ``POST <url>`` with an OpenAI chat-completions body::
 
 and the answer is ``choices[0].message.content``, or with ``stream`` (and a ``text/event-stream``
 answer) the concatenated ``delta.content`` of the ``chat.completion.chunk`` events up to
-``data: [DONE]``. The handler runs inside the agent runtime (``agent.py``): answered marks,
-tokens, deadlines and the reply size limit are the runtime's.
+``data: [DONE]``, each delta published as an ``AgentChunk`` when the sender asked for a stream.
+The handler runs inside the agent runtime (``agent.py``): answered marks, tokens, deadlines,
+chunks and the reply size limit are the runtime's.
 
 Failures are error replies (``ReplyError``): 4xx (but 408 and 429) is final, ``HTTP 404 from
 <host>: <first line of the body>``, never retried; 5xx, 3xx, connection errors, timeouts and
@@ -237,14 +238,16 @@ def bearer_tokens(specs: Sequence[AgentSpec], env: Mapping[str, str] | None = No
 def http_agents(
     specs: Sequence[AgentSpec], client: httpx.AsyncClient, *, max_reply_bytes: int, env: Mapping[str, str] | None = None
 ) -> list[Agent]:
-    """One runtime Agent per agent by URL (its tokens read now: an unset one fails at boot)."""
+    """One runtime Agent per agent by URL (its tokens read now: an unset one fails at boot). A
+    streaming one's handler is ``deltas``, an async generator: the runtime publishes each piece as
+    an AgentChunk when the task has a ``stream_topic``."""
     tokens = bearer_tokens(specs, env)
-    return [
-        agent(spec.name, spec.description, topic=spec.topic)(
-            HttpAgent(spec, client, max_reply_bytes=max_reply_bytes, token=tokens[spec.name])
-        )
-        for spec in specs
-    ]
+    agents = []
+    for spec in specs:
+        bridge = HttpAgent(spec, client, max_reply_bytes=max_reply_bytes, token=tokens[spec.name])
+        handler = bridge.deltas if spec.stream else bridge
+        agents.append(agent(spec.name, spec.description, topic=spec.topic)(handler))
+    return agents
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,7 @@ from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.workers.http_agents import run_http_agents
 from routeyard.router.catalog import Catalog
-from routeyard.schemas import ConversationResponse
+from routeyard.schemas import AgentChunk, ConversationResponse
 
 from tests.integration.agent_server import AgentServer, agent_server
 from tests.integration.stack import Recorder, bus_for, catalog, make_settings, running, settled, spec, start_worker
@@ -169,3 +169,19 @@ async def test_dev_runs_url_agents_beside_its_python_agents(settings: Settings, 
         "ByUrl": ("ok", "ByUrl: weather and a table", None),
         "Local": ("ok", "Local: weather and a table", None),
     }
+
+
+async def test_a_url_agents_deltas_reach_the_client_as_chunks(settings: Settings, server: AgentServer) -> None:
+    agents = catalog(
+        url_spec("Streamer", server.endpoint("/ok"), "weather"),
+        url_spec("Plain", server.endpoint("/ok"), "table", stream=False),
+    )
+    async with pipeline(settings, agents) as client:
+        items = [item async for item in client.stream("h8", "weather and a table now", timeout=30)]
+    chunks = [i for i in items if isinstance(i, AgentChunk)]
+    response = items[-1]
+    assert isinstance(response, ConversationResponse) and response.status == "complete"
+    assert [c.text for c in chunks] == ["Streamer:", " weather", " and", " a", " table", " now"]
+    assert [(c.agent, c.seq) for c in chunks] == [("Streamer", n) for n in range(6)]
+    assert replies(response)["Streamer"] == ("ok", "Streamer: weather and a table now", None)
+    assert replies(response)["Plain"] == ("ok", "Plain: weather and a table now", None)  # whole: no chunks
