@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import msgspec
-from routeyard.consumers.agents.agent import Agent, ReplyError, agent
+from routeyard.consumers.agents.agent import Agent, Handler, ReplyError, agent
 from routeyard.router.catalog import AgentSpec, Catalog, CatalogError
 from routeyard.schemas import AgentTask
 
@@ -112,7 +112,7 @@ class HttpAgent:
             parts.append(piece)
         return "".join(parts)
 
-    async def deltas(self, task: AgentTask) -> AsyncIterator[str]:
+    async def deltas(self, task: AgentTask) -> AsyncGenerator[str, None]:
         """The answer's pieces as the agent writes them (one piece when it does not stream)."""
         body = request_body(self.spec, task)
         try:
@@ -245,7 +245,7 @@ def http_agents(
     agents = []
     for spec in specs:
         bridge = HttpAgent(spec, client, max_reply_bytes=max_reply_bytes, token=tokens[spec.name])
-        handler = bridge.deltas if spec.stream else bridge
+        handler: Handler = bridge.deltas if spec.stream else bridge
         agents.append(agent(spec.name, spec.description, topic=spec.topic)(handler))
     return agents
 
