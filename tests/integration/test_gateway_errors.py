@@ -91,7 +91,7 @@ async def test_openai_client_sees_the_errors_as_its_own_exceptions(settings) -> 
         with pytest.raises(openai.AuthenticationError):
             await client.chat.completions.create(**TURN)  # type: ignore[call-overload]
         client = AsyncOpenAI(base_url=f"{url}/v1", api_key=ACME, max_retries=0)
-        with pytest.raises(openai.NotFoundError, match="unknown model .nope."):
+        with pytest.raises(openai.NotFoundError, match=r"unknown model .nope."):
             await client.chat.completions.create(model="nope", messages=TURN["messages"])  # type: ignore[arg-type]
 
 
