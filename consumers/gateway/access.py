@@ -9,15 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-__all__ = ["NO_KEY", "Admission", "Keys"]
+__all__ = ["Admission", "Keys", "NoKey"]
 
 
-class _NoKey:
-    pass
-
-
-NO_KEY = _NoKey()
-"""What ``Keys.tenant`` returns for a missing or unknown key."""
+class NoKey(Exception):
+    """The request has no key, or one not configured."""
 
 
 class Keys:
@@ -28,14 +24,16 @@ class Keys:
     def open(self) -> bool:
         return not self._tenants
 
-    def tenant(self, authorization: str | None) -> str | _NoKey | None:
-        """The tenant of ``Authorization: Bearer KEY`` (None when the gateway is open)."""
+    def tenant(self, authorization: str | None) -> str | None:
+        """The tenant of ``Authorization: Bearer KEY`` (None when the gateway is open); raises
+        ``NoKey`` for a missing or unknown key."""
         if self.open:
             return None
         scheme, _, key = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            return NO_KEY
-        return self._tenants.get(_digest(key.strip()), NO_KEY)
+        tenant = self._tenants.get(_digest(key.strip())) if scheme.lower() == "bearer" else None
+        if tenant is None:
+            raise NoKey
+        return tenant
 
 
 def _digest(key: str) -> bytes:

@@ -14,13 +14,15 @@ unavailable, 504 no response in time (naming the event id).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from routeyard.consumers.gateway.access import NO_KEY, Admission, Keys
+from routeyard.consumers.gateway.access import Admission, Keys, NoKey
 from routeyard.consumers.gateway.streaming import sse_turn
 from routeyard.consumers.gateway.turns import ROUTER_MODEL, Refused, Turns, answer_text, headers
 from routeyard.consumers.gateway.wire import BadRequest, completion, parse_request, summary
@@ -58,13 +60,11 @@ class Gateway:
         return Starlette(routes=routes, exception_handlers={Refused: refused, Exception: crashed})
 
     def tenant(self, request: Request) -> str | None:
-        tenant = self.keys.tenant(request.headers.get("authorization"))
-        if tenant is NO_KEY:
-            raise Refused(
-                401, "a valid API key is needed (Authorization: Bearer KEY)", "invalid_request_error", "invalid_api_key"
-            )
-        assert not isinstance(tenant, type(NO_KEY))
-        return tenant
+        try:
+            return self.keys.tenant(request.headers.get("authorization"))
+        except NoKey:
+            message = "a valid API key is needed (Authorization: Bearer KEY)"
+            raise Refused(401, message, "invalid_request_error", "invalid_api_key") from None
 
     async def chat(self, request: Request) -> Response:
         tenant = self.tenant(request)
@@ -100,7 +100,7 @@ class Gateway:
                         event,
                         waiter,
                         chat.model,
-                        lambda: (self.turns.replies.forget(event.event_id), leave()),
+                        functools.partial(self.finished, event.event_id, leave),
                     )
                     handed_over = True
                     return StreamingResponse(
@@ -113,6 +113,10 @@ class Gateway:
         finally:
             if not handed_over:
                 leave()
+
+    def finished(self, event_id: str, leave: Callable[[], None]) -> None:
+        self.turns.replies.forget(event_id)
+        leave()
 
     async def body(self, request: Request) -> bytes:
         limit = self.turns.cfg.max_body_bytes

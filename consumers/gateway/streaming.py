@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 from routeyard.consumers.gateway.replies import Waiter
 from routeyard.consumers.gateway.turns import Turns, answer_text
@@ -39,8 +40,8 @@ async def sse_turn(
         yield chunk(event.event_id, model, {"role": "assistant", "content": ""}, first)
         if response is None:
             response = await asyncio.wait_for(asyncio.shield(waiter.response), max(0.0, deadline - time.perf_counter()))
-        for piece in _contents(turns, response):
-            yield piece(model)
+        for agent, text in _contents(turns, response):
+            yield chunk(event.event_id, model, {"content": text}, {"agent": agent})
         yield chunk(event.event_id, model, {}, summary(response, decision), finish="stop")
         yield DONE
         METRICS.gateway_requests.labels(kind="stream", status="200").inc()
@@ -56,10 +57,10 @@ async def sse_turn(
 
 async def _first_of(waiter: Waiter, deadline: float) -> ConversationResponse | None:
     """Until the decision or the response arrives; the response if it came first."""
-    decided = asyncio.ensure_future(waiter.decided.wait())
+    decided: asyncio.Future[Any] = asyncio.ensure_future(waiter.decided.wait())
     try:
         finished, _ = await asyncio.wait(
-            [decided, waiter.response],
+            [decided, cast("asyncio.Future[Any]", waiter.response)],
             timeout=max(0.0, deadline - time.perf_counter()),
             return_when=asyncio.FIRST_COMPLETED,
         )
@@ -70,19 +71,11 @@ async def _first_of(waiter: Waiter, deadline: float) -> ConversationResponse | N
     return waiter.response.result() if waiter.response.done() else None
 
 
-def _contents(turns: Turns, response: ConversationResponse) -> list[Callable[[str], bytes]]:
-    """One content chunk per agent that answered (no chunks came: each reply is one piece), or
-    the configured text of a turn without an answer."""
-    event_id = response.event_id
+def _contents(turns: Turns, response: ConversationResponse) -> list[tuple[str | None, str]]:
+    """(agent, text) of each content chunk: one per agent that answered (each reply is one
+    piece), or the configured text of a turn without an answer (no agent)."""
     if response.status not in ("complete", "partial"):
-        text = answer_text(response, turns.cfg)
-        return [lambda model: chunk(event_id, model, {"content": text}, {"agent": None})]
+        return [(None, answer_text(response, turns.cfg))]
     answered = [r for r in response.replies if r.status == "ok" and r.content]
-    return [  # separated as in the non-streaming answer: the client's concatenation reads the same
-        (
-            lambda model, agent=r.agent, text=("\n\n" if i else "") + r.content: chunk(
-                event_id, model, {"content": text}, {"agent": agent}
-            )
-        )
-        for i, r in enumerate(answered)
-    ]
+    # separated as in the non-streaming answer: the client's concatenation reads the same
+    return [(r.agent, ("\n\n" if i else "") + r.content) for i, r in enumerate(answered)]

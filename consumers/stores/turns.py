@@ -43,5 +43,5 @@ class TurnStore:
 
     async def get(self, tenant: str | None, event_id: str) -> bytes | None:
         """The response's bytes; ``PENDING`` while it has not come; None: no such turn of this tenant."""
-        value: bytes | None = await self._redis.get(self.key(tenant, event_id))
-        return value
+        value = await self._redis.get(self.key(tenant, event_id))
+        return value.encode() if isinstance(value, str) else value
