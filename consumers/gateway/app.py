@@ -147,7 +147,7 @@ class Gateway:
                 "turn_timeout",
                 headers(event.event_id, event.conversation_id),
             ) from None
-        decision = await self.turns.decision(waiter)
+        decision = await self.turns.decision(waiter, grace_s=0.05)
         body = completion(model, answer_text(response, self.turns.cfg), summary(response, decision))
         METRICS.gateway_requests.labels(kind="chat", status="200").inc()
         METRICS.gateway_seconds.labels(kind="chat").observe(time.perf_counter() - started)

@@ -113,8 +113,11 @@ class Replies:
             if not records:
                 continue
             responses = [r for r in map(_response, records) if r is not None]
-            finished = [(r.tenant, r.event_id, value) for r, value in responses]
-            await retrying(functools.partial(self._turns.finish, finished), what="gateway turns")
+            # Turns waited on here are synchronous: only the others may be pending async turns
+            # (of this process, or of the one before a restart), so the Redis call is theirs alone.
+            finished = [(r.tenant, r.event_id, value) for r, value in responses if r.event_id not in self._waiting]
+            if finished:
+                await retrying(functools.partial(self._turns.finish, finished), what="gateway turns")
             for response, _ in responses:
                 self._answer(response)
             await consumer.commit(next_offsets(records))

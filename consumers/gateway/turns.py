@@ -106,7 +106,7 @@ class Turns:
 
     async def decision(self, waiter: Waiter, grace_s: float = 0.2) -> RoutingDecision | None:
         """The turn's decision, waiting a moment for it when the response came first."""
-        if not waiter.decided.is_set():
+        if not waiter.decided.is_set() and grace_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.decided.wait(), grace_s)
         return waiter.decision
