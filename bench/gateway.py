@@ -132,9 +132,8 @@ async def bench(args: argparse.Namespace, url: str, env: dict[str, str]) -> None
         pace = args.fraction * rates["kafka"]
         lat = {name: await paced(ask, pace, args.seconds) for name, ask in paths.items()}
         for name, values in lat.items():
-            print(
-                f"paced {pace:.0f}/s {name:<8} p50 {pct(values, 0.5):7.2f} ms  p99 {pct(values, 0.99):7.2f} ms  (n={len(values)})"
-            )
+            p50, p99 = pct(values, 0.5), pct(values, 0.99)
+            print(f"paced {pace:.0f}/s {name:<8} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={len(values)})")
         added50 = pct(lat["gateway"], 0.5) - pct(lat["kafka"], 0.5)
         added99 = pct(lat["gateway"], 0.99) - pct(lat["kafka"], 0.99)
         print(f"gateway adds: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms at {args.fraction:g} x kafka max (tansu)")
