@@ -78,7 +78,10 @@ async def _serve(
             if serving.done():
                 with contextlib.suppress(SystemExit):  # uvicorn's way of saying it could not bind
                     serving.result()
-                raise CannotReach("gateway", f"could not listen on {host}:{port} (in use?)")
+                raise CannotReach(
+                    "gateway",
+                    f"could not listen on {host}:{port} (in use? set ROUTEYARD_GATEWAY__PORT; dev: --gateway-port)",
+                )
             await asyncio.sleep(0.02)
         bound = server.servers[0].sockets[0].getsockname()[1]
         url = f"http://{host}:{bound}"
