@@ -124,6 +124,7 @@ async def bench(args: argparse.Namespace, url: str, env: dict[str, str]) -> None
             answer.raise_for_status()
 
         paths = {"kafka": via_kafka, "gateway": via_gateway}
+        await via_kafka()  # one first: concurrent first asks would each start a response reader
         for ask in paths.values():  # warm up
             await asyncio.gather(*(ask() for _ in range(20)))
         rates = {name: await max_load(ask, args.seconds, args.concurrency) for name, ask in paths.items()}
