@@ -73,6 +73,16 @@ class _Metrics:
             ["agent"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.gateway_requests = Counter(
+            "routeyard_gateway_requests_total", "Gateway requests by kind and HTTP status", ["kind", "status"]
+        )
+        self.gateway_seconds = Histogram(
+            "routeyard_gateway_seconds",
+            "Gateway request received -> answered (streaming: -> last chunk)",
+            ["kind"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.gateway_in_flight = Gauge("routeyard_gateway_in_flight", "Gateway turns waiting for their response")
         self.tasks = Counter("routeyard_agent_tasks_total", "Tasks handled by the agent runtime", ["agent", "outcome"])
         self.retries = Counter("routeyard_retries_total", "Batches retried after a retriable error", ["what"])
         self.outbox_rerun = Counter(

@@ -274,6 +274,83 @@ class ObservabilitySettings(BaseModel):
     """How often routeyard_consumer_lag is refreshed."""
 
 
+def key_tenants(text: str) -> dict[str, str]:
+    """``gateway.api_keys`` as written: a JSON object (``{"KEY": "tenant"}``) or a comma (or line)
+    list of ``KEY:tenant`` pairs. Errors never repeat a key."""
+    import json
+    import re
+
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            found = json.loads(text)
+        except ValueError:
+            raise ValueError('not valid JSON (expected {"KEY": "tenant", ...})') from None
+        if not isinstance(found, dict) or not all(isinstance(v, str) for v in found.values()):
+            raise ValueError('expected a JSON object {"KEY": "tenant", ...}')
+        keys: dict[str, str] = found
+    else:
+        pairs = [item.strip() for item in text.replace("\n", ",").split(",") if item.strip()]
+        bad = [i for i, item in enumerate(pairs, 1) if ":" not in item]
+        if bad:
+            raise ValueError(f"entry {bad[0]} is not KEY:tenant")
+        keys = dict(item.rsplit(":", 1) for item in pairs)
+    for number, (key, tenant) in enumerate(keys.items(), 1):
+        if len(key.strip()) < 8:
+            raise ValueError(f"key {number} is shorter than 8 characters")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", tenant):
+            raise ValueError(f"tenant {tenant!r} is not 1-64 letters, digits, '_', '.' or '-'")
+    return {key.strip(): tenant for key, tenant in keys.items()}
+
+
+class GatewaySettings(BaseModel):
+    """``routeyard gateway``: the OpenAI-compatible HTTP front door (consumers/gateway/)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    api_keys: SecretStr | None = None
+    """API keys and their tenants: ``{"KEY": "tenant"}`` or ``KEY:tenant,KEY2:tenant2`` (a file in
+    ROUTEYARD_SECRETS_DIR like the other secrets). None: no key needed and no tenant (dev only;
+    logged loudly at start)."""
+    max_in_flight: int = Field(default=1024, ge=1)
+    """Turns waiting at once in this gateway; beyond it, 429 with Retry-After."""
+    max_in_flight_per_tenant: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    turn_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """How long a synchronous request waits for its response before 504 (async turns: no limit)."""
+    async_ttl_s: int = Field(default=24 * 3600, ge=60)
+    """How long an async turn's record (pending, then its response) is kept in Redis."""
+    instance: str = "0"
+    """This gateway's id: its responses come on ``<prefix>gateway.<instance>``. Unique per running
+    gateway and stable across its restarts (async turns resume from that topic)."""
+    no_route_text: str = "Sorry, no agent can help with that."
+    rejected_text: str = "The request was refused: {reason}"
+    failed_text: str = "Sorry, the agents could not answer. Please try again."
+    retry_after_s: int = Field(default=1, ge=1)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None:
+            key_tenants(keys.get_secret_value())
+        return keys
+
+    def tenants_by_key(self) -> dict[str, str]:
+        """API key -> tenant (empty: the gateway is open)."""
+        return key_tenants(self.api_keys.get_secret_value()) if self.api_keys else {}
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, instance: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", instance):
+            raise ValueError("gateway.instance must be 1-64 letters, digits, '_' or '-'")
+        return instance
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ROUTEYARD_", env_nested_delimiter="__", frozen=True, extra="ignore")
     """extra="ignore": unknown ROUTEYARD_* names in an env file are warned about by the command
@@ -292,6 +369,7 @@ class Settings(BaseSettings):
     vllm: VllmSettings = VllmSettings()
     openai: OpenAISettings = OpenAISettings()
     semantic: SemanticSettings = SemanticSettings()
+    gateway: GatewaySettings = GatewaySettings()
     log_level: str = "INFO"
     log_turns: bool = False
     """One line per turn answered and per agent timeout (logger ``routeyard.turns``) at INFO; off:

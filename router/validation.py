@@ -4,7 +4,8 @@ in one line (it becomes the dead letter's reason and the sender's ``rejected`` a
 Checks without configuration: ids of 1-256 characters, the tenant's form, a user message with
 text, agents inside the catalog. With ``EventRules`` (from the router's settings): the tenant
 allow-list, ``created_at`` (from 2000 on, representable in UTC, not too far ahead or too old) and
-``reply_topic`` (never routeyard's own namespace, an agent's topic or Kafka's internal topics).
+``reply_topic`` (never routeyard's own namespace, an agent's topic or Kafka's internal topics;
+a gateway instance's ``<prefix>gateway.<instance>`` is the one exception).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from routeyard.router.catalog import Catalog
 from routeyard.router.errors import InvalidEvent
 from routeyard.schemas import ConversationEvent, Topics, valid_topic
 
-__all__ = ["EventRules", "InvalidEvent", "answerable", "utc", "validate"]
+__all__ = ["EventRules", "InvalidEvent", "answerable", "gateway_topic", "utc", "validate"]
 
 _TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: ``$`` would accept a trailing newline
 """Never ``_`` (the key part of "no tenant") and never ``:`` (the key separator): see
@@ -103,10 +104,32 @@ def _check_reply_topic(topic: str | None, catalog: Catalog, topics: Topics) -> N
         return
     if not valid_topic(topic):
         raise InvalidEvent("reply_topic is not a valid topic name (1-249 of letters, digits, '.', '_', '-')")
-    if topic == topics.responses:
+    if topic == topics.responses or _gateway_topic(topic, catalog, topics):
         return
     if _reserved(topic, catalog, topics):
         raise InvalidEvent(f"reply_topic {topic!r} is reserved (routeyard's own topics, an agent's or Kafka's)")
+
+
+GATEWAY_TOPIC = "gateway."
+"""A gateway instance's reply topic is ``<prefix>gateway.<instance>``: the one name inside
+routeyard's namespace that a sender may name as its reply_topic."""
+_INSTANCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def gateway_topic(topics: Topics, instance: str) -> str:
+    """The reply topic of gateway ``instance`` (1-64 letters, digits, '_' or '-')."""
+    if not _INSTANCE.fullmatch(instance):
+        raise ValueError(f"gateway instance {instance!r} must be 1-64 letters, digits, '_' or '-'")
+    return f"{topics.prefix}{GATEWAY_TOPIC}{instance}"
+
+
+def _gateway_topic(topic: str, catalog: Catalog, topics: Topics) -> bool:
+    """Exactly ``<prefix>gateway.<instance>`` (no other spelling of it) and no agent's topic."""
+    head = topics.prefix + GATEWAY_TOPIC
+    if not topics.prefix or not topic.startswith(head) or not _INSTANCE.fullmatch(topic[len(head) :]):
+        return False
+    agent_topics = {_fold(spec.topic or topics.agent(spec.name)) for spec in catalog.agents}
+    return _fold(topic) not in agent_topics
 
 
 def _reserved(topic: str, catalog: Catalog, topics: Topics) -> bool:

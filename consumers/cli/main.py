@@ -1,6 +1,7 @@
 """The routeyard command.
 
     routeyard dev                          the whole pipeline on embedded servers, until Ctrl-C
+    routeyard gateway                      the OpenAI-compatible HTTP front door (POST /v1/chat/completions)
     routeyard demo                         scripted conversations through it (starts dev itself
                                            unless --bootstrap is given)
     routeyard worker router|correlator     one worker process (production)
@@ -130,6 +131,24 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--kafka-port", type=int, metavar="PORT", help="embedded broker's port (default: a free one)")
     dev.add_argument("--redis-port", type=int, metavar="PORT", help="embedded Valkey's port (default: a free one)")
 
+    dev.add_argument(
+        "--gateway-port",
+        type=int,
+        metavar="PORT",
+        help="the HTTP gateway's port (default: ROUTEYARD_GATEWAY__PORT, 8080; 0: a free one)",
+    )
+
+    gateway = _command(
+        commands,
+        "gateway",
+        _gateway,
+        "serve the OpenAI-compatible HTTP gateway",
+        uses=("kafka", "redis", "topic_prefix", "router", "gateway", "observability"),
+    )
+    gateway.add_argument("--catalog", type=Path, help="agent catalog (default: ROUTEYARD_ROUTER__CATALOG, agents.yaml)")
+    gateway.add_argument("--host", help="address to listen on (default: ROUTEYARD_GATEWAY__HOST, 127.0.0.1)")
+    gateway.add_argument("--port", type=int, help="port to listen on (default: ROUTEYARD_GATEWAY__PORT, 8080)")
+
     demo = _command(commands, "demo", _demo, "play scripted conversations and print what happens")
     demo.add_argument("--mode", choices=["parallel", "sequential"], help="multi-intent mode (default: parallel)")
     demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
@@ -226,8 +245,30 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
             f"  or: routeyard --env-file {args.env_out} agent MODULE:OBJECT",
             flush=True,
         )
-        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop), live, "dev")
+        if args.gateway_port is not None:
+            live = live.model_copy(update={"gateway": live.gateway.model_copy(update={"port": args.gateway_port})})
+
+        def gateway_up(url: str) -> None:
+            print(f"  gateway: {url}/v1  (OpenAI-compatible; model 'routeyard'; page: {url}/)", flush=True)
+
+        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up), live, "dev")
     print("routeyard dev: stopped", flush=True)
+    return 0
+
+
+def _gateway(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.app import run_until_signal
+    from routeyard.consumers.gateway import run_gateway
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    cfg = settings.gateway.model_validate(settings.gateway.model_dump() | overrides)
+    settings = settings.model_copy(update={"gateway": cfg})
+    catalog = load_catalog(settings.router.catalog)
+
+    def started(url: str) -> None:
+        print(f"routeyard gateway: {url}/v1 (instance {cfg.instance}). Ctrl-C stops.", flush=True)
+
+    run_until_signal(lambda stop: run_gateway(settings, stop, catalog, started=started), settings, "gateway")
     return 0
 
 
@@ -340,7 +381,7 @@ def _topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-_LONG_RUNNING = (_dev, _demo, _worker, _agent)
+_LONG_RUNNING = (_dev, _demo, _worker, _agent, _gateway)
 """Processes that keep running: their logs carry the Kafka client's warnings and errors."""
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from routeyard.consumers.agents.agent import Agent
@@ -56,9 +56,11 @@ async def run_pipeline(
     agents: Sequence[Agent],
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
+    gateway: Callable[[str], None] | None = None,
 ) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``; the catalog's agents
-    by URL too (those not given as Python ``agents``)."""
+    by URL too (those not given as Python ``agents``); with ``gateway`` the HTTP gateway too
+    (``gateway`` gets its URL once it listens)."""
     await create_topics(settings, catalog)
     with one_failure():  # one worker's failure as itself, for the command's exit map
         async with asyncio.TaskGroup() as group:
@@ -68,6 +70,10 @@ async def run_pipeline(
                 group.create_task(run_agent(agent, settings, stop))
             if any(spec.url and spec.name not in {a.name for a in agents} for spec in catalog.agents):
                 group.create_task(run_http_agents(settings, catalog, stop, skip={a.name for a in agents}))
+            if gateway is not None:
+                from routeyard.consumers.gateway import run_gateway
+
+                group.create_task(run_gateway(settings, stop, catalog, started=gateway))
             if ready is not None:
                 group.create_task(_signal_ready(ready, stop))
 

@@ -51,6 +51,7 @@ class Dev:
     cwd: Path
     kafka_port: int
     redis_port: int
+    gateway_port: int
     process: subprocess.Popen[str] | None = None
 
     @property
@@ -62,6 +63,7 @@ class Dev:
         args += ["../proj/translator.py:translate", "../proj/translator.py:summarise"]
         args += ["--kafka-port", str(self.kafka_port)]
         args += ["--redis-port", str(self.redis_port)]
+        args += ["--gateway-port", str(self.gateway_port)]
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 _command(*args), cwd=self.cwd, env=_env(), stdout=log, stderr=log, text=True
@@ -103,7 +105,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     (root / "proj" / "translator.py").write_text(textwrap.dedent(AGENTS))
     (root / "proj" / "agents.yaml").write_text(CATALOG)
     (root / "work").mkdir()
-    running = Dev(root / "work", free_port(), free_port())
+    running = Dev(root / "work", free_port(), free_port(), free_port())
     running.start()
     try:
         yield running
@@ -118,6 +120,18 @@ def test_dev_prints_the_export_line_and_writes_dev_env(dev: Dev) -> None:
     )
     assert f"    export {env}\n" in dev.log.read_text()
     assert (dev.cwd / "dev.env").read_text() == env.replace(" ", "\n") + "\n"
+
+
+def test_dev_serves_the_gateway_and_prints_its_url(dev: Dev) -> None:
+    import httpx
+
+    url = f"http://127.0.0.1:{dev.gateway_port}"
+    _wait_for(dev.log, f"  gateway: {url}/v1")
+    body = {"model": "routeyard", "messages": [{"role": "user", "content": "translate this"}]}
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "translated"
+    assert "GATEWAY IS OPEN" in dev.log.read_text()  # no keys: said loudly
 
 
 def test_send_wait_prints_the_decision_and_each_reply(dev: Dev) -> None:

@@ -94,7 +94,9 @@ def test_the_first_hour(tmp_path: Path) -> None:
     _before_anything_runs(me)
     log = me.work / "dev.log"
     with log.open("w") as out:
-        dev = subprocess.Popen(_command("dev"), cwd=me.work, env=_env(), stdout=out, stderr=out, text=True)
+        dev = subprocess.Popen(
+            _command("dev", "--gateway-port", "0"), cwd=me.work, env=_env(), stdout=out, stderr=out, text=True
+        )
     try:
         _wait_for(log, "router worker up")
         _with_dev_running(me, log)

@@ -171,9 +171,14 @@ def test_bare_layer_names_are_found(tmp_path: Path) -> None:
 
 # -- rooms: a library imported in one folder only -------------------------------------------------
 
-ONLY_IN: dict[str, str] = {"aiokafka": "consumers/kafka", "redis": "consumers/stores"}
+ONLY_IN: dict[str, str] = {
+    "aiokafka": "consumers/kafka",
+    "redis": "consumers/stores",
+    "starlette": "consumers/gateway",
+    "uvicorn": "consumers/gateway",
+}
 """A distribution and the only folder whose modules may import it: the bus seam (kafka/) and the
-Redis stores (stores/)."""
+Redis stores (stores/), and the HTTP gateway (gateway/: the web framework and server)."""
 
 
 def outside_its_room(library: str, room: str, root: Path = ROOT) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from routeyard.consumers.settings import Settings
 from routeyard.router.catalog import catalog_from_dict
-from routeyard.router.validation import InvalidEvent, validate
+from routeyard.router.validation import InvalidEvent, gateway_topic, validate
 from routeyard.schemas import ConversationEvent, Message
 
 CATALOG = catalog_from_dict({"agents": [{"name": "WeatherAgent", "description": "weather", "topic": "weather.tasks"}]})
@@ -72,6 +72,11 @@ def test_created_at_in_the_future_or_too_old() -> None:
         "ry.conversations.",  # inside routeyard's prefix: routeyard may create it
         "ry.responses.other",
         "weather_tasks",
+        "ry.gateway.",  # a gateway's reply topic needs an instance
+        "ry.gateway.a.b",
+        "ry_gateway.g1",  # only the exact spelling, not the one Kafka folds into it
+        "ry.gateway.x" + "y" * 64,
+        "ry.gatewayx",
     ],
 )
 def test_reply_topic_never_points_into_routeyard(topic: str) -> None:
@@ -80,6 +85,23 @@ def test_reply_topic_never_points_into_routeyard(topic: str) -> None:
 
 def test_reply_topic_may_be_the_responses_topic() -> None:
     validate(event(reply_topic="ry.responses"), CATALOG, SETTINGS.event_rules(), now=NOW)
+
+
+def test_reply_topic_may_be_a_gateway_instances_topic() -> None:
+    topic = gateway_topic(SETTINGS.topics, "g-1")
+    assert topic == "ry.gateway.g-1"
+    validate(event(reply_topic=topic), CATALOG, SETTINGS.event_rules(), now=NOW)
+
+
+def test_a_gateway_topic_that_is_an_agents_topic_stays_reserved() -> None:
+    catalog = catalog_from_dict({"agents": [{"name": "A", "description": "a", "topic": "ry.gateway.g1"}]})
+    with pytest.raises(InvalidEvent, match="reply_topic"):
+        validate(event(reply_topic="ry.gateway.g1"), catalog, SETTINGS.event_rules(), now=NOW)
+
+
+def test_gateway_instance_names_are_checked() -> None:
+    with pytest.raises(ValueError, match="instance"):
+        gateway_topic(SETTINGS.topics, "a.b")
 
 
 def test_ids_messages_and_agents() -> None:

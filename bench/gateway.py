@@ -1,0 +1,168 @@
+"""What the HTTP gateway adds over the Kafka client path, measured in the same run.
+
+    python bench/gateway.py [--seconds 10] [--concurrency 32] [--fraction 0.5]
+
+Starts ``routeyard dev --engine rules --gateway-port P`` (tansu and Valkey embedded: the real
+broker protocol, one process for router, correlator, the demo agents and the gateway) and drives
+it from this process two ways, one turn each time, a new conversation id each:
+
+- kafka: ``RouteyardClient.ask`` (publishes to the conversations topic, reads the responses topic);
+- gateway: ``POST /v1/chat/completions`` (httpx, keep-alive), non-streaming, model "routeyard".
+
+1. maximum load, each path alone: ``--concurrency`` requests in flight for ``--seconds``; requests/s;
+2. paced load: each path alone at ``--fraction`` x the kafka path's maximum, open loop (a request
+   starts on schedule whatever the earlier ones do) for ``--seconds``; p50/p99 latency of each and
+   the gateway's p99 minus the kafka path's p99 (the target: under 5 ms at half load).
+
+Both paths share the dev process and this process's event loop; the gateway path also pays the
+HTTP round trip. Streaming time-to-first-chunk is not measured here yet (agents' chunks are not on
+the bus in this branch: a stream's first chunk is the decision).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+from routeyard.consumers.client import RouteyardClient
+from routeyard.consumers.settings import KafkaSettings
+
+TEXT = "What's the weather in Paris?"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def start_dev(port: int, env_out: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "routeyard.consumers.cli", "dev", "--engine", "rules", "--gateway-port", str(port),
+             "--env-out", str(env_out)],
+            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, ROUTEYARD_LOG_LEVEL="WARNING"),
+        )  # fmt: skip
+
+
+async def wait_up(url: str, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    await asyncio.sleep(4.0)  # the consumer groups' first join
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise SystemExit(f"routeyard dev did not start:\n{log.read_text()[-3000:]}")
+
+
+def env_file(path: Path) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+
+Ask = Callable[[], Awaitable[None]]
+
+
+async def max_load(ask: Ask, seconds: float, concurrency: int) -> float:
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await ask()
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return done / (time.perf_counter() - started)
+
+
+async def paced(ask: Ask, rate: float, seconds: float) -> list[float]:
+    latencies: list[float] = []
+
+    async def one() -> None:
+        started = time.perf_counter()
+        await ask()
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return latencies
+
+
+async def bench(args: argparse.Namespace, url: str, env: dict[str, str]) -> None:
+    kafka = KafkaSettings(bootstrap=env["ROUTEYARD_KAFKA__BOOTSTRAP"])
+    async with (
+        RouteyardClient(kafka, prefix=env["ROUTEYARD_TOPIC_PREFIX"]) as client,
+        httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=args.concurrency * 4)) as http,
+    ):
+
+        async def via_kafka() -> None:
+            await client.ask(uuid.uuid4().hex, TEXT, timeout=30)
+
+        async def via_gateway() -> None:
+            body = {"model": "routeyard", "messages": [{"role": "user", "content": TEXT}]}
+            answer = await http.post("/v1/chat/completions", json=body, headers={"X-Conversation-Id": uuid.uuid4().hex})
+            answer.raise_for_status()
+
+        paths = {"kafka": via_kafka, "gateway": via_gateway}
+        await via_kafka()  # one first: concurrent first asks would each start a response reader
+        for ask in paths.values():  # warm up
+            await asyncio.gather(*(ask() for _ in range(20)))
+        rates = {name: await max_load(ask, args.seconds, args.concurrency) for name, ask in paths.items()}
+        for name, rate in rates.items():
+            print(f"max load  {name:<8} {rate:8.1f} requests/s  (concurrency {args.concurrency})")
+        pace = args.fraction * rates["kafka"]
+        lat = {name: await paced(ask, pace, args.seconds) for name, ask in paths.items()}
+        for name, values in lat.items():
+            p50, p99 = pct(values, 0.5), pct(values, 0.99)
+            print(f"paced {pace:.0f}/s {name:<8} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={len(values)})")
+        added50 = pct(lat["gateway"], 0.5) - pct(lat["kafka"], 0.5)
+        added99 = pct(lat["gateway"], 0.99) - pct(lat["kafka"], 0.99)
+        print(f"gateway adds: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms at {args.fraction:g} x kafka max (tansu)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase and path")
+    parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at maximum load")
+    parser.add_argument("--fraction", type=float, default=0.5, help="paced load as a fraction of the kafka max")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        log, env_out = folder / "dev.log", folder / "dev.env"
+        dev = start_dev(port, env_out, log)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            asyncio.run(wait_up(url, log))
+            asyncio.run(bench(args, url, env_file(env_out)))
+        finally:
+            dev.send_signal(signal.SIGINT)
+            dev.wait(60)
+
+
+if __name__ == "__main__":
+    main()
