@@ -8,55 +8,18 @@ Skipped, with the reason, where no Chromium is installed (``apt-get install chro
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.browser.cdp import Chromium, find_chromium
+from tests.browser.cdp import Chromium
+from tests.browser.chatpage import DONE, TURNS, type_and_send, type_key
 from tests.browser.stub import HOSTILE, KEY, REPLIES, Stub, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 MESSAGE = "translate this and summarise it"
-DONE = "document.querySelectorAll('.turn[data-status]').length >= {n}"
-TURNS = """[...document.querySelectorAll('.turn')].map(t => ({
-  status: t.dataset.status || null,
-  agents: t.querySelector('.decision').dataset.agents || '',
-  decision: t.querySelector('.decision').textContent,
-  footer: t.querySelector('.footer').textContent,
-  replies: Object.fromEntries([...t.querySelectorAll('.reply')].map(
-    r => [r.dataset.agent, r.querySelector('.content').textContent])),
-  elementsInReplies: t.querySelectorAll('.content *').length,
-}))"""
-
-
-@pytest.fixture
-def browser() -> Iterator[Chromium]:
-    binary = find_chromium()
-    if binary is None:
-        pytest.skip("no Chromium on PATH (chromium, chromium-browser, google-chrome) or in $ROUTEYARD_CHROMIUM")
-    with Chromium(binary) as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def screenshots(tmp_path: Path) -> Path:
-    return Path(os.environ.get("ROUTEYARD_SCREENSHOTS") or tmp_path)
-
-
-def type_key(browser: Chromium, key: str) -> None:
-    """Type the API key into its field as a user does (the page stores it on change)."""
-    field = "document.getElementById('api-key')"
-    browser.evaluate(f"{field}.value = {json.dumps(key)}; {field}.dispatchEvent(new Event('change'))")
-
-
-def type_and_send(browser: Chromium, text: str) -> None:
-    browser.evaluate(f"document.getElementById('message').value = {json.dumps(text)}")
-    browser.evaluate("document.getElementById('send').click()")
 
 
 def test_multi_intent_turn_streams_both_agents_and_keeps_the_conversation(browser: Chromium, screenshots: Path) -> None:

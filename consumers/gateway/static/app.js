@@ -104,6 +104,7 @@ function showResponse(turn, response, text) {
   for (const agent of late) replyBox(turn, agent).node.dataset.status = "timed_out";
   let line = "status " + (response.status || "unknown");
   if (late.length) line += " · timed out: " + late.join(", ");
+  if (response.reason) line += " · " + response.reason;
   if (response.event_id) line += " · event " + response.event_id;
   turn.footer.textContent = line;
   turn.node.dataset.status = response.status || "unknown";
