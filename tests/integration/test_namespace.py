@@ -47,6 +47,7 @@ def test_the_wheel_holds_routeyard_and_nothing_else(tmp_path: Path) -> None:
     assert tops == {"routeyard", next(t for t in tops if t.endswith(".dist-info"))}
     assert {"routeyard/__init__.py", "routeyard/py.typed", "routeyard/schemas/messages.py"} <= set(names)
     assert "routeyard/consumers/dev/demo/catalog.yaml" in names
+    assert {"routeyard/consumers/gateway/static/index.html", "routeyard/consumers/gateway/static/app.js"} <= set(names)
     packaged = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
     folders = {
         "routeyard/" + str(p.parent.relative_to(ROOT))
