@@ -89,6 +89,8 @@ class RouteyardClient:
         self._reader: asyncio.Task[None] | None = None
         self._chunk_consumer: Consumer | None = None
         self._chunk_reader: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
+        """Held while a reader starts: concurrent first calls start one reader each, not one apiece."""
         self._feeds: dict[str, TurnFeed] = {}
         """Streamed turns in progress, by event id."""
         self._watch_decisions = watch_decisions
@@ -250,18 +252,20 @@ class RouteyardClient:
             self._awaited.pop(event.event_id, None)
 
     async def _listen_chunks(self) -> None:
-        if self._chunk_reader is None:
-            self._chunk_consumer = await self._from_the_end([self.topics.streams])
-            self._chunk_reader = asyncio.create_task(self._read(self._chunk_consumer))
+        async with self._starting:
+            if self._chunk_reader is None:
+                self._chunk_consumer = await self._from_the_end([self.topics.streams])
+                self._chunk_reader = asyncio.create_task(self._read(self._chunk_consumer))
 
     async def _listen(self) -> None:
-        if self._reader is not None:
-            return
-        topics = [self.responses_topic or self.topics.responses]
-        if self._watch_decisions:
-            topics.append(self.topics.decisions)
-        self._consumer = await self._from_the_end(topics)
-        self._reader = asyncio.create_task(self._read(self._consumer))
+        async with self._starting:
+            if self._reader is not None:
+                return
+            topics = [self.responses_topic or self.topics.responses]
+            if self._watch_decisions:
+                topics.append(self.topics.decisions)
+            self._consumer = await self._from_the_end(topics)
+            self._reader = asyncio.create_task(self._read(self._consumer))
 
     async def _from_the_end(self, topics: list[str]) -> Consumer:
         """A started consumer without a group, assigned every partition of ``topics`` at their end."""
