@@ -2,14 +2,16 @@
 health, metrics, and the chat page's static files.
 
     POST /v1/chat/completions     a turn; stream=true: SSE; ``Prefer: respond-async``: 202 + Location
-    GET  /v1/turns/{event_id}     an async turn: 200 with its answer, 202 while pending, 404 unknown
+    GET  /v1/turns/{event_id}     an async (or timed-out) turn: 200 with its answer and decision, 202
+                                  while pending, 404 unknown
     GET  /v1/models               "routeyard" (the router decides) and every catalog agent
     GET  /healthz /readyz /metrics
     GET  /                        consumers/gateway/static/ (index.html), when that folder exists
 
 Errors are ``{"error": {"message", "type", "code"}}``: 401 no or unknown key, 400 bad body, 404
 unknown model or turn, 413 body too large, 429 too many in flight (Retry-After), 503 broker
-unavailable, 504 no response in time (naming the event id).
+unavailable, 504 no response in time (naming the event id; the turn is kept: GET /v1/turns/{id}
+fetches it later).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from routeyard.consumers.gateway.streaming import sse_turn
 from routeyard.consumers.gateway.turns import ROUTER_MODEL, Refused, Turns, answer_text, headers
 from routeyard.consumers.gateway.wire import BadRequest, completion, parse_request, summary
 from routeyard.consumers.metrics import METRICS
-from routeyard.schemas import ConversationEvent, response_decoder
+from routeyard.schemas import ConversationEvent, decision_decoder, response_decoder
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -91,7 +93,7 @@ class Gateway:
             traceparent = request.headers.get("traceparent")
             if "respond-async" in request.headers.get("prefer", "").lower():
                 return await self.accept(event, traceparent)
-            waiter = self.turns.replies.expect(event)
+            waiter = self.turns.replies.expect(event, stream=chat.stream)
             try:
                 await self.turns.publish(event, traceparent)
                 if chat.stream:
@@ -140,9 +142,10 @@ class Gateway:
             response = await _wait(waiter.response, timeout)
         except TimeoutError:
             METRICS.gateway_requests.labels(kind="chat", status="504").inc()
+            await self.turns.replies.keep(event.event_id)
             raise Refused(
                 504,
-                f"no response within {timeout:g} s for event {event.event_id}",
+                f"no response within {timeout:g} s for event {event.event_id} (GET /v1/turns/{event.event_id} later)",
                 "timeout",
                 "turn_timeout",
                 headers(event.event_id, event.conversation_id),
@@ -156,7 +159,12 @@ class Gateway:
 
     async def accept(self, event: ConversationEvent, traceparent: str | None) -> Response:
         await self.turns.store.pending(event.tenant, event.event_id)
-        await self.turns.publish(event, traceparent)
+        waiter = self.turns.replies.expect(event, keep=True)  # keeps its decision beside the record
+        try:
+            await self.turns.publish(event, traceparent)
+        except Refused:
+            self.turns.replies.drop(event.event_id, waiter)
+            raise
         METRICS.gateway_requests.labels(kind="async", status="202").inc()
         found = headers(event.event_id, event.conversation_id) | {"Location": f"/v1/turns/{event.event_id}"}
         body = {
@@ -175,13 +183,15 @@ class Gateway:
         )
         if len(event_id) > MAX_EVENT_ID:
             raise unknown
-        value = await self.turns.store.get(tenant, event_id)
-        if value is None:
+        found = await self.turns.store.get(tenant, event_id)
+        if found is None:
             raise unknown
+        value, decided = found
         if not value:
             return JSONResponse({"id": event_id, "object": "routeyard.turn", "status": "pending"}, status_code=202)
         response = response_decoder.decode(value)
-        body = completion(ROUTER_MODEL, answer_text(response, self.turns.cfg), summary(response, None))
+        decision = decision_decoder.decode(decided) if decided else None
+        body = completion(ROUTER_MODEL, answer_text(response, self.turns.cfg), summary(response, decision))
         agents = [r.agent for r in response.replies]
         return JSONResponse(body, headers=headers(event_id, response.conversation_id, agents))
 

@@ -44,7 +44,16 @@ async def run_gateway(
     topic = gateway_topic(settings.topics, cfg.instance)
     async with redis_client(settings) as redis:
         store = TurnStore(redis, settings.namespace, cfg.async_ttl_s)
-        replies = Replies(bus, topic, settings.topics.decisions, topic, store, settings.kafka.fetch_max_wait_ms)
+        replies = Replies(
+            bus,
+            topic,
+            settings.topics.decisions,
+            topic,
+            store,
+            settings.kafka.fetch_max_wait_ms,
+            streams_topic=settings.topics.streams,
+            keep_s=cfg.async_ttl_s,
+        )
         producer = bus.producer()
         await producer.start()
         try:

@@ -81,6 +81,7 @@ class Turns:
             agents=None if chat.model == ROUTER_MODEL else [chat.model],
             reply_topic=self.replies.topic,
             metadata=metadata,
+            stream=chat.stream,
         )
 
     async def publish(self, event: ConversationEvent, traceparent: str | None) -> None:

@@ -1,10 +1,13 @@
-"""The gateway's async turns: ``{ns}:{tenant}:turn:{event_id}`` keys, kept ``ttl_s``.
+"""The gateway's kept turns: ``{ns}:{tenant}:turn:{event_id}`` keys, kept ``ttl_s``, and beside
+each ``...:decision``, the turn's routing decision.
 
 A turn asked for with ``Prefer: respond-async`` is recorded as pending (an empty value) before
-its event is published; the gateway's reader replaces the value with the response's bytes when
-the response arrives, but only where a pending record exists (``SET ... XX``), so responses of
-synchronous turns leave nothing behind. The tenant is part of the key: a tenant can only find its
-own turns (no tenant: ``_``, as in routeyard.consumers.stores.context).
+its event is published, and so is a synchronous turn that was not answered in time (its client
+got a 504 naming the event id and may fetch it later). The gateway's reader replaces the value
+with the response's bytes when the response arrives, but only where a pending record exists
+(``SET ... XX``), so responses of answered synchronous turns leave nothing behind; a decision is
+kept only beside an existing record too. The tenant is part of the key: a tenant can only find
+its own turns (no tenant: ``_``, as in routeyard.consumers.stores.context).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'XX', 'EX', ARGV[1])
 return #KEYS
 """
 
+_DECIDE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
+return false
+"""
+
 
 class TurnStore:
     def __init__(self, redis: Redis, namespace: str, ttl_s: int) -> None:
@@ -27,6 +35,7 @@ class TurnStore:
         self._namespace = namespace
         self._ttl = ttl_s
         self._finish = redis.register_script(_FINISH)
+        self._decide = redis.register_script(_DECIDE)
 
     def key(self, tenant: str | None, event_id: str) -> str:
         return f"{self._namespace}:{tenant or '_'}:turn:{event_id}"
@@ -41,7 +50,20 @@ class TurnStore:
             keys = [self.key(tenant, event_id) for tenant, event_id, _ in responses]
             await self._finish(keys=keys, args=[self._ttl, *(value for _, _, value in responses)])
 
-    async def get(self, tenant: str | None, event_id: str) -> bytes | None:
-        """The response's bytes; ``PENDING`` while it has not come; None: no such turn of this tenant."""
-        value = await self._redis.get(self.key(tenant, event_id))
-        return value.encode() if isinstance(value, str) else value
+    async def decide(self, tenant: str | None, event_id: str, decision: bytes) -> None:
+        """Keep the turn's decision (its bytes) beside its record, if it has one."""
+        key = self.key(tenant, event_id)
+        await self._decide(keys=[key, f"{key}:decision"], args=[self._ttl, decision])
+
+    async def get(self, tenant: str | None, event_id: str) -> tuple[bytes, bytes | None] | None:
+        """(the response's bytes or ``PENDING`` while it has not come, the decision's bytes or
+        None); None: no such turn of this tenant."""
+        key = self.key(tenant, event_id)
+        value, decision = await self._redis.mget([key, f"{key}:decision"])
+        if value is None:
+            return None
+        return _bytes(value), None if decision is None else _bytes(decision)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else value
