@@ -14,9 +14,14 @@ it from this process two ways, one turn each time, a new conversation id each:
    starts on schedule whatever the earlier ones do) for ``--seconds``; p50/p99 latency of each and
    the gateway's p99 minus the kafka path's p99 (the target: under 5 ms at half load).
 
+3. time to first chunk of a streaming agent (StoryAgent, an async generator added to the demo's
+   agents for this run: it yields its first piece at once, then one every 20 ms): ``--streams``
+   turns one after another on each path, the time from sending the turn to its first agent chunk:
+   gateway (SSE, ``stream: true``, the first content chunk) and kafka (``RouteyardClient.stream``,
+   the first AgentChunk); p50/p99 of each.
+
 Both paths share the dev process and this process's event loop; the gateway path also pays the
-HTTP round trip. Streaming time-to-first-chunk is not measured here yet (agents' chunks are not on
-the bus in this branch: a stream's first chunk is the decision).
+HTTP round trip.
 """
 
 from __future__ import annotations
@@ -36,8 +41,31 @@ from pathlib import Path
 import httpx
 from routeyard.consumers.client import RouteyardClient
 from routeyard.consumers.settings import KafkaSettings
+from routeyard.schemas import AgentChunk
 
 TEXT = "What's the weather in Paris?"
+STORY = "tell me a story"
+AGENTS_MODULE = """
+import asyncio
+from routeyard.consumers.agents.agent import agent
+from routeyard.consumers.dev.demo.agents import AGENTS as DEMO
+
+
+@agent("StoryAgent", "tells a story piece by piece")
+async def story(task):
+    for i in range(5):
+        yield f"piece {i} "
+        await asyncio.sleep(0.02)
+
+
+AGENTS = [*DEMO, story]
+"""
+STORY_SPEC = """  - name: StoryAgent
+    description: tells a story piece by piece
+    timeout: 10s
+    rules:
+      keywords: [story]
+"""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -45,11 +73,17 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def start_dev(port: int, env_out: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_dev(port: int, folder: Path, env_out: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``routeyard dev`` with the demo's agents and catalog plus StoryAgent (files in ``folder``)."""
+    from routeyard.consumers.dev.server import DEMO_CATALOG
+
+    (folder / "bench_agents.py").write_text(AGENTS_MODULE)
+    (folder / "catalog.yaml").write_text(DEMO_CATALOG.read_text().rstrip() + "\n" + STORY_SPEC)
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "routeyard.consumers.cli", "dev", "--engine", "rules", "--gateway-port", str(port),
-             "--env-out", str(env_out)],
+             "--env-out", str(env_out), "--catalog", str(folder / "catalog.yaml"),
+             "--agents", "bench_agents:AGENTS", "--app-dir", str(folder)],
             stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, ROUTEYARD_LOG_LEVEL="WARNING"),
         )  # fmt: skip
 
@@ -138,6 +172,37 @@ async def bench(args: argparse.Namespace, url: str, env: dict[str, str]) -> None
         added50 = pct(lat["gateway"], 0.5) - pct(lat["kafka"], 0.5)
         added99 = pct(lat["gateway"], 0.99) - pct(lat["kafka"], 0.99)
         print(f"gateway adds: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms at {args.fraction:g} x kafka max (tansu)")
+        await first_chunks(args.streams, client, http)
+
+
+async def first_chunks(n: int, client: RouteyardClient, http: httpx.AsyncClient) -> None:
+    """Time to the first agent chunk of ``n`` streamed turns, one after another, on each path."""
+
+    async def via_kafka() -> float:
+        started = time.perf_counter()
+        first = None
+        async for item in client.stream(uuid.uuid4().hex, STORY, timeout=30):
+            if first is None and isinstance(item, AgentChunk):
+                first = time.perf_counter() - started
+        return first if first is not None else float("nan")
+
+    async def via_gateway() -> float:
+        started = time.perf_counter()
+        first = None
+        body = {"model": "routeyard", "stream": True, "messages": [{"role": "user", "content": STORY}]}
+        async with http.stream("POST", "/v1/chat/completions", json=body) as answer:
+            async for line in answer.aiter_lines():
+                if first is None and line.startswith("data: {") and '"content":"piece' in line:
+                    first = time.perf_counter() - started
+        return first if first is not None else float("nan")
+
+    for name, one in (("kafka", via_kafka), ("gateway", via_gateway)):
+        await one()  # warm up
+        values = [await one() * 1000 for _ in range(n)]
+        missing = sum(v != v for v in values)
+        values = [v for v in values if v == v]
+        p50, p99 = pct(values, 0.5), pct(values, 0.99)
+        print(f"first chunk {name:<8} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={len(values)}, no chunk: {missing})")
 
 
 def main() -> None:
@@ -145,6 +210,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds per phase and path")
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight at maximum load")
     parser.add_argument("--fraction", type=float, default=0.5, help="paced load as a fraction of the kafka max")
+    parser.add_argument("--streams", type=int, default=50, help="streamed turns per path for time to first chunk")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -154,7 +220,7 @@ def main() -> None:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         log, env_out = folder / "dev.log", folder / "dev.env"
-        dev = start_dev(port, env_out, log)
+        dev = start_dev(port, folder, env_out, log)
         try:
             url = f"http://127.0.0.1:{port}"
             asyncio.run(wait_up(url, log))

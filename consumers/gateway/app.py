@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from routeyard.consumers.gateway.access import Admission, Keys, NoKey
 from routeyard.consumers.gateway.streaming import sse_turn
 from routeyard.consumers.gateway.turns import ROUTER_MODEL, Refused, Turns, answer_text, headers
-from routeyard.consumers.gateway.wire import BadRequest, completion, parse_request, summary
+from routeyard.consumers.gateway.wire import BadRequest, completion, json_bytes, parse_request, summary
 from routeyard.consumers.metrics import METRICS
 from routeyard.schemas import ConversationEvent, decision_decoder, response_decoder
 from starlette.applications import Starlette
@@ -40,6 +40,13 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 MAX_EVENT_ID = 256
+
+
+class JSON(JSONResponse):
+    """A JSON answer encoded by msgspec."""
+
+    def render(self, content: Any) -> bytes:
+        return json_bytes(content)
 
 
 class Gateway:
@@ -155,7 +162,7 @@ class Gateway:
         METRICS.gateway_requests.labels(kind="chat", status="200").inc()
         METRICS.gateway_seconds.labels(kind="chat").observe(time.perf_counter() - started)
         agents = [r.agent for r in response.replies]
-        return JSONResponse(body, headers=headers(event.event_id, event.conversation_id, agents))
+        return JSON(body, headers=headers(event.event_id, event.conversation_id, agents))
 
     async def accept(self, event: ConversationEvent, traceparent: str | None) -> Response:
         await self.turns.store.pending(event.tenant, event.event_id)
@@ -173,7 +180,7 @@ class Gateway:
             "status": "pending",
             "conversation_id": event.conversation_id,
         }
-        return JSONResponse(body, status_code=202, headers=found)
+        return JSON(body, status_code=202, headers=found)
 
     async def turn(self, request: Request) -> Response:
         tenant = self.tenant(request)
@@ -188,27 +195,27 @@ class Gateway:
             raise unknown
         value, decided = found
         if not value:
-            return JSONResponse({"id": event_id, "object": "routeyard.turn", "status": "pending"}, status_code=202)
+            return JSON({"id": event_id, "object": "routeyard.turn", "status": "pending"}, status_code=202)
         response = response_decoder.decode(value)
         decision = decision_decoder.decode(decided) if decided else None
         body = completion(ROUTER_MODEL, answer_text(response, self.turns.cfg), summary(response, decision))
         agents = [r.agent for r in response.replies]
-        return JSONResponse(body, headers=headers(event_id, response.conversation_id, agents))
+        return JSON(body, headers=headers(event_id, response.conversation_id, agents))
 
     async def models(self, request: Request) -> Response:
         self.tenant(request)
         names = [ROUTER_MODEL, *self.turns.agents]
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "routeyard"} for name in names]
-        return JSONResponse({"object": "list", "data": data})
+        return JSON({"object": "list", "data": data})
 
     async def healthz(self, request: Request) -> Response:
         failure = self.turns.replies.failed()
         body = {"ok": failure is None, "error": type(failure).__name__ if failure else None}
-        return JSONResponse(body, status_code=200 if failure is None else 503)
+        return JSON(body, status_code=200 if failure is None else 503)
 
     async def readyz(self, request: Request) -> Response:
         ok = self.ready and self.turns.replies.failed() is None
-        return JSONResponse({"ok": ok, "waiting": self.turns.replies.waiting}, status_code=200 if ok else 503)
+        return JSON({"ok": ok, "waiting": self.turns.replies.waiting}, status_code=200 if ok else 503)
 
 
 def parse(body: bytes) -> Any:
@@ -231,11 +238,11 @@ async def metrics(request: Request) -> Response:
 
 async def refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, Refused)
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    return JSON(exc.body(), status_code=exc.status, headers=exc.headers)
 
 
 async def crashed(request: Request, exc: Exception) -> Response:
     log.error("gateway: %s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
-    return JSONResponse(
+    return JSON(
         {"error": {"message": "internal error", "type": "server_error", "code": type(exc).__name__}}, status_code=500
     )

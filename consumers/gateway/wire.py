@@ -14,7 +14,16 @@ from typing import Any, Literal
 import msgspec
 from routeyard.schemas import ConversationResponse, Message, RoutingDecision
 
-__all__ = ["ChatRequest", "completion", "decision_info", "error_body", "new_turn", "parse_request", "summary"]
+__all__ = [
+    "ChatRequest",
+    "completion",
+    "decision_info",
+    "error_body",
+    "json_bytes",
+    "new_turn",
+    "parse_request",
+    "summary",
+]
 
 Role = Literal["system", "user", "assistant", "developer", "tool"]
 
@@ -144,3 +153,8 @@ def sse(body: dict[str, Any]) -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+
+
+def json_bytes(body: Any) -> bytes:
+    """``body`` as compact JSON (msgspec: several times quicker than Starlette's json.dumps)."""
+    return _encoder.encode(body)
