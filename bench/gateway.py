@@ -48,7 +48,7 @@ STORY = "tell me a story"
 AGENTS_MODULE = """
 import asyncio
 from routeyard.consumers.agents.agent import agent
-from routeyard.consumers.dev.demo.agents import AGENTS as DEMO
+from routeyard.consumers.dev.demo.agents import messaging, restaurant, weather
 
 
 @agent("StoryAgent", "tells a story piece by piece")
@@ -56,9 +56,6 @@ async def story(task):
     for i in range(5):
         yield f"piece {i} "
         await asyncio.sleep(0.02)
-
-
-AGENTS = [*DEMO, story]
 """
 STORY_SPEC = """  - name: StoryAgent
     description: tells a story piece by piece
@@ -83,7 +80,8 @@ def start_dev(port: int, folder: Path, env_out: Path, log: Path) -> subprocess.P
         return subprocess.Popen(
             [sys.executable, "-m", "routeyard.consumers.cli", "dev", "--engine", "rules", "--gateway-port", str(port),
              "--env-out", str(env_out), "--catalog", str(folder / "catalog.yaml"),
-             "--agents", "bench_agents:AGENTS", "--app-dir", str(folder)],
+             "--agents", *(f"bench_agents:{a}" for a in ("weather", "restaurant", "messaging", "story")),
+             "--app-dir", str(folder)],
             stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ, ROUTEYARD_LOG_LEVEL="WARNING"),
         )  # fmt: skip
 

@@ -79,7 +79,17 @@ class _Server(uvicorn.Server):
 async def _serve(
     gateway: Gateway, host: str, port: int, stop: asyncio.Event, started: Callable[[str], None] | None
 ) -> None:
-    config = uvicorn.Config(gateway.app(), host=host, port=port, log_level="warning", lifespan="off", access_log=False)
+    # keep-alive past a load balancer's idle timeout (60 s is common): a connection closed by the gateway
+    # while the balancer (or a pooled client) reuses it is a failed request
+    config = uvicorn.Config(
+        gateway.app(),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        timeout_keep_alive=75,
+    )
     server = _Server(config)
     serving = asyncio.create_task(server.serve())
     try:
