@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.browser.cdp import Chromium
-from tests.browser.chatpage import DONE, TURNS, type_and_send, type_key
+from tests.browser.chatpage import DONE, SEEN, TURNS, WATCH_GROWTH, grew, type_and_send, type_key
 from tests.browser.stub import HOSTILE, KEY, REPLIES, Stub, serving
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -27,8 +27,10 @@ def test_multi_intent_turn_streams_both_agents_and_keeps_the_conversation(browse
     with serving(stub.app()) as base:
         browser.navigate(base + "/")
         type_key(browser, KEY)
+        browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": WATCH_GROWTH})
         browser.navigate(f"{base}/?q={quote(MESSAGE)}")  # the deep link sends on load
         browser.wait_for(DONE.format(n=1))
+        seen = browser.evaluate(SEEN)
         type_and_send(browser, "and now in German")
         browser.wait_for(DONE.format(n=2))
         turns = browser.evaluate(TURNS)
@@ -42,6 +44,10 @@ def test_multi_intent_turn_streams_both_agents_and_keeps_the_conversation(browse
         assert shown in first["decision"], (shown, first["decision"])
     assert "scores TranslateAgent 1.00, SummaryAgent 0.90" in first["decision"]
     assert first["replies"] == REPLIES  # streamed, then the durable record wins
+    # The chunks were shown as they came: the translation grew piece by piece (the check that
+    # test_dev_page records, proven here against a stub that certainly streams).
+    assert grew(seen, {"TranslateAgent": REPLIES["TranslateAgent"]}) == {"TranslateAgent": True}, seen
+    assert seen["TranslateAgent"][0] == "Bonjour, ", seen
     assert HOSTILE in first["replies"]["TranslateAgent"] and first["elementsInReplies"] == 0
     assert title == "routeyard"
     assert "status ok" in first["footer"] and "event ev-1" in first["footer"]
