@@ -127,12 +127,20 @@ async def max_load(ask: Ask, seconds: float, concurrency: int) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def paced(ask: Ask, rate: float, seconds: float) -> list[float]:
+async def paced(ask: Ask, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Latencies (ms) of the requests answered, and how many failed (e.g. 429 past the gateway's
+    in-flight limits when the pace is beyond what it sustains)."""
     latencies: list[float] = []
+    failed = 0
 
     async def one() -> None:
+        nonlocal failed
         started = time.perf_counter()
-        await ask()
+        try:
+            await ask()
+        except (httpx.HTTPError, TimeoutError):
+            failed += 1
+            return
         latencies.append((time.perf_counter() - started) * 1000)
 
     tasks, start, n = [], time.perf_counter(), int(rate * seconds)
@@ -142,7 +150,7 @@ async def paced(ask: Ask, rate: float, seconds: float) -> list[float]:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one()))
     await asyncio.gather(*tasks)
-    return latencies
+    return latencies, failed
 
 
 class Connections:
@@ -197,13 +205,16 @@ async def bench(args: argparse.Namespace, url: str, env: dict[str, str]) -> None
         for name, rate in rates.items():
             print(f"max load  {name:<8} {rate:8.1f} requests/s  (concurrency {args.concurrency})")
         pace = args.fraction * rates["kafka"]
-        lat = {name: await paced(ask, pace, args.seconds) for name, ask in paths.items()}
-        for name, values in lat.items():
-            p50, p99 = pct(values, 0.5), pct(values, 0.99)
-            print(f"paced {pace:.0f}/s {name:<8} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={len(values)})")
+        lat: dict[str, list[float]] = {}
+        for name, ask in paths.items():
+            lat[name], failed = await paced(ask, pace, args.seconds)
+            p50, p99 = pct(lat[name], 0.5), pct(lat[name], 0.99)
+            n = len(lat[name])
+            print(f"paced {pace:.0f}/s {name:<8} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={n}, failed: {failed})")
         added50 = pct(lat["gateway"], 0.5) - pct(lat["kafka"], 0.5)
         added99 = pct(lat["gateway"], 0.99) - pct(lat["kafka"], 0.99)
-        print(f"gateway adds: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms at {args.fraction:g} x kafka max (tansu)")
+        at = f"{args.fraction:g} x kafka max (tansu, gateway: {args.gateway})"
+        print(f"gateway adds: p50 {added50:+.2f} ms, p99 {added99:+.2f} ms at {at}")
         await first_chunks(args.streams, client, http)
         await connections.close()
 
