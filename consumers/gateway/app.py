@@ -8,8 +8,10 @@ health, metrics, and the chat page's static files.
     GET  /healthz /readyz /metrics
     GET  /                        consumers/gateway/static/ (index.html), when that folder exists
 
-Errors are ``{"error": {"message", "type", "code"}}``: 401 no or unknown key, 400 bad body, 404
-unknown model or turn, 413 body too large, 429 too many in flight (Retry-After), 503 broker
+Errors are ``{"error": {"message", "type", "code"}}``: 401 no or unknown key, 403 a key whose tenant
+the router does not serve (router.tenants), 400 bad body or a turn larger than the router takes
+(router.max_event_bytes; checked before publishing), 404 unknown model or turn, 413 body too
+large, 429 too many in flight (Retry-After), 503 broker
 unavailable, 504 no response in time (naming the event id; the turn is kept: GET /v1/turns/{id}
 fetches it later).
 """
@@ -77,6 +79,7 @@ class Gateway:
 
     async def chat(self, request: Request) -> Response:
         tenant = self.tenant(request)
+        self.turns.admit(tenant)
         if not self.admission.enter(tenant):
             METRICS.gateway_requests.labels(kind="chat", status="429").inc()
             retry = str(self.turns.cfg.retry_after_s)
@@ -97,12 +100,13 @@ class Gateway:
         try:
             chat = parse(await self.body(request))
             event = self.turns.event(chat, tenant, request.headers.get("x-conversation-id"))
+            value = self.turns.encoded(event)
             traceparent = request.headers.get("traceparent")
             if "respond-async" in request.headers.get("prefer", "").lower():
-                return await self.accept(event, traceparent)
+                return await self.accept(event, traceparent, value)
             waiter = self.turns.replies.expect(event, stream=chat.stream)
             try:
-                await self.turns.publish(event, traceparent)
+                await self.turns.publish(event, traceparent, value)
                 if chat.stream:
                     stream = sse_turn(
                         self.turns,
@@ -164,11 +168,11 @@ class Gateway:
         agents = [r.agent for r in response.replies]
         return JSON(body, headers=headers(event.event_id, event.conversation_id, agents))
 
-    async def accept(self, event: ConversationEvent, traceparent: str | None) -> Response:
+    async def accept(self, event: ConversationEvent, traceparent: str | None, value: bytes) -> Response:
         await self.turns.store.pending(event.tenant, event.event_id)
         waiter = self.turns.replies.expect(event, keep=True)  # keeps its decision beside the record
         try:
-            await self.turns.publish(event, traceparent)
+            await self.turns.publish(event, traceparent, value)
         except Refused:
             self.turns.replies.drop(event.event_id, waiter)
             raise

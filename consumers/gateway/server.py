@@ -14,7 +14,7 @@ from routeyard.consumers.errors import CannotReach
 from routeyard.consumers.gateway.access import Keys
 from routeyard.consumers.gateway.app import Gateway
 from routeyard.consumers.gateway.replies import Replies
-from routeyard.consumers.gateway.turns import Turns
+from routeyard.consumers.gateway.turns import RouterLimits, Turns
 from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.connection import redis_client
@@ -41,6 +41,10 @@ async def run_gateway(
     keys = Keys(cfg.tenants_by_key())
     if keys.open:
         log.warning("GATEWAY IS OPEN: no API keys (ROUTEYARD_GATEWAY__API_KEYS), anyone can send turns. Dev only.")
+    allowed = settings.router.tenants
+    strays = sorted(set(cfg.tenants_by_key().values()) - allowed) if allowed is not None else []
+    if strays:
+        log.warning("gateway keys of tenants not in router.tenants (their requests get 403): %s", ", ".join(strays))
     topic = gateway_topic(settings.topics, cfg.instance)
     async with redis_client(settings) as redis:
         store = TurnStore(redis, settings.namespace, cfg.async_ttl_s)
@@ -59,7 +63,8 @@ async def run_gateway(
         try:
             await replies.start()
             try:
-                turns = Turns(cfg, settings.topics, list(catalog.names), producer, replies, store)
+                limits = RouterLimits(settings.router.tenants, settings.router.max_event_bytes)
+                turns = Turns(cfg, settings.topics, list(catalog.names), producer, replies, store, limits)
                 await _serve(Gateway(turns, keys), cfg.host, cfg.port, stop, started)
             finally:
                 await replies.stop()

@@ -11,23 +11,36 @@ import contextlib
 import re
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from routeyard.consumers import tracing
 from routeyard.consumers.gateway.replies import Replies, Waiter
 from routeyard.consumers.gateway.wire import ChatRequest, error_body, turn_messages
 from routeyard.consumers.kafka.bus import Outgoing, Producer
+from routeyard.consumers.kafka.records import MAX_REQUEST_SIZE, fits
 from routeyard.consumers.settings import GatewaySettings
 from routeyard.consumers.stores.turns import TurnStore
 from routeyard.schemas import ConversationEvent, ConversationResponse, RoutingDecision, Topics, encode
 
-__all__ = ["ROUTER_MODEL", "Refused", "Turns", "answer_text"]
+__all__ = ["ROUTER_MODEL", "Refused", "RouterLimits", "Turns", "answer_text"]
 
 ROUTER_MODEL = "routeyard"
 """``model: "routeyard"``: the router decides; any other model must name a catalog agent."""
 _CONVERSATION = re.compile(r"[\x20-\x7e]{1,256}")
 """Printable ASCII: the id goes back in a response header."""
 PUBLISH_TIMEOUT_S = 10.0
+HEADERS_ROOM = 1024
+"""Bytes left for the record's trace headers when checking that the broker takes the event."""
+
+
+@dataclass(frozen=True)
+class RouterLimits:
+    """What the router refuses of any event (router.tenants, router.max_event_bytes): the gateway
+    refuses it first, with an HTTP error, instead of publishing a turn that comes back rejected."""
+
+    tenants: frozenset[str] | None = None
+    max_event_bytes: int = MAX_REQUEST_SIZE
 
 
 class Refused(Exception):
@@ -51,9 +64,20 @@ class Turns:
         producer: Producer,
         replies: Replies,
         store: TurnStore,
+        limits: RouterLimits | None = None,
     ) -> None:
         self.cfg, self.topics, self.agents = cfg, topics, agents
         self.producer, self.replies, self.store = producer, replies, store
+        self.limits = limits or RouterLimits()
+
+    def admit(self, tenant: str | None) -> None:
+        """403 for a key whose tenant the router does not serve (router.tenants): refused here,
+        before anything is published."""
+        allowed = self.limits.tenants
+        if allowed is not None and (tenant or "") not in allowed:
+            who = f"tenant {tenant!r} is" if tenant else "requests without a tenant are"
+            message = f"{who} not served by this router (router.tenants)"
+            raise Refused(403, message, "permission_error", "unknown_tenant")
 
     def event(self, chat: ChatRequest, tenant: str | None, conversation_header: str | None) -> ConversationEvent:
         """The turn ``chat`` asks for (404 for an unknown model, 400 for a bad conversation id)."""
@@ -84,14 +108,31 @@ class Turns:
             stream=chat.stream,
         )
 
-    async def publish(self, event: ConversationEvent, traceparent: str | None) -> None:
-        """Publish the turn, continuing the caller's trace (``traceparent``); 503 if the broker
-        does not take it in time."""
+    def encoded(self, event: ConversationEvent) -> bytes:
+        """The event's bytes; 400 when the router would refuse them as too large (router.max_event_bytes)
+        or the broker could not take them (so a body near the gateway's own limit never reaches it)."""
+        value = encode(event)
+        limit = self.limits.max_event_bytes
+        record = Outgoing(self.topics.conversations, value, event.conversation_id)
+        if len(value) > limit or not fits(record, MAX_REQUEST_SIZE - HEADERS_ROOM):
+            limit = min(limit, MAX_REQUEST_SIZE)
+            raise Refused(
+                400,
+                f"the turn is {len(value)} bytes as an event, more than the router takes ({limit} bytes,"
+                " router.max_event_bytes): send fewer or shorter messages",
+                "invalid_request_error",
+                "turn_too_large",
+            )
+        return value
+
+    async def publish(self, event: ConversationEvent, traceparent: str | None, value: bytes | None = None) -> None:
+        """Publish the turn (``value``: its bytes from ``encoded``), continuing the caller's trace
+        (``traceparent``); 503 if the broker does not take it in time."""
         parent = {"traceparent": traceparent} if traceparent and tracing.valid("traceparent", traceparent) else None
         span = tracing.started("routeyard.gateway", parent, conversation=event.conversation_id)
         outgoing = Outgoing(
             topic=self.topics.conversations,
-            value=encode(event),
+            value=value if value is not None else self.encoded(event),
             key=event.conversation_id,
             headers=tracing.headers(span.context()),
         )

@@ -47,20 +47,32 @@ def settings(bus: Bus, valkey, prefix: str):  # type: ignore[no-untyped-def]
     return with_gateway(routed, max_body_bytes=1024 * 1024, turn_timeout_s=10.0)
 
 
-async def test_a_key_of_an_unknown_tenant_gets_a_clear_answer_not_a_hang(settings) -> None:
+async def test_a_key_of_an_unknown_tenant_is_refused_before_publishing(settings, bus: Bus) -> None:
     recorder = Recorder()
     pipeline = running(settings, CATALOG, [recorder.agent("WeatherAgent")])
     async with pipeline, gateway(settings, CATALOG) as url, httpx.AsyncClient(base_url=url, timeout=30) as http:
         known = await http.post(CHAT, json=TURN, headers=auth())
         unknown = await asyncio.wait_for(http.post(CHAT, json=TURN, headers=auth(BETA)), 20)
+        later = await http.post(CHAT, json=TURN | {"stream": True}, headers=auth(BETA) | {"Prefer": "respond-async"})
     assert known.status_code == 200, known.text
-    # the router refuses the turn and the gateway answers at once with the configured rejected text
-    # (ROUTEYARD_GATEWAY__REJECTED_TEXT) naming the reason: shown as the assistant's one line
-    body = unknown.json()
-    assert (unknown.status_code, body["routeyard"]["status"]) == (200, "rejected"), unknown.text
-    shown = body["choices"][0]["message"]["content"]
-    assert shown == "The request was refused: tenant 'beta' is not in router.tenants"
-    assert len(recorder.tasks.get("WeatherAgent", [])) == 1  # beta's turn reached no agent
+    # beta has a key but the router admits acme only: 403 at the door, one line, no trip through the router
+    assert "'beta'" in one_line(unknown, 403) and "router.tenants" in one_line(unknown, 403)
+    one_line(later, 403)
+    assert len(recorder.tasks.get("WeatherAgent", [])) == 1
+    assert await _published(bus, settings.topics.conversations) == 1  # only acme's turn reached the bus
+
+
+async def _published(bus: Bus, topic: str) -> int:
+    """Records on ``topic`` (every partition, from its start)."""
+    consumer = bus.consumer(None)
+    await consumer.start()
+    try:
+        partitions = await consumer.partitions_for(topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_end(partitions)
+        return sum([await consumer.position(tp) for tp in partitions])
+    finally:
+        await consumer.stop()
 
 
 async def test_hostile_bodies_get_4xx_with_one_line(settings) -> None:
@@ -79,12 +91,9 @@ async def test_hostile_bodies_get_4xx_with_one_line(settings) -> None:
         basic = await http.post(CHAT, json=TURN, headers={"Authorization": f"Basic {ACME}"})
     one_line(deep, 400)  # refused as the wrong type at the first level, before any recursion
     one_line(deep_object, 400)
-    # 10k messages fit the body limit: the gateway publishes the turn and the router refuses it as
-    # too large; the client gets that reason in one line, quickly (reported: a 400 before publishing
-    # would spare the bus a 400 kB event).
-    refused = too_many.json()["routeyard"]
-    assert too_many.status_code == 200 and refused["status"] == "rejected", too_many.text[:500]
-    assert "larger than 262144 bytes" in too_many.json()["choices"][0]["message"]["content"]
+    # 10k messages fit the body limit (1 MiB here) but not the router's event limit: 400 naming it,
+    # before anything is published
+    assert "262144 bytes" in one_line(too_many, 400) and "router.max_event_bytes" in one_line(too_many, 400)
     assert "UTF-8" in one_line(latin1, 400) or "utf-8" in one_line(latin1, 400).lower()
     one_line(not_object, 400)
     one_line(null, 400)
@@ -143,3 +152,15 @@ async def _raw(host: str, port: int, header: bytes) -> tuple[int, str]:
         writer.close()
     status_line, _, rest = answer.partition(b"\r\n")
     return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2].decode(errors="replace")
+
+
+async def test_a_body_the_broker_could_not_take_is_a_400_not_a_503(bus: Bus, valkey, prefix: str) -> None:
+    # the router would take 4 MB events and the gateway 2 MB bodies, but the broker takes 1 MiB records:
+    # the gateway checks the encoded event, so a 1.5 MB turn is refused as a bad request, not as an outage
+    routed = make_settings(bus, valkey, prefix, tenants="acme", max_event_bytes=4_000_000)
+    settings = with_gateway(routed, max_body_bytes=2_000_000, turn_timeout_s=10.0)
+    big = {"model": "routeyard", "messages": [{"role": "user", "content": "x" * 1_500_000}]}
+    async with gateway(settings, CATALOG) as url, httpx.AsyncClient(base_url=url, timeout=15) as http:
+        answer = await http.post(CHAT, json=big, headers=auth())
+    assert "1048576 bytes" in one_line(answer, 400)
+    assert await _published(bus, settings.topics.conversations) == 0
