@@ -41,6 +41,11 @@ class MemoryBus:
         self._logs: dict[str, list[list[Record]]] = {}
         self._groups: dict[str, _Group] = {}
         self._changed = asyncio.Event()
+        """Set by what a fetch may read or own: a publish, a member joining or leaving, a revoke."""
+        self._watched = asyncio.Event()
+        """Set by that and by what only ``idle``/``quiet``/``joined`` watch: commits, parking. Fetches
+        do not wake for those: with every fetch woken by every fetch parking, a publish cost a
+        wake-up per pair of consumers."""
         self._parked: set[MemoryConsumer] = set()
         """Group members whose last fetch found nothing to read, with nothing published since."""
 
@@ -84,7 +89,7 @@ class MemoryBus:
                         await asyncio.sleep(0)
                     if self._settled():
                         return
-                await self.changed(None)
+                await self._watch()
 
     drain = idle
 
@@ -92,18 +97,18 @@ class MemoryBus:
         """Wait until every live group member waits in a fetch with nothing to read."""
         async with asyncio.timeout(timeout):
             while not all(m in self._parked for g in self._groups.values() for m in g.members):
-                await self.changed(None)
+                await self._watch()
 
     def park(self, member: MemoryConsumer) -> None:
         if member not in self._parked:
             self._parked.add(member)
-            self._wake()
+            self._wake_watchers()
 
     async def joined(self, group: str, members: int, timeout: float = 10.0) -> None:
         """Wait until ``group`` has ``members`` live members."""
         async with asyncio.timeout(timeout):
             while len(self._groups[group].members if group in self._groups else ()) < members:
-                await self.changed(None)
+                await self._watch()
 
     def _settled(self) -> bool:
         for group in self._groups.values():
@@ -132,13 +137,25 @@ class MemoryBus:
         return written
 
     def notify(self) -> None:
-        """Wake every waiting fetch (and ``idle``): something was published, joined, left or committed."""
+        """Wake every waiting fetch (and ``idle``): something was published, joined or left."""
         self._parked.clear()
         self._wake()
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        self._wake_watchers()
+
+    def _wake_watchers(self) -> None:
+        watched, self._watched = self._watched, asyncio.Event()
+        watched.set()
+
+    def committed(self) -> None:
+        """A commit: what ``idle`` waits for, and nothing a fetch reads."""
+        self._wake_watchers()
+
+    async def _watch(self) -> None:
+        await self._watched.wait()
 
     async def changed(self, timeout: float | None) -> None:
         """Until the next ``notify`` or ``timeout`` s. (``asyncio.timeout``, not ``wait_for``: on 3.11
@@ -269,7 +286,7 @@ class MemoryConsumer:
             log.warning("commit of %d partitions skipped (not held); records will be redelivered", len(offsets))
             return False
         group.committed.update(offsets)
-        self._bus.notify()
+        self._bus.committed()
         return True
 
     def assignment(self) -> set[Partition]:
