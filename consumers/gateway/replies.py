@@ -200,7 +200,11 @@ class Replies:
     def _answer(self, response: ConversationResponse) -> bool:
         """Hand the response to its waiter; True if that turn is kept (store it)."""
         waiter = self._waiting.get(response.event_id)
-        if waiter is None or waiter.response.done():
+        if waiter is None:
+            return False
+        if waiter.response.cancelled():  # its request timed out a moment ago: ``keep`` stores what is set here
+            waiter.response = asyncio.get_running_loop().create_future()
+        if waiter.response.done():
             return False
         if (waiter.tenant, waiter.conversation_id) != (response.tenant or None, response.conversation_id):
             log.warning("ignored a response for event %s with another tenant or conversation", response.event_id)
