@@ -19,6 +19,7 @@ from routeyard.consumers.app import create_topics, run_agent, run_correlator, ru
 from routeyard.consumers.cli.attach import one_failure
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.dev.envfile import check_port
+from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
 from routeyard.consumers.workers.http_agents import run_http_agents
 from routeyard.router.catalog import Catalog, load_catalog
@@ -57,23 +58,25 @@ async def run_pipeline(
     stop: asyncio.Event,
     ready: asyncio.Event | None = None,
     gateway: Callable[[str], None] | None = None,
+    bus: Bus | None = None,
 ) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``; the catalog's agents
     by URL too (those not given as Python ``agents``); with ``gateway`` the HTTP gateway too
-    (``gateway`` gets its URL once it listens)."""
-    await create_topics(settings, catalog)
+    (``gateway`` gets its URL once it listens). ``bus``: one to use instead of the broker the
+    settings name (the memory bus of an in-process benchmark)."""
+    await create_topics(settings, catalog, bus=bus)
     with one_failure():  # one worker's failure as itself, for the command's exit map
         async with asyncio.TaskGroup() as group:
-            group.create_task(run_router(settings, stop, catalog))
-            group.create_task(run_correlator(settings, stop))
+            group.create_task(run_router(settings, stop, catalog, bus=bus))
+            group.create_task(run_correlator(settings, stop, bus=bus))
             for agent in agents:
-                group.create_task(run_agent(agent, settings, stop))
+                group.create_task(run_agent(agent, settings, stop, bus=bus))
             if any(spec.url and spec.name not in {a.name for a in agents} for spec in catalog.agents):
                 group.create_task(run_http_agents(settings, catalog, stop, skip={a.name for a in agents}))
             if gateway is not None:
                 from routeyard.consumers.gateway import run_gateway
 
-                group.create_task(run_gateway(settings, stop, catalog, started=gateway))
+                group.create_task(run_gateway(settings, stop, catalog, bus=bus, started=gateway))
             if ready is not None:
                 group.create_task(_signal_ready(ready, stop))
 
