@@ -20,7 +20,8 @@ payloads of every earlier version):
 5. ``v`` is bumped when a field is added; readers never branch on it to decode, it is there
    for humans and for audits. Version 3 added ``RoutingDecision.reason``; version 4 added
    ``ConversationEvent.stream``, ``AgentTask.stream_topic``, ``AgentReply.retriable`` and the
-   ``AgentChunk`` message.
+   ``AgentChunk`` message. Version 5 (issue 17: filter chains, agent variants, a live catalog) adds
+   the fields marked (v5).
 
 Every field carries a description (``Doc``), so the exported JSON Schema documents itself for
 people writing agents and producers in other languages.
@@ -33,7 +34,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Version = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 """``v``: a small non-negative number. A record claiming version 2**70 is not from any writer:
 it fails to decode (and is dead-lettered with the reason) instead of being routed."""

@@ -469,3 +469,17 @@ def test_a_v3_reader_ignores_what_v4_adds() -> None:
     newer = {**raw, "v": 4, "stream_topic": "routeyard.streams"}
     assert task_decoder.decode(json.dumps(newer)).stream_topic == "routeyard.streams"
     assert set(newer) - set(raw) == {"stream_topic"}
+
+
+V4 = Path(__file__).parent / "payloads" / "v4"
+
+
+@pytest.mark.parametrize("name", ["RoutingDecision", "AgentTask", "AgentReply", "ConversationResponse"])
+def test_v4_payloads_decode_and_keep_every_value(name: str) -> None:
+    """Frozen v4 payloads (written by the v4 code, never edit them) decode under v5 with every field
+    v5 adds at its default, and re-encode to the same values."""
+    raw = (V4 / f"{name}.json").read_bytes()
+    decoded = DECODERS[name].decode(raw)
+    assert decoded.v == 4 and decoded.conversation_id == "conv-47"  # type: ignore[attr-defined]
+    original = json.loads(raw)
+    assert _written_as(original, json.loads(encode(decoded))) == original
