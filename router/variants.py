@@ -154,7 +154,7 @@ def plan_pin(
 ) -> tuple[str, tuple[str, ...]]:
     """(the variant a conversation without a valid pin gets, the variants a pin may keep)."""
     want = choose(variants, tenant, conversation_id, salt, out)
-    allowed = tuple(v.name for v in served(variants) if v.name not in out and v.weight > 0)
+    allowed = tuple(v.name for v in served(variants) if v.name not in out)  # weight 0: drains, keeps its pins
     return want, allowed or (want,)
 
 

@@ -1,0 +1,130 @@
+"""Agent variants on each bus (in memory, and the real broker) with the real Valkey: sticky
+assignment across a weight change, automatic rollback of a failing canary, and shadows that
+never reach the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from routeyard.consumers.agents.agent import Agent, agent
+from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.kafka.bus import Bus
+from routeyard.consumers.settings import Settings
+from routeyard.consumers.tools.variants import read_topics, report, report_text
+from routeyard.schemas import AgentTask, RoutingDecision, decision_decoder, reply_decoder, response_decoder
+
+from tests.integration.stack import bus_for, catalog, make_settings, read_all, running, spec
+
+
+@pytest.fixture
+def settings(bus: Bus, valkey: EmbeddedValkey, prefix: str) -> Settings:
+    base = make_settings(bus, valkey, prefix)
+    return base.model_copy(
+        update={
+            "variants": base.variants.model_copy(update={"min_count": 3, "threshold": 0.2, "window_s": 60}),
+            "circuit": base.circuit.model_copy(update={"threshold": 50}),
+        }
+    )
+
+
+@dataclass
+class Variants:
+    """Runtimes of WeatherAgent's variants, each on its own topic, remembering their tasks."""
+
+    settings: Settings
+    tasks: list[tuple[str, AgentTask]] = field(default_factory=list)
+
+    def runtime(self, variant: str, *, fail: bool = False) -> Agent:
+        async def handle(task: AgentTask) -> str:
+            self.tasks.append((variant, task))
+            if fail:
+                raise RuntimeError(f"{variant} is broken")
+            return f"{variant}: {task.messages[-1].content}"
+
+        topic = f"{self.settings.topics.agent('WeatherAgent')}.{variant}"
+        return agent(f"WeatherAgent.{variant}", "WeatherAgent's variant", topic=topic)(handle)
+
+
+def weather(*variants: dict[str, Any]) -> Any:
+    return catalog({**spec("WeatherAgent", "weather", timeout="5s"), "variants": list(variants)})
+
+
+async def decisions(settings: Settings) -> dict[str, RoutingDecision]:
+    return {d.event_id: d for d in map(decision_decoder.decode, await read_all(settings, settings.topics.decisions))}
+
+
+async def test_a_conversation_keeps_its_variant_when_the_weights_change(settings: Settings) -> None:
+    runs = Variants(settings)
+    agents = [runs.runtime("stable"), runs.runtime("v2")]
+    first_weights = weather({"name": "stable", "weight": 50}, {"name": "v2", "weight": 50})
+    async with running(settings, first_weights, agents) as client:
+        events = [client.event(f"s{i}", "weather today?") for i in range(40)]
+        first = await client.ask_many(events, timeout=60)
+    later_weights = weather({"name": "stable", "weight": 90}, {"name": "v2", "weight": 10})
+    async with running(settings, later_weights, agents) as client:
+        second = await client.ask_many([client.event(f"s{i}", "and tomorrow?") for i in range(40)], timeout=60)
+    before = {r.conversation_id: r.variants["WeatherAgent"] for r in first}
+    after = {r.conversation_id: r.variants["WeatherAgent"] for r in second}
+    assert after == before
+    assert set(before.values()) == {"stable", "v2"}  # both got conversations
+    for r in [*first, *second]:  # the variant that answered is the one named
+        assert r.status == "complete" and r.replies[0].content.startswith(r.variants["WeatherAgent"] + ":")
+    decided = await decisions(settings)
+    assert all(decided[r.event_id].variants == r.variants for r in [*first, *second])
+    assert {(v, t.variant) for v, t in runs.tasks} == {("stable", "stable"), ("v2", "v2")}
+    assert all(t.agent == "WeatherAgent" for _, t in runs.tasks)  # the engines' one agent
+
+
+async def test_a_failing_canary_is_rolled_back_and_the_stable_variant_takes_its_conversations(
+    settings: Settings,
+) -> None:
+    runs = Variants(settings)
+    agents = [runs.runtime("stable"), runs.runtime("v2", fail=True)]
+    variants = weather({"name": "stable", "weight": 50}, {"name": "v2", "weight": 50})
+    responses = []
+    async with running(settings, variants, agents) as client:
+        for i in range(24):
+            responses.append(await client.ask(f"r{i}", "weather?", timeout=30))
+        failed = [r for r in responses if r.variants["WeatherAgent"] == "v2"]
+        again = [await client.ask(r.conversation_id, "weather again?", timeout=30) for r in failed]
+    assert 3 <= len(failed) < 12, [r.variants for r in responses]  # rolled back after min_count failures
+    assert all(r.status == "failed" for r in failed)
+    decided = await decisions(settings)
+    first_failure = min(r.responded_at for r in failed)
+    moved = [decided[r.event_id] for r in responses if decided[r.event_id].variant_notes]
+    assert moved and all(d.variants == {"WeatherAgent": "stable"} for d in moved)
+    assert all(d.variant_notes["WeatherAgent"].startswith("rolled back: v2 error rate") for d in moved)
+    last_v2 = max(decided[r.event_id].decided_at for r in failed)
+    assert all(
+        decided[r.event_id].variants["WeatherAgent"] == "stable"
+        for r in responses
+        if decided[r.event_id].decided_at > last_v2
+    )
+    for r in again:  # pinned to the canary: moved to the stable variant, and answered
+        assert r.status == "complete" and r.variants == {"WeatherAgent": "stable"}
+        assert decided[r.event_id].variant_notes["WeatherAgent"].endswith("; moved to stable")
+    took = (min(d.decided_at for d in moved) - first_failure).total_seconds()
+    print(f"rollback: {len(failed)} canary conversations failed; first failure -> first diverted: {took:.3f} s")
+
+
+async def test_a_shadow_variant_reply_is_recorded_and_never_reaches_the_caller(settings: Settings) -> None:
+    runs = Variants(settings)
+    agents = [runs.runtime("stable"), runs.runtime("v3")]
+    variants = weather({"name": "stable", "weight": 100}, {"name": "v3", "shadow": True})
+    async with running(settings, variants, agents) as client:
+        answered = [await client.ask(f"h{i}", f"weather in town {i}?", timeout=30) for i in range(3)]
+    for r in answered:
+        assert [x.content for x in r.replies] == [f"stable: weather in town {r.conversation_id[1:]}?"]
+    shadows = [reply_decoder.decode(v) for v in await read_all(settings, settings.topics.shadows)]
+    assert sorted(s.content for s in shadows) == [f"v3: weather in town {i}?" for i in range(3)]
+    published = [response_decoder.decode(v) for v in await read_all(settings, settings.topics.responses)]
+    assert not any("v3:" in x.content for r in published for x in r.replies)
+    decided = await decisions(settings)
+    assert all(decided[r.event_id].shadows == {"WeatherAgent": ["v3"]} for r in answered)
+    assert sorted(t.shadow for v, t in runs.tasks if v == "v3") == [True] * 3
+    text = report_text("WeatherAgent", report("WeatherAgent", *await read_topics(bus_for(settings), settings.topics)))
+    print(text)
+    assert "  stable: 3 turns, ok 100.0%, error 0.0%, timeout 0.0%, p50 " in text
+    assert "  v3 (shadow): 3 turns, ok 100.0%" in text and "agrees 3/3 (100%)" in text  # Jaccard 4/6
