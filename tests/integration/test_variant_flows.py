@@ -4,6 +4,7 @@ never reach the caller."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from routeyard.consumers.settings import Settings
 from routeyard.consumers.tools.variants import read_topics, report, report_text
 from routeyard.schemas import AgentTask, RoutingDecision, decision_decoder, reply_decoder, response_decoder
 
-from tests.integration.stack import bus_for, catalog, make_settings, read_all, running, spec
+from tests.integration.stack import bus_for, catalog, make_settings, memory, read_all, running, spec
 
 
 @pytest.fixture
@@ -75,6 +76,40 @@ async def test_a_conversation_keeps_its_variant_when_the_weights_change(settings
     assert all(decided[r.event_id].variants == r.variants for r in [*first, *second])
     assert {(v, t.variant) for v, t in runs.tasks} == {("stable", "stable"), ("v2", "v2")}
     assert all(t.agent == "WeatherAgent" for _, t in runs.tasks)  # the engines' one agent
+
+
+async def test_a_90_10_canary_splits_within_three_sigma_end_to_end(settings: Settings) -> None:
+    """1,000 conversations on the memory bus, 300 on the real broker (its round trips are slower)."""
+    runs = Variants(settings)
+    n = 1000 if memory(settings) is not None else 300
+    canary = weather({"name": "stable", "weight": 90}, {"name": "v2", "weight": 10})
+    async with running(settings, canary, [runs.runtime("stable"), runs.runtime("v2")]) as client:
+        answered = await client.ask_many([client.event(f"c{i}", "weather?") for i in range(n)], timeout=120)
+    to_canary = sum(r.variants == {"WeatherAgent": "v2"} for r in answered)
+    sigma = math.sqrt(n * 0.1 * 0.9)
+    print(f"canary split end to end over {n} conversations: v2 {to_canary} (expected {n / 10:.0f} +- {3 * sigma:.0f})")
+    assert abs(to_canary - n / 10) <= 3 * sigma
+    assert all(r.status == "complete" for r in answered)
+    assert sum(v == "v2" for v, _ in runs.tasks) == to_canary
+
+
+async def test_a_pin_to_a_removed_variant_is_replaced_and_recorded(settings: Settings) -> None:
+    runs = Variants(settings)
+    agents = [runs.runtime("stable"), runs.runtime("v2"), runs.runtime("v4")]
+    async with running(settings, weather({"name": "stable", "weight": 50}, {"name": "v2", "weight": 50}), agents) as c:
+        first = await c.ask_many([c.event(f"p{i}", "weather?") for i in range(16)], timeout=60)
+    async with running(settings, weather({"name": "stable", "weight": 50}, {"name": "v4", "weight": 50}), agents) as c:
+        second = await c.ask_many([c.event(f"p{i}", "again?") for i in range(16)], timeout=60)
+    was = {r.conversation_id: r.variants["WeatherAgent"] for r in first}
+    decided = await decisions(settings)
+    for r in second:
+        note = decided[r.event_id].variant_notes.get("WeatherAgent")
+        if was[r.conversation_id] == "v2":
+            assert r.variants["WeatherAgent"] in ("stable", "v4") and r.status == "complete"
+            assert note == f"pinned variant v2 is no longer served; moved to {r.variants['WeatherAgent']}"
+        else:
+            assert r.variants["WeatherAgent"] == "stable" and note is None
+    assert "v2" in was.values()
 
 
 async def test_a_failing_canary_is_rolled_back_and_the_stable_variant_takes_its_conversations(

@@ -88,3 +88,14 @@ def test_an_agent_without_variants_keeps_its_catalog_version() -> None:
     varied = catalog_from_dict(agents_with([{"name": "stable", "weight": 100}]))
     assert plain.version != varied.version
     assert varied.agents[0].salt == "WeatherAgent"
+
+
+def test_a_reply_topic_may_not_be_a_variants_task_topic() -> None:
+    from routeyard.router.validation import answerable
+    from routeyard.schemas import Topics
+
+    varied = catalog_from_dict(agents_with([{"name": "stable", "weight": 100}, {"name": "v2", "topic": "wx.v2"}]))
+    plain = catalog_from_dict({"agents": [{"name": "WeatherAgent", "description": "weather"}]})
+    assert answerable("wx.v2", plain, Topics(prefix="ry."))
+    assert not answerable("wx.v2", varied, Topics(prefix="ry."))
+    assert not answerable("wx_v2", varied, Topics(prefix="ry."))  # Kafka folds '.' and '_'
