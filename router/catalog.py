@@ -152,6 +152,7 @@ class AgentSpec(BaseModel):
     stream: bool = Field(default=True, description="With url: ask the agent to stream its answer (server-sent events).")
     variants: tuple[VariantSpec, ...] = Field(
         default=(),
+        max_length=20,
         description="Versions of this agent sharing its name (canaries, A/B, shadows): see 'Variants and canaries'.",
     )
     variant_salt: str | None = Field(

@@ -4,13 +4,15 @@ never reach the caller."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from routeyard.consumers.agents.agent import Agent, agent
-from routeyard.consumers.dev.embedded import EmbeddedValkey
+from routeyard.consumers.cli.main import main
+from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.tools.variants import read_topics, report, report_text
@@ -163,3 +165,26 @@ async def test_a_shadow_variant_reply_is_recorded_and_never_reaches_the_caller(s
     print(text)
     assert "  stable: 3 turns, ok 100.0%, error 0.0%, timeout 0.0%, p50 " in text
     assert "  v3 (shadow): 3 turns, ok 100.0%" in text and "agrees 3/3 (100%)" in text  # Jaccard 4/6
+
+
+@pytest.mark.integration
+async def test_cli_reports_a_failing_canary(
+    broker: EmbeddedBroker, valkey: EmbeddedValkey, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = make_settings(broker, valkey, prefix)
+    runs = Variants(settings)
+    canary = weather({"name": "stable", "weight": 50}, {"name": "v2", "weight": 50})
+    async with running(settings, canary, [runs.runtime("stable"), runs.runtime("v2", fail=True)]) as client:
+        answered = await client.ask_many([client.event(f"q{i}", "weather?") for i in range(12)], timeout=60)
+    on_canary = sum(r.variants == {"WeatherAgent": "v2"} for r in answered)
+    argv = ["--bootstrap", settings.kafka.bootstrap, "--prefix", settings.topic_prefix, "variants", "report"]
+    assert await asyncio.to_thread(main, [*argv, "WeatherAgent"]) == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert f"  stable: {12 - on_canary} turns, ok 100.0%, error 0.0%, timeout 0.0%, p50 " in out
+    assert f"  v2: {on_canary} turns, ok 0.0%, error 100.0%, timeout 0.0%, p50 " in out
+    assert await asyncio.to_thread(main, [*argv, "NoSuchAgent"]) == 1
+    assert "no turns of NoSuchAgent with variants found" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "WeatherAgent", "--since", "yesterday"])
+    assert exited.value.code == 2 and "not an ISO 8601 time: 'yesterday'" in capsys.readouterr().err
