@@ -84,6 +84,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max_s: float = 0.0
     variant: str | None = None
     """The agent's variant this turn goes to (None: the agent has no variants)."""
+    canary: bool = False
+    """A variant other than the stable one: its outcomes feed its own breaker, not the agent's."""
 
 
 class Slot(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +109,7 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     existed: their replies are accepted without a token (a rolling upgrade)."""
     variant: str | None = None
     """The agent's variant (its task carries it; outcomes are fed to the variant's health)."""
+    canary: bool = False
 
     @property
     def current_task_id(self) -> str:
@@ -126,6 +129,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     retry: bool = False
     """A further attempt was scheduled because of this one."""
     variant: str | None = None
+    canary: bool = False
 
 
 def attempt_task_id(task_id: str, attempt: int) -> str:
@@ -209,6 +213,7 @@ def start(
             backoff_max_s=t.backoff_max_s,
             secret=secret(),
             variant=t.variant,
+            canary=t.canary,
         )
         for step, t in enumerate(targets)
     ]
@@ -257,7 +262,14 @@ def on_reply(
         slots[index] = _settle(slot, reply.status, reply, now, retriable=reply.retriable)
         retry = slots[index].status == "retrying"
         outcomes.append(
-            Outcome(agent=slot.agent, kind=reply.status, attempt=attempt, retry=retry, variant=slot.variant)
+            Outcome(
+                agent=slot.agent,
+                kind=reply.status,
+                attempt=attempt,
+                retry=retry,
+                variant=slot.variant,
+                canary=slot.canary,
+            )
         )
     else:  # an earlier attempt (already counted as failed) answered ok after all
         slots[index] = msgspec.structs.replace(slot, status="ok", reply=reply, retry_at=None)
@@ -341,7 +353,11 @@ def on_deadline(state: Correlation, now: float, blocked: Collection[str] = ()) -
             retry = slots[i].status == "retrying"
             if not retry:
                 slots[i] = msgspec.structs.replace(slots[i], reply=None)
-            outcomes.append(Outcome(agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry, variant=s.variant))
+            outcomes.append(
+                Outcome(
+                    agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry, variant=s.variant, canary=s.canary
+                )
+            )
     transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
     return msgspec.structs.replace(transition, outcomes=_unretried(outcomes, transition.withheld))
 

@@ -365,7 +365,7 @@ class Correlator:
         for o in varied:
             child(METRICS.variant_outcomes, agent=o.agent, variant=o.variant or "", outcome=o.kind).inc()
         if self._circuits is not None:
-            results = [(o.agent, o.kind == "ok") for o in outcomes]
+            results = [(o.agent, o.kind == "ok") for o in outcomes if not o.canary]  # a canary has its own
             results += [(breaker_name(o.agent, o.variant), o.kind == "ok") for o in varied if o.variant]
             await self._circuits.record(results, time.time())
         if self._variants is not None and varied:

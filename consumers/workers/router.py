@@ -39,7 +39,6 @@ from routeyard.router.correlation import Correlation, Effect, Target, stage, sta
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
 from routeyard.router.plan import avoid_open_circuits, decide_routes, make_decision
 from routeyard.router.validation import InvalidEvent, answerable, utc, validate
-from routeyard.router.variants import variant_topic
 from routeyard.schemas import (
     ConversationEvent,
     Message,
@@ -345,16 +344,12 @@ class RouterWorker:
         spec = self._catalog.get(name)
         assert spec is not None  # decide_routes keeps catalog names only
         retry = self._settings.retry
-        variant = None
-        topic = spec.topic or self._topics.agent(name)
-        if spec.variants and event is not None:
-            variant, _ = self._picks.get((event.tenant, event.conversation_id, name), (None, None))
-            chosen = next((v for v in spec.variants if v.name == variant), None)
-            topic = variant_topic(self._topics, name, chosen) if chosen is not None else topic
+        topic, variant, canary = picking.routed(spec, event, self._picks, self._topics)
         return Target(
             agent=name,
             topic=topic,
             variant=variant,
+            canary=canary,
             timeout_s=spec.timeout_s,
             retries=self._retries(name),
             backoff_s=retry.backoff_s,

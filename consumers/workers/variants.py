@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import msgspec
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.stores.variants import Pin, VariantStore
-from routeyard.router.catalog import Catalog
+from routeyard.router.catalog import AgentSpec, Catalog
 from routeyard.router.correlation import Effect, Target
-from routeyard.router.variants import note, plan_pin, shadow_effects, shadows, variant_topic
+from routeyard.router.variants import note, plan_pin, shadow_effects, shadows, stable, variant_topic
 from routeyard.schemas import ConversationEvent, Message, RoutingDecision, Topics
 
 Picks = dict[tuple[str | None, str, str], tuple[str, str | None]]
@@ -43,6 +43,20 @@ async def pick(catalog: Catalog, store: VariantStore | None, events: Sequence[Co
         why = note(agent.variants, p.tenant, p.conversation_id, agent.salt, variant, replaced, rolled.get(p.agent, {}))
         picks[(p.tenant, p.conversation_id, p.agent)] = (variant, why)
     return picks
+
+
+def routed(
+    spec: AgentSpec, event: ConversationEvent | None, picks: Picks, topics: Topics
+) -> tuple[str, str | None, bool]:
+    """(task topic, variant, whether it is a canary) of the agent for the event's conversation; an
+    agent the batch picked no variant for (a fallback outside the turn's agents) gets its stable one."""
+    if not spec.variants:
+        return spec.topic or topics.agent(spec.name), None, False
+    key = (event.tenant, event.conversation_id, spec.name) if event is not None else None
+    variant = picks[key][0] if key in picks else stable(spec.variants)  # not picked: a fallback agent
+    by_name = {v.name: v for v in spec.variants}
+    chosen = by_name.get(variant) or by_name[stable(spec.variants)]
+    return variant_topic(topics, spec.name, chosen), chosen.name, chosen.name != stable(spec.variants)
 
 
 def recorded(decision: RoutingDecision, targets: Sequence[Target], picks: Picks, catalog: Catalog) -> RoutingDecision:

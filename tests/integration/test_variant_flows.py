@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from routeyard.consumers.agents.agent import Agent, agent
 from routeyard.consumers.cli.main import main
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
@@ -188,3 +189,39 @@ async def test_cli_reports_a_failing_canary(
     with pytest.raises(SystemExit) as exited:
         main([*argv, "WeatherAgent", "--since", "yesterday"])
     assert exited.value.code == 2 and "not an ISO 8601 time: 'yesterday'" in capsys.readouterr().err
+
+
+async def test_a_canary_whose_breaker_opens_is_rolled_back_and_says_so(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The window needs 100 outcomes here: the canary's own breaker (threshold 2) rolls it back,
+    and the agent's breaker stays closed (a canary's failures are its own)."""
+    settings = settings.model_copy(
+        update={
+            "variants": settings.variants.model_copy(update={"min_count": 100}),
+            "circuit": settings.circuit.model_copy(update={"threshold": 2}),
+        }
+    )
+    runs = Variants(settings)
+    variants = weather({"name": "stable", "weight": 50}, {"name": "v2", "weight": 50})
+    before = assignments("v2")
+    async with running(settings, variants, [runs.runtime("stable"), runs.runtime("v2", fail=True)]) as client:
+        answered = [await client.ask(f"b{i}", "weather?", timeout=30) for i in range(16)]
+    on_canary = [r for r in answered if r.variants == {"WeatherAgent": "v2"}]
+    # the breaker counts once the response is out: one more turn may reach the canary meanwhile
+    assert 2 <= len(on_canary) <= 3 and all(r.status == "failed" for r in on_canary)
+    assert all(r.status == "complete" for r in answered if r not in on_canary)  # the agent stayed up
+    decided = await decisions(settings)
+    notes = [decided[r.event_id].variant_notes.get("WeatherAgent") for r in answered]
+    assert "rolled back: v2 circuit open; sent to stable" in notes
+    assert assignments("v2") - before == len(on_canary)
+    assert REGISTRY.get_sample_value("routeyard_variant_rolled_back", {"agent": "WeatherAgent", "variant": "v2"}) == 1
+    assert any(
+        r.levelname == "WARNING" and "variant v2 of agent WeatherAgent rolled back: v2 circuit open" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def assignments(variant: str) -> float:
+    labels = {"agent": "WeatherAgent", "variant": variant}
+    return REGISTRY.get_sample_value("routeyard_variant_assignments_total", labels) or 0.0
