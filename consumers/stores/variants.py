@@ -44,7 +44,7 @@ for i, key in ipairs(KEYS) do
     out[i] = cur
   else
     redis.call('SET', key, want, 'EX', ttl)
-    if cur then out[i] = want .. '|' .. cur else out[i] = want end
+    out[i] = want .. '|' .. (cur or '')
   end
 end
 return out
@@ -85,8 +85,9 @@ class VariantStore:
     def rollback_key(self, spec: AgentSpec) -> str:
         return f"{self._ns}:variant:rollback:{spec.name}:{config_hash(spec)}"
 
-    async def pin(self, pins: Sequence[Pin]) -> list[tuple[str, str | None]]:
-        """Each pin's variant, and the variant its old pin named where that was replaced."""
+    async def pin(self, pins: Sequence[Pin]) -> list[tuple[str, str | None, bool]]:
+        """Each pin's variant, the variant its old pin named where that was replaced, and whether
+        the pin is new (the conversation had none)."""
         if not pins:
             return []
         keys = [self.pin_key(p.agent, p.tenant, p.conversation_id) for p in pins]
@@ -94,11 +95,10 @@ class VariantStore:
         for p in pins:
             args += [p.want, "," + ",".join(p.allowed) + ","]
         out = await self._pin(keys=keys, args=args)
-        results: list[tuple[str, str | None]] = []
+        results: list[tuple[str, str | None, bool]] = []
         for raw in out:
-            text = raw.decode() if isinstance(raw, bytes) else str(raw)
-            got, _, was = text.partition("|")
-            results.append((got, was or None))
+            got, changed, was = _text(raw).partition("|")
+            results.append((got, was or None, bool(changed) and not was))
         return results
 
     async def rolled_back(self, specs: Sequence[AgentSpec], now: float) -> dict[str, dict[str, str]]:

@@ -35,12 +35,13 @@ async def pick(catalog: Catalog, store: VariantStore | None, events: Sequence[Co
                 out = rolled.get(spec.name, {})
                 want, allowed = plan_pin(spec.variants, event.tenant, event.conversation_id, spec.salt, out)
                 pins.append(Pin(spec.name, event.tenant, event.conversation_id, want, allowed))
-    got = await store.pin(pins) if store is not None else [(p.want, None) for p in pins]
+    got = await store.pin(pins) if store is not None else [(p.want, None, True) for p in pins]
     picks: Picks = {}
-    for p, (variant, replaced) in zip(pins, got, strict=True):
+    for p, (variant, replaced, new) in zip(pins, got, strict=True):
         agent = catalog.get(p.agent)
         assert agent is not None
-        why = note(agent.variants, p.tenant, p.conversation_id, agent.salt, variant, replaced, rolled.get(p.agent, {}))
+        out = rolled.get(p.agent, {}) if new or replaced else {}  # a kept pin was chosen before any rollback
+        why = note(agent.variants, p.tenant, p.conversation_id, agent.salt, variant, replaced, out)
         picks[(p.tenant, p.conversation_id, p.agent)] = (variant, why)
     return picks
 

@@ -26,12 +26,12 @@ def store(client: redis.Redis, prefix: str) -> VariantStore:
 async def test_a_pin_is_set_once_and_kept_while_its_variant_is_allowed(redis_client: redis.Redis, prefix: str) -> None:
     pins = store(redis_client, prefix)
     both = ("stable", "v2")
-    assert await pins.pin([Pin("WeatherAgent", "acme", "c:1", "stable", both)]) == [("stable", None)]
+    assert await pins.pin([Pin("WeatherAgent", "acme", "c:1", "stable", both)]) == [("stable", None, True)]
     # another worker, with other weights, wants v2 for the same conversation: it gets the pin
-    assert await pins.pin([Pin("WeatherAgent", "acme", "c:1", "v2", both)]) == [("stable", None)]
-    assert await pins.pin([Pin("WeatherAgent", "acme", "c:1", "v2", ("v2",))]) == [("v2", "stable")]
+    assert await pins.pin([Pin("WeatherAgent", "acme", "c:1", "v2", both)]) == [("stable", None, False)]
+    assert await pins.pin([Pin("WeatherAgent", "acme", "c:1", "v2", ("v2",))]) == [("v2", "stable", False)]
     # tenant and conversation are hashed into the key: no id can reach into another's pin
-    assert await pins.pin([Pin("WeatherAgent", "acme:c", "1", "stable", both)]) == [("stable", None)]
+    assert await pins.pin([Pin("WeatherAgent", "acme:c", "1", "stable", both)]) == [("stable", None, True)]
     assert "c:1" not in pins.pin_key("WeatherAgent", "acme", "c:1")
 
 
