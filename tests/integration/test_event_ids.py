@@ -85,7 +85,9 @@ def _record(topic: str, offset: int, value: bytes) -> Record:
     return Record(topic=topic, partition=0, offset=offset, key=b"k", value=value)
 
 
-async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(bus, valkey, prefix, redis_client) -> None:
+async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(
+    bus, valkey, prefix, redis_client
+) -> None:
     settings = make_settings(bus, valkey, prefix)
     await create_topics(settings, CATALOG, bus_for(settings))
     context, store = stores(settings, redis_client)
