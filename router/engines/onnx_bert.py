@@ -38,9 +38,11 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.in
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     """Every tensor of a ``.safetensors`` file, as read-only numpy arrays over the file's bytes."""
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    if data.size < 8:
+    if not path.is_file():
+        raise EncoderUnavailable(f"{path}: no such file (the model folder needs its model.safetensors)")
+    if path.stat().st_size < 8:
         raise EncoderUnavailable(f"{path}: not a safetensors file (shorter than its header)")
+    data = np.memmap(path, dtype=np.uint8, mode="r")
     size = int(data[:8].view("<u8")[0])
     if size > min(_MAX_HEADER, data.size - 8):
         raise EncoderUnavailable(f"{path}: not a safetensors file (header of {size} bytes)")
