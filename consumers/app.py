@@ -11,6 +11,8 @@ import contextlib
 import functools
 import logging
 import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from routeyard.consumers import tracing
@@ -66,6 +68,20 @@ def check_engine(settings: Settings) -> None:
 
         resolve_model(settings.semantic.model)
         require_runtime()
+        _build_onnx(settings)
+
+
+def _build_onnx(settings: Settings) -> None:
+    """Build the semantic engine's ONNX model where it is not cached yet, saying so in one line."""
+    from routeyard.router.engines.embedding import onnx_path, prepare_onnx
+
+    s = settings.semantic
+    if onnx_path(s.model, cache_dir=s.cache_dir, quantize=s.quantize).is_file():
+        return
+    print(f"building the ONNX model for {s.model} ...", end=" ", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    prepare_onnx(s.model, cache_dir=s.cache_dir, quantize=s.quantize)
+    print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
 def _engine(name: str, settings: Settings) -> DecisionEngine:

