@@ -67,8 +67,15 @@ def replication_plan(factor: int | None, min_insync: int | None, brokers: int) -
     return Replication(chosen, {} if isr is None else {"min.insync.replicas": str(isr)}, warning)
 
 
-async def ensure_topics(kafka: KafkaSettings | str, topics: Mapping[str, int], *, timeout: float = 10.0) -> None:
-    """Create each topic with its partition count unless it exists, then wait until all are visible.
+async def ensure_topics(
+    kafka: KafkaSettings | str,
+    topics: Mapping[str, int],
+    *,
+    timeout: float = 10.0,
+    configs: Mapping[str, str] | None = None,
+) -> None:
+    """Create each topic with its partition count unless it exists, then wait until all are visible;
+    ``configs``: topic settings for the new ones (e.g. ``cleanup.policy=compact``).
 
     An existing topic keeps its partition count and replication, whatever was asked.
     """
@@ -82,7 +89,8 @@ async def ensure_topics(kafka: KafkaSettings | str, topics: Mapping[str, int], *
     await admin.start()
     try:
         plan = await _plan(admin, settings)
-        new = [NewTopic(t, n, plan.factor, topic_configs=plan.configs) for t, n in topics.items()]
+        settings_ = {**plan.configs, **(configs or {})}
+        new = [NewTopic(t, n, plan.factor, topic_configs=settings_) for t, n in topics.items()]
         response = await admin.create_topics(new)
         for name, code, message in _failures(response.topic_errors):
             if for_code(code) is not TopicAlreadyExistsError:  # tansu answers 36, as Kafka does

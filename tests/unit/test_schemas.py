@@ -95,6 +95,8 @@ SAMPLES: dict[str, msgspec.Struct] = {
         decided_at=T0,
         v=7,
         reason="WeatherAgent 0.250 >= min_similarity 0.10",
+        catalog_source="topic",
+        registered=["WeatherAgent"],
     ),
     "AgentTask": AgentTask(
         task_id="ev1:1:RestaurantAgent",
