@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
 import time
 from pathlib import Path
 
