@@ -260,7 +260,9 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         def gateway_up(url: str) -> None:
             print(f"  gateway: {url}/v1  (OpenAI-compatible; model 'routeyard'; page: {url}/)", flush=True)
 
-        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up), live, "dev")
+        run_until_signal(
+            lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up, watch=True), live, "dev"
+        )
     print("routeyard dev: stopped", flush=True)
     return 0
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 from routeyard.consumers.errors import TopicSettingsError
 from routeyard.consumers.kafka.aio import security_options
 from routeyard.consumers.settings import KafkaSettings
@@ -152,3 +152,30 @@ async def _wait_visible(admin: AIOKafkaAdminClient, names: set[str], timeout: fl
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics not in metadata after {timeout:.0f}s: {sorted(missing)}")
         await asyncio.sleep(0.05)
+
+
+async def group_members(kafka: KafkaSettings | str, groups: Iterable[str]) -> dict[str, int]:
+    """How many members each consumer group has now (0: none, or no such group). One group per
+    request: tansu answers a request naming a group it does not know with a malformed response."""
+    counts: dict[str, int] = {}
+    admin = make_admin(kafka)
+    await admin.start()
+    quiet = logging.getLogger("aiokafka.conn")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # tansu's malformed answer for an unknown group is expected here
+    try:
+        for name in groups:
+            counts[name] = await _members(admin, name)
+    finally:
+        quiet.setLevel(level)
+        await admin.close()
+    return counts
+
+
+async def _members(admin: AIOKafkaAdminClient, group: str) -> int:
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    except KafkaError:  # an unknown group, on tansu
+        return 0
+    found = [g for response in responses for g in response.groups if g[1] == group and not g[0]]
+    return len(found[0][5]) if found else 0
