@@ -143,3 +143,36 @@ def test_agents_that_disagree_with_the_catalog_are_listed() -> None:
         "@agent 'C' is not in the catalog",
     ]
     assert disagreements(catalog, agents[:1], Topics(prefix="p.")) == []
+
+
+def test_catalog_check_with_agents_prints_each_disagreement_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from routeyard.consumers.cli.main import main
+
+    (tmp_path / "agents.yaml").write_text(OTHER)
+    (tmp_path / "catalog_live_mine.py").write_text(
+        "from routeyard import agent\n\n"
+        "@agent('A', 'does a')\nasync def a(task):\n    return 'a'\n\n"
+        "@agent('B', 'does something else')\nasync def b(task):\n    return 'b'\n"
+    )
+    where = ["--app-dir", str(tmp_path), "--prefix", "p."]
+    assert main(["catalog", "check", str(tmp_path / "agents.yaml"), "--agents", "catalog_live_mine:a", *where]) == 0
+    assert (
+        main(
+            [
+                "catalog",
+                "check",
+                str(tmp_path / "agents.yaml"),
+                "--agents",
+                "catalog_live_mine:a",
+                "catalog_live_mine:b",
+                *where,
+            ]
+        )
+        == 1
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == (
+        f"{tmp_path / 'agents.yaml'}: B: description differs: @agent says 'does something else', the catalog 'does b'"
+    )
