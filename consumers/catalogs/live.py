@@ -13,9 +13,12 @@ batch that starts after it arrived.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -198,3 +201,19 @@ class LiveCatalog:
             self._merged_from = key
         alive = roster.alive(time.time()) if roster is not None else frozenset()
         self.unavailable = frozenset(name for name in self.registered if name not in alive)
+
+
+async def follow(
+    source: CatalogSource, on_change: Callable[[Catalog], None], stop: asyncio.Event, interval_s: float = 1.0
+) -> None:
+    """For processes without batches (the gateway): check ``source`` every ``interval_s`` until
+    ``stop``; ``on_change`` gets each newer catalog."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)
+        try:
+            if not stop.is_set() and await source.refresh():
+                log.info("catalog version %s in effect (%s)", source.version, source.kind)
+                on_change(source.catalog)
+        except Exception as exc:  # the catalog in effect stays; try again next time
+            log.warning("catalog not refreshed, keeping version %s: %s", source.version, exc)

@@ -274,12 +274,12 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     cfg = settings.gateway.model_validate(settings.gateway.model_dump() | overrides)
     settings = settings.model_copy(update={"gateway": cfg})
-    catalog = load_catalog(settings.router.catalog)
 
     def started(url: str) -> None:
         print(f"routeyard gateway: {url}/v1 (instance {cfg.instance}). Ctrl-C stops.", flush=True)
 
-    run_until_signal(lambda stop: run_gateway(settings, stop, catalog, started=started), settings, "gateway")
+    # None: the gateway follows ROUTEYARD_ROUTER__CATALOG (a file, or topic:) while it serves
+    run_until_signal(lambda stop: run_gateway(settings, stop, None, started=started), settings, "gateway")
     return 0
 
 

@@ -82,7 +82,7 @@ async def run_pipeline(
             if gateway is not None:
                 from routeyard.consumers.gateway import run_gateway
 
-                group.create_task(run_gateway(settings, stop, catalog, bus=bus, started=gateway))
+                group.create_task(run_gateway(settings, stop, None if watch else catalog, bus=bus, started=gateway))
             if ready is not None:
                 group.create_task(_signal_ready(ready, stop))
 

@@ -7,6 +7,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from routeyard.consumers.dev.embedded import free_port
 
@@ -46,6 +47,8 @@ def test_dev_reloads_its_catalog_and_warns_about_agents_that_do_not_add_up(tmp_p
         after = routeyard(dev, "--env-file", "dev.env", "send", "--wait", "c2", "please summarise this")
         assert after.returncode == 0, after.stderr
         assert "    SummaryAgent    < summary" in after.stdout.splitlines()
+        models = httpx.get(f"http://127.0.0.1:{dev.gateway_port}/v1/models", timeout=10).json()
+        assert {m["id"] for m in models["data"]} == {"routeyard", "TranslateAgent", "SummaryAgent"}
         assert dev.log.read_text().count("agent SummaryAgent is running but not in the catalog") == 1
     finally:
         dev.stop()
