@@ -149,7 +149,11 @@ async def run_router(
 
 def live_catalog(settings: Settings, bus: Bus, catalog: Catalog | None = None) -> LiveCatalog:
     registry = RegistryReader(bus, settings) if settings.registry.enabled else None
-    return LiveCatalog(source_for(settings, bus, catalog), registry)
+
+    async def prepare(new: Catalog) -> None:  # a new version's agents get their topics first
+        await create_topics(settings, new, bus)
+
+    return LiveCatalog(source_for(settings, bus, catalog), registry, prepare)
 
 
 async def _route(settings: Settings, stop: asyncio.Event, live: LiveCatalog, engine: DecisionEngine, bus: Bus) -> None:

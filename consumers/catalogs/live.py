@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -148,24 +148,32 @@ def source_for(settings: Settings, bus: Bus, catalog: Catalog | None = None) -> 
     return FileSource(settings.router.catalog)
 
 
+Prepare = Callable[[Catalog], Awaitable[None]]
+"""What a process does before a new catalog takes effect (the router: create its agents' topics);
+when it fails, the old catalog stays in effect and the next refresh tries again."""
+
+
 class LiveCatalog:
     """``catalog``: the source's catalog plus the allowed registered agents seen; ``unavailable``:
     the registered ones whose instances all stopped heartbeating."""
 
-    def __init__(self, source: CatalogSource, registry: RegistryReader | None = None) -> None:
+    def __init__(
+        self, source: CatalogSource, registry: RegistryReader | None = None, prepare: Prepare | None = None
+    ) -> None:
         self.source = source
         self._registry = registry
+        self._prepare = prepare
         self.catalog: Catalog
+        self.version = ""
+        self._base: Catalog
         self.registered: tuple[str, ...] = ()
         self.unavailable: frozenset[str] = frozenset()
         self._merged_from: tuple[str, int] = ("", -1)
-
-    @property
-    def version(self) -> str:
-        return self.source.version
+        self._failed = ""
 
     async def start(self) -> None:
         await self.source.start()
+        self._base, self.version = self.source.catalog, self.source.version
         if self._registry is not None:
             await self._registry.start()
             await self._registry.poll(timeout_ms=200)
@@ -178,26 +186,34 @@ class LiveCatalog:
 
     async def refresh(self) -> None:
         """Between batches: a newer catalog version, and the registry's news."""
-        if await self.source.refresh():
-            log.info(
-                "catalog version %s in effect (%s, %d agents)",
-                self.version,
-                self.source.kind,
-                len(self.source.catalog.agents),
-            )
+        await self.source.refresh()
+        if self.source.version != self.version:
+            await self._take(self.source.catalog, self.source.version)
         if self._registry is not None:
             await self._registry.poll()
         self._merge()
+
+    async def _take(self, catalog: Catalog, version: str) -> None:
+        try:
+            if self._prepare is not None:
+                await self._prepare(catalog)
+        except Exception as exc:  # the catalog in effect stays; the next batch tries again
+            if self._failed != version:
+                log.warning("catalog version %s not taken, keeping %s: %s", version, self.version, exc)
+            self._failed = version
+            return
+        self._base, self.version = catalog, version
+        log.info("catalog version %s in effect (%s, %d agents)", version, self.source.kind, len(catalog.agents))
 
     def _merge(self) -> None:
         roster = self._registry.roster if self._registry is not None else None
         key = (self.version, roster.revision if roster is not None else 0)
         if key != self._merged_from:
             try:
-                self.catalog, self.registered = merge(self.source.catalog, roster.specs if roster else {})
+                self.catalog, self.registered = merge(self._base, roster.specs if roster else {})
             except ValueError as exc:  # registered agents that cannot join: the catalog alone
                 log.warning("registered agents not merged: %s", exc)
-                self.catalog, self.registered = self.source.catalog, ()
+                self.catalog, self.registered = self._base, ()
             self._merged_from = key
         alive = roster.alive(time.time()) if roster is not None else frozenset()
         self.unavailable = frozenset(name for name in self.registered if name not in alive)

@@ -105,6 +105,9 @@ class RegistryReader:
         self.roster = Roster(settings.registry.timeout_s)
         self._consumer: Consumer | None = None
         self._refused: set[str] = set()
+        topics = settings.topics
+        self._reserved = frozenset([*topics.core(), self.topic, f"{settings.topic_prefix}catalog"])
+        """Topics no registered agent may name: routeyard's own (tasks there would be misread)."""
 
     async def start(self) -> None:
         from routeyard.consumers.catalogs.published import ensure_compacted
@@ -138,6 +141,8 @@ class RegistryReader:
             if said.name not in self._allow:
                 self._refuse(said.name, where)
                 return
+            if said.topic in self._reserved:
+                raise ValueError(f"agent {said.name!r} names routeyard's own topic {said.topic!r}")
             spec = AgentSpec.model_validate(
                 {
                     "name": said.name,

@@ -176,3 +176,56 @@ def test_catalog_check_with_agents_prints_each_disagreement_and_exits_1(
     assert out[-1] == (
         f"{tmp_path / 'agents.yaml'}: B: description differs: @agent says 'does something else', the catalog 'does b'"
     )
+
+
+async def test_a_version_that_cannot_be_prepared_keeps_the_old_until_it_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from routeyard.consumers.catalogs.live import LiveCatalog
+
+    path = tmp_path / "agents.yaml"
+    path.write_text(TEXT)
+    broken = True
+
+    async def prepare(catalog: object) -> None:
+        if broken:
+            raise OSError("broker down")
+
+    live = LiveCatalog(FileSource(path), prepare=prepare)
+    await live.start()
+    before = live.version
+    path.write_text(OTHER)
+    os.utime(path, ns=(1, 10**18))
+    with caplog.at_level(logging.WARNING):
+        await live.refresh()
+        await live.refresh()
+    assert live.version == before and live.catalog.names == ("A",)
+    assert caplog.text.count("not taken, keeping") == 1
+    broken = False
+    await live.refresh()
+    assert live.catalog.names == ("A", "B") and live.version == catalog_from_text(OTHER).version
+
+
+def _announced(reader: object, offset: int, **fields: object) -> None:
+    from routeyard.consumers.catalogs.registry import Announcement
+
+    said = Announcement(**{"description": "plans", "instance": "i1", "at": 1e12, **fields})  # type: ignore[arg-type]
+    reader._take(_record(msgspec.json.encode(said), offset), now=1000.0)  # type: ignore[attr-defined]
+
+
+def test_the_registry_takes_allowed_names_only_and_never_a_core_topic(caplog: pytest.LogCaptureFixture) -> None:
+    from routeyard.consumers.catalogs.registry import RegistryReader
+    from routeyard.consumers.settings import RegistrySettings, Settings
+
+    settings = Settings(topic_prefix="p.", registry=RegistrySettings(enabled=True, allow=frozenset({"Planner", "Odd"})))
+    reader = RegistryReader(MemoryBus(), settings)
+    with caplog.at_level(logging.WARNING):
+        _announced(reader, 0, name="Planner")
+        _announced(reader, 1, name="Thief")
+        _announced(reader, 2, name="Thief")
+        _announced(reader, 3, name="Odd", topic="p.responses")
+    assert set(reader.roster.specs) == {"Planner"}
+    assert reader.roster.alive(now=1000.0) == {"Planner"}  # a future time counts as now, no later
+    assert reader.roster.alive(now=1000.0 + settings.registry.timeout_s + 1) == set()
+    assert caplog.text.count("refused registration of 'Thief'") == 1
+    assert "names routeyard's own topic 'p.responses'" in caplog.text
