@@ -229,3 +229,22 @@ def test_the_registry_takes_allowed_names_only_and_never_a_core_topic(caplog: py
     assert reader.roster.alive(now=1000.0 + settings.registry.timeout_s + 1) == set()
     assert caplog.text.count("refused registration of 'Thief'") == 1
     assert "names routeyard's own topic 'p.responses'" in caplog.text
+
+
+def test_explain_names_the_catalog_source_and_registered_routes() -> None:
+    from routeyard.consumers.tools.explain import _decision_lines
+    from routeyard.schemas import RoutingDecision
+
+    decision = RoutingDecision(
+        event_id="e",
+        conversation_id="c",
+        routes=["Planner"],
+        mode="parallel",
+        engine="rules",
+        catalog_version="3:abc",
+        catalog_source="topic",
+        registered=["Planner"],
+    )
+    lines = _decision_lines(decision)
+    assert lines[1] == "engine: rules, catalog 3:abc (topic)"
+    assert "from the agent registry: Planner" in lines
