@@ -44,13 +44,22 @@ from pydantic import (
 from routeyard.router.catalog_problems import problems, yaml_problem
 from routeyard.router.endpoint import EnvName, HttpUrl
 from routeyard.router.errors import CatalogError as CatalogError
+from routeyard.router.variants import VariantSpec, check_variants
 from routeyard.schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
-_LATER_FIELDS: dict[str, Any] = {"retries": None, "fallback": None, "url": None, "api_key_env": None, "stream": True}
+_LATER_FIELDS: dict[str, Any] = {
+    "retries": None,
+    "fallback": None,
+    "url": None,
+    "api_key_env": None,
+    "stream": True,
+    "variants": [],
+    "variant_salt": None,
+}
 """Fields added after the first catalogs, with their defaults: they count in the version only when set."""
 _DURATION_SCHEMA = {
     "anyOf": [
@@ -141,6 +150,24 @@ class AgentSpec(BaseModel):
         "(the token itself never goes in the catalog).",
     )
     stream: bool = Field(default=True, description="With url: ask the agent to stream its answer (server-sent events).")
+    variants: tuple[VariantSpec, ...] = Field(
+        default=(),
+        max_length=20,
+        description="Versions of this agent sharing its name (canaries, A/B, shadows): see 'Variants and canaries'.",
+    )
+    variant_salt: str | None = Field(
+        default=None, max_length=100, description="Salt of the variant assignment hash (default: the agent name)."
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: tuple[VariantSpec, ...]) -> tuple[VariantSpec, ...]:
+        check_variants(variants)
+        return variants
+
+    @property
+    def salt(self) -> str:
+        return self.variant_salt or self.name
 
     @field_validator("name")
     @classmethod

@@ -82,6 +82,10 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     backoff_s: float = 0.0
     """Wait before the first retry; doubled for each further one, up to ``backoff_max_s``."""
     backoff_max_s: float = 0.0
+    variant: str | None = None
+    """The agent's variant this turn goes to (None: the agent has no variants)."""
+    canary: bool = False
+    """A variant other than the stable one: its outcomes feed its own breaker, not the agent's."""
 
 
 class Slot(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +107,9 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     secret: str = ""
     """Key of this slot's task tokens (``router/token.py``). Empty in slots stored before tokens
     existed: their replies are accepted without a token (a rolling upgrade)."""
+    variant: str | None = None
+    """The agent's variant (its task carries it; outcomes are fed to the variant's health)."""
+    canary: bool = False
 
     @property
     def current_task_id(self) -> str:
@@ -121,6 +128,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     retry: bool = False
     """A further attempt was scheduled because of this one."""
+    variant: str | None = None
+    canary: bool = False
 
 
 def attempt_task_id(task_id: str, attempt: int) -> str:
@@ -203,6 +212,8 @@ def start(
             backoff_s=t.backoff_s,
             backoff_max_s=t.backoff_max_s,
             secret=secret(),
+            variant=t.variant,
+            canary=t.canary,
         )
         for step, t in enumerate(targets)
     ]
@@ -250,7 +261,16 @@ def on_reply(
     if current:
         slots[index] = _settle(slot, reply.status, reply, now, retriable=reply.retriable)
         retry = slots[index].status == "retrying"
-        outcomes.append(Outcome(agent=slot.agent, kind=reply.status, attempt=attempt, retry=retry))
+        outcomes.append(
+            Outcome(
+                agent=slot.agent,
+                kind=reply.status,
+                attempt=attempt,
+                retry=retry,
+                variant=slot.variant,
+                canary=slot.canary,
+            )
+        )
     else:  # an earlier attempt (already counted as failed) answered ok after all
         slots[index] = msgspec.structs.replace(slot, status="ok", reply=reply, retry_at=None)
     transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
@@ -333,7 +353,11 @@ def on_deadline(state: Correlation, now: float, blocked: Collection[str] = ()) -
             retry = slots[i].status == "retrying"
             if not retry:
                 slots[i] = msgspec.structs.replace(slots[i], reply=None)
-            outcomes.append(Outcome(agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry))
+            outcomes.append(
+                Outcome(
+                    agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry, variant=s.variant, canary=s.canary
+                )
+            )
     transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
     return msgspec.structs.replace(transition, outcomes=_unretried(outcomes, transition.withheld))
 
@@ -429,6 +453,7 @@ def _dispatch(
         metadata=state.metadata,
         token=slot.token(task_id),
         stream_topic=state.stream_topic,
+        variant=slot.variant,
     )
     effects.append(
         Effect(
@@ -463,6 +488,7 @@ def _response(state: Correlation, now: float) -> ConversationResponse:
         skipped=[s.agent for s in state.slots if s.status == "skipped"],
         created_at=state.created_at,
         responded_at=datetime.fromtimestamp(now, UTC),
+        variants={s.agent: s.variant for s in state.slots if s.variant is not None},
     )
 
 

@@ -162,6 +162,16 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
             "decided (null: written before v3, or an engine that gives none)."
         ),
     ] = None
+    variants: Annotated[
+        dict[str, str], Doc("(v5) Agent -> the variant its task went to (agents with variants only).")
+    ] = msgspec.field(default_factory=dict)
+    variant_notes: Annotated[
+        dict[str, str],
+        Doc("(v5) Agent -> why its variant is not the conversation's pinned one (e.g. rolled back, and why)."),
+    ] = msgspec.field(default_factory=dict)
+    shadows: Annotated[dict[str, list[str]], Doc("(v5) Agent -> its shadow variants that got a copy of the task.")] = (
+        msgspec.field(default_factory=dict)
+    )
     catalog_source: Annotated[
         str,
         Doc(
@@ -214,6 +224,12 @@ class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
             "(null: the sender did not ask for a stream; don't stream)."
         ),
     ] = None
+    variant: Annotated[
+        str | None, Doc("(v5) The agent's variant this task went to (null: the agent has no variants).")
+    ] = None
+    shadow: Annotated[
+        bool, Doc("(v5) A shadow copy: the reply goes to the shadows topic and never reaches the caller.")
+    ] = False
 
 
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -303,6 +319,9 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
     )
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
     reason: Annotated[str | None, Doc("With rejected (v2): why, in one line.")] = None
+    variants: Annotated[dict[str, str], Doc("(v5) Agent -> the variant that answered (agents with variants).")] = (
+        msgspec.field(default_factory=dict)
+    )
 
     @property
     def content(self) -> str:
