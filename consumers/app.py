@@ -17,6 +17,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 from routeyard.consumers import tracing
 from routeyard.consumers.agents.agent import Agent, AgentRunner
+from routeyard.consumers.catalogs.live import LiveCatalog, source_for
+from routeyard.consumers.catalogs.published import ensure_compacted
+from routeyard.consumers.catalogs.registry import RegistryReader, announcing, registry_topic
 from routeyard.consumers.errors import ShutdownTimeout as ShutdownTimeout
 from routeyard.consumers.kafka.aio import KafkaBus
 from routeyard.consumers.kafka.bus import Bus, Consumer, Producer
@@ -31,7 +34,7 @@ from routeyard.consumers.stores.marks import TaskMarks
 from routeyard.consumers.stores.variants import VariantStore
 from routeyard.consumers.workers.correlator import Correlator
 from routeyard.consumers.workers.router import RouterWorker
-from routeyard.router.catalog import Catalog, load_catalog
+from routeyard.router.catalog import Catalog
 from routeyard.router.engines.base import DecisionEngine
 from routeyard.router.engines.fallback import FallbackEngine
 from routeyard.router.engines.rules import RulesEngine
@@ -152,10 +155,29 @@ async def run_router(
     engine: DecisionEngine | None = None,
     bus: Bus | None = None,
 ) -> None:
-    catalog = catalog or load_catalog(settings.router.catalog)
+    """``catalog``: this one for good; None: ``router.catalog`` (a file, reloaded when it changes,
+    or ``topic:``, the published versions), plus registered agents when the registry is on."""
     bus = bus or make_bus(settings)
+    live = live_catalog(settings, bus, catalog)
+    await live.start()
+    try:
+        await _route(settings, stop, live, engine or build_engine(settings), bus)
+    finally:
+        await live.stop()
+
+
+def live_catalog(settings: Settings, bus: Bus, catalog: Catalog | None = None) -> LiveCatalog:
+    registry = RegistryReader(bus, settings) if settings.registry.enabled else None
+
+    async def prepare(new: Catalog) -> None:  # a new version's agents get their topics first
+        await create_topics(settings, new, bus)
+
+    return LiveCatalog(source_for(settings, bus, catalog), registry, prepare)
+
+
+async def _route(settings: Settings, stop: asyncio.Event, live: LiveCatalog, engine: DecisionEngine, bus: Bus) -> None:
+    catalog = live.catalog
     await create_topics(settings, catalog, bus)
-    engine = engine or build_engine(settings)
     group = f"{settings.topic_prefix}router"
     # The engine starts before the worker joins the consumer group.
     async with (
@@ -174,11 +196,13 @@ async def run_router(
             store=store,
             circuits=(circuits := CircuitStore(redis, settings.namespace, settings.circuit)),
             variants=VariantStore(redis, settings.namespace, settings.variants, circuits),
+            live=live,
         )
         log.info(
-            "router worker up: engine=%s catalog=%s (%d agents)",
+            "router worker up: engine=%s catalog=%s from %s (%d agents)",
             engine.name,
-            catalog.version,
+            live.version,
+            live.source.kind,
             len(catalog.agents),
         )
         with _observed("router", settings, consumer, group, stop) as tick:
@@ -215,6 +239,8 @@ async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event, bus: 
     topic = agent.topic or settings.topics.agent(agent.name)
     bus = bus or make_bus(settings)
     await bus.create_topics({topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions})
+    if agent.register:
+        await ensure_compacted(bus, registry_topic(settings.topic_prefix))
     group = f"{settings.topic_prefix}agent.{agent.name}"
     async with redis_client(settings) as redis, _clients(bus, [], group) as (consumer, producer):
         marks = TaskMarks(redis, settings.agent.dedup_ttl_s)
@@ -222,10 +248,13 @@ async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event, bus: 
         # Subscribed here, with the runner's listener: a rebalance drains the revoked partitions.
         consumer.subscribe([topic], runner.release)
         log.info("agent %s up on %s", agent.name, topic)
-        with _observed(f"agent {agent.name}", settings, consumer, group, stop) as tick:
-            runner.tick = tick
-            # The runner drains within the timeout itself; the margin covers its last commit.
-            await drained(runner.run(stop), stop, settings.lifecycle.shutdown_timeout_s + 5)
+        async with contextlib.AsyncExitStack() as registered:
+            if agent.register:
+                await registered.enter_async_context(announcing(agent, settings, producer))
+            with _observed(f"agent {agent.name}", settings, consumer, group, stop) as tick:
+                runner.tick = tick
+                # The runner drains within the timeout itself; the margin covers its last commit.
+                await drained(runner.run(stop), stop, settings.lifecycle.shutdown_timeout_s + 5)
 
 
 @contextlib.contextmanager

@@ -161,6 +161,8 @@ class RouterSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     catalog: Path = Path("agents.yaml")
+    """The catalog file (reloaded between batches when it changes), or ``topic:``: the versions
+    ``routeyard catalog publish`` put on ``<prefix>catalog``."""
     engine: EngineName = "rules"
     fallback: Annotated[list[EngineName], NoDecode] = []
     """Engines to try, in order, for turns the first one could not decide (e.g. ["rules"])."""
@@ -195,6 +197,22 @@ class RouterSettings(BaseModel):
     routeyard creates one topic per listed tenant."""
 
     _names = field_validator("fallback", "tenants", mode="before")(names)
+
+
+class RegistrySettings(BaseModel):
+    """Agent registration (off by default): agents started with ``--register`` announce themselves
+    on ``<prefix>registry``; router workers route to the allowed ones while they heartbeat."""
+
+    model_config = ConfigDict(frozen=True)
+
+    enabled: bool = False
+    allow: Annotated[frozenset[str], NoDecode] = frozenset()
+    """Names that may register (comma-separated); any other is refused with a WARNING."""
+    heartbeat_s: float = Field(default=2.0, gt=0, le=300)
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """An agent whose instances all went quiet this long is unavailable (fallback or default agent)."""
+
+    _names = field_validator("allow", mode="before")(names)
 
 
 class CorrelatorSettings(BaseModel):
@@ -376,6 +394,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     router: RouterSettings = RouterSettings()
     correlator: CorrelatorSettings = CorrelatorSettings()
+    registry: RegistrySettings = RegistrySettings()
     agent: AgentSettings = AgentSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
     retry: RetrySettings = RetrySettings()

@@ -326,12 +326,26 @@ def load_catalog(path: str | Path) -> Catalog:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CatalogError(f"cannot read agent catalog {path}: {exc.strerror}") from None
+    return catalog_from_text(text, source=str(path))
+
+
+MAX_CATALOG_BYTES = 1 << 20
+"""A catalog's text may not be larger (a published one travels as one record)."""
+
+
+def catalog_from_text(text: str, *, source: str = "<catalog>") -> Catalog:
+    """Parse and validate a catalog's YAML (or JSON) text: the file, and a published record, both
+    pass here, so a catalog the workers read is checked exactly as ``catalog check`` checks it."""
+    if len(text) > MAX_CATALOG_BYTES:
+        raise CatalogError(f"{source}: the catalog is larger than {MAX_CATALOG_BYTES} bytes")
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise CatalogError(yaml_problem(exc, str(path))) from None
-    return catalog_from_dict(data, source=str(path), root=root)
+    except (yaml.YAMLError, RecursionError) as exc:
+        if isinstance(exc, RecursionError):
+            raise CatalogError(f"{source}: the catalog is nested too deeply") from None
+        raise CatalogError(yaml_problem(exc, source)) from None
+    return catalog_from_dict(data, source=source, root=root)
 
 
 def catalog_json_schema() -> dict[str, Any]:

@@ -63,13 +63,20 @@ def decide_routes(
 
 
 def avoid_open_circuits(
-    routing: Routing, admit: Callable[[str], bool], catalog: Catalog, allowed: Sequence[str]
+    routing: Routing,
+    admit: Callable[[str], bool],
+    catalog: Catalog,
+    allowed: Sequence[str],
+    *,
+    label: str = "circuit open",
 ) -> Routing:
     """Move routes away from agents whose circuit breaker is open.
 
     ``admit(name)`` says whether a turn may go to an agent now (asked at most once per name).
     A refused agent's turn goes to the first admitted agent of its ``fallback`` chain, else to
-    the default agent, among ``allowed``; with neither it is dropped. The reason is recorded.
+    the default agent, among ``allowed``; with neither it is dropped. The reason is recorded
+    (``label``: "circuit open", or e.g. "unavailable" for registered agents that stopped
+    heartbeating: those are not listed in ``circuit_open``).
     """
     answers: dict[str, bool] = {}
 
@@ -92,10 +99,11 @@ def avoid_open_circuits(
             routes.append(substitute)
     if not opened:
         return routing
-    reason = "circuit open: " + ", ".join(notes)
+    reason = f"{label}: " + ", ".join(notes)
     if routing.fallback_reason:
         reason = f"{routing.fallback_reason}; {reason}"
-    return msgspec.structs.replace(routing, routes=routes, circuit_open=opened, fallback_reason=reason)
+    circuit_open = opened if label == "circuit open" else routing.circuit_open
+    return msgspec.structs.replace(routing, routes=routes, circuit_open=circuit_open, fallback_reason=reason)
 
 
 def _substitute(name: str, ok: Callable[[str], bool], catalog: Catalog, allowed: Sequence[str]) -> str | None:

@@ -172,6 +172,16 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     shadows: Annotated[dict[str, list[str]], Doc("(v5) Agent -> its shadow variants that got a copy of the task.")] = (
         msgspec.field(default_factory=dict)
     )
+    catalog_source: Annotated[
+        str,
+        Doc(
+            "(v5) Where the catalog came from: file, or topic (then catalog_version is N:hash, N the version "
+            "'routeyard catalog publish' gave it)."
+        ),
+    ] = ""
+    registered: Annotated[
+        list[str], Doc("(v5) Routes whose agent came from the agent registry, not from the catalog.")
+    ] = msgspec.field(default_factory=list)
 
 
 class PriorReply(msgspec.Struct, frozen=True, kw_only=True):

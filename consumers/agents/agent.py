@@ -35,7 +35,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Collection
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
@@ -75,6 +75,12 @@ class Agent:
     expose_errors: bool = False
     """Send an exception's text to the caller verbatim. Off by default: the caller gets a generic
     error with a reference id, and the detail stays in this process's log and trace."""
+    register: bool = False
+    """Announce this agent on the registry topic while it runs (``routeyard.consumers.catalogs``)."""
+    examples: tuple[str, ...] = ()
+    """Requests it should get (sent with the announcement, for the semantic engine)."""
+    keywords: tuple[str, ...] = ()
+    """Rules-engine keywords (sent with the announcement)."""
 
     @property
     def streams(self) -> bool:
@@ -124,15 +130,34 @@ def _is_async(handler: Handler) -> TypeGuard[Callable[[AgentTask], Awaitable[str
 
 
 def agent(
-    name: str, description: str, *, topic: str | None = None, expose_errors: bool = False
+    name: str,
+    description: str,
+    *,
+    topic: str | None = None,
+    expose_errors: bool = False,
+    register: bool = False,
+    examples: Sequence[str] = (),
+    keywords: Sequence[str] = (),
 ) -> Callable[[Handler], Agent]:
     """Declare an agent. The name must match the catalog entry that routes to it. An exception
     in the handler becomes an error reply saying ``<agent> failed (ref <id>)``; the exception
     itself is logged and recorded on the trace with that id. ``expose_errors=True`` sends
-    ``<Type>: <message>`` instead (only for agents whose errors are safe to show a caller)."""
+    ``<Type>: <message>`` instead (only for agents whose errors are safe to show a caller).
+    ``register=True`` announces it on the registry topic while it runs (name, description,
+    ``examples``, ``keywords``, topic): with ``ROUTEYARD_REGISTRY__ENABLED`` and its name allowed,
+    router workers route to it while it is alive."""
 
     def wrap(handler: Handler) -> Agent:
-        return Agent(name=name, description=description, handler=handler, topic=topic, expose_errors=expose_errors)
+        return Agent(
+            name=name,
+            description=description,
+            handler=handler,
+            topic=topic,
+            expose_errors=expose_errors,
+            register=register,
+            examples=tuple(examples),
+            keywords=tuple(keywords),
+        )
 
     return wrap
 

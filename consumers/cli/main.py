@@ -13,7 +13,8 @@
                                            stream, a status line (until /quit or end of input)
     routeyard schema export DIR            JSON Schema of every wire message and of the catalog,
                                            and asyncapi.json (topics, keys, groups, messages)
-    routeyard catalog check FILE           validate an agent catalog
+    routeyard catalog check FILE           validate an agent catalog (--agents M:O: cross-check @agents)
+    routeyard catalog publish FILE         validate it and publish it as the next live version
     routeyard topics create                create routeyard's topics
     routeyard eval DATASET                 score an engine on routing cases (--compare: two)
     routeyard tune DATASET                 fit the semantic engine's thresholds on labelled cases
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import sys
 import typing
@@ -42,6 +44,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from routeyard.consumers.cli import catalog as catalog_cli
 from routeyard.consumers.cli import chat, configuration, flags, offline
 from routeyard.consumers.cli.exits import exit_status
 from routeyard.consumers.cli.targets import load_agent as load_agent  # its old home; still importable here
@@ -178,6 +181,11 @@ def _parser() -> argparse.ArgumentParser:
         help="the @agent objects to run: module:object or path/to/file.py:object, e.g. translator:translate",
     )
     agent.add_argument("--app-dir", type=Path, metavar="DIR", help="import the modules from DIR (default: cwd)")
+    agent.add_argument(
+        "--register",
+        action="store_true",
+        help="announce the agents on the registry topic while they run (ROUTEYARD_REGISTRY__ALLOW must name them)",
+    )
 
     send = _command(commands, "send", _send, "publish one turn", uses=("kafka", "topic_prefix", "router"))
     send.add_argument("conversation", help="conversation id (turns of one conversation share it)")
@@ -200,9 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("directory", type=Path, help="where to write them (created if missing)")
     schema.add_argument("--catalog", type=Path, help="also describe this catalog's agent topics in asyncapi.json")
 
-    catalog = _command(commands, "catalog", _catalog, "validate an agent catalog", uses=("topic_prefix",))
-    catalog.add_argument("action", choices=["check"], help="check: load the catalog and list its agents")
-    catalog.add_argument("file", type=Path, help="the catalog (YAML)")
+    catalog = _command(
+        commands, "catalog", _catalog, "validate or publish an agent catalog", uses=("kafka", "topic_prefix")
+    )
+    catalog_cli.add_arguments(catalog)
 
     topics = _command(
         commands, "topics", _topics, "create routeyard's topics", uses=("kafka", "topic_prefix", "router")
@@ -252,7 +261,9 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         def gateway_up(url: str) -> None:
             print(f"  gateway: {url}/v1  (OpenAI-compatible; model 'routeyard'; page: {url}/)", flush=True)
 
-        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up), live, "dev")
+        run_until_signal(
+            lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up, watch=True), live, "dev"
+        )
     print("routeyard dev: stopped", flush=True)
     return 0
 
@@ -264,12 +275,12 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     cfg = settings.gateway.model_validate(settings.gateway.model_dump() | overrides)
     settings = settings.model_copy(update={"gateway": cfg})
-    catalog = load_catalog(settings.router.catalog)
 
     def started(url: str) -> None:
         print(f"routeyard gateway: {url}/v1 (instance {cfg.instance}). Ctrl-C stops.", flush=True)
 
-    run_until_signal(lambda stop: run_gateway(settings, stop, catalog, started=started), settings, "gateway")
+    # None: the gateway follows ROUTEYARD_ROUTER__CATALOG (a file, or topic:) while it serves
+    run_until_signal(lambda stop: run_gateway(settings, stop, None, started=started), settings, "gateway")
     return 0
 
 
@@ -307,13 +318,15 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.app import run_correlator, run_router, run_until_signal
+    from routeyard.consumers.catalogs.live import TOPIC
 
     if args.role == "router":
         from routeyard.consumers.app import check_engine
 
         check_engine(settings)
-        catalog = load_catalog(settings.router.catalog)
-        run_until_signal(lambda stop: run_router(settings, stop, catalog), settings, "router")
+        if str(settings.router.catalog) != TOPIC:
+            load_catalog(settings.router.catalog)  # a bad catalog file: its problems, exit 2
+        run_until_signal(lambda stop: run_router(settings, stop), settings, "router")
     elif args.role == "http-agents":
         _http_agents(settings)
     else:
@@ -340,7 +353,10 @@ def _http_agents(settings: Settings) -> None:
 def _agent(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.cli.attach import run_agents
 
-    run_agents(load_agents(args.targets, args.app_dir), settings)
+    agents = load_agents(args.targets, args.app_dir)
+    if args.register:
+        agents = [dataclasses.replace(a, register=True) for a in agents]
+    run_agents(agents, settings)
     return 0
 
 
@@ -360,17 +376,7 @@ def _schema(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _catalog(args: argparse.Namespace, settings: Settings) -> int:
-    catalog = load_catalog(args.file)
-    default = catalog.default_agent
-    print(
-        f"{args.file}: {flags.plural(len(catalog.agents), 'agent')}, version {catalog.version}, "
-        f"default agent: {default.name if default else 'none'}"
-    )
-    for spec in catalog.agents:
-        topic = spec.topic or settings.topics.agent(spec.name)
-        url = f"  url {spec.url}" if spec.url else ""
-        print(f"  {spec.name:<24} timeout {spec.timeout_s:g}s  topic {topic}{url}")
-    return 0
+    return catalog_cli.run(args, settings)
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:

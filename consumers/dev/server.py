@@ -59,15 +59,21 @@ async def run_pipeline(
     ready: asyncio.Event | None = None,
     gateway: Callable[[str], None] | None = None,
     bus: Bus | None = None,
+    watch: bool = False,
 ) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``; the catalog's agents
     by URL too (those not given as Python ``agents``); with ``gateway`` the HTTP gateway too
     (``gateway`` gets its URL once it listens). ``bus``: one to use instead of the broker the
-    settings name (the memory bus of an in-process benchmark)."""
+    settings name (the memory bus of an in-process benchmark). ``watch``: the router reloads
+    ``settings.router.catalog`` when it changes, and missing or unknown agents are warned about."""
     await create_topics(settings, catalog, bus=bus)
     with one_failure():  # one worker's failure as itself, for the command's exit map
         async with asyncio.TaskGroup() as group:
-            group.create_task(run_router(settings, stop, catalog, bus=bus))
+            group.create_task(run_router(settings, stop, None if watch else catalog, bus=bus))
+            if watch:
+                from routeyard.consumers.dev.watch import watch_catalog
+
+                group.create_task(watch_catalog(settings, [a.name for a in agents], stop))
             group.create_task(run_correlator(settings, stop, bus=bus))
             for agent in agents:
                 group.create_task(run_agent(agent, settings, stop, bus=bus))
@@ -76,7 +82,7 @@ async def run_pipeline(
             if gateway is not None:
                 from routeyard.consumers.gateway import run_gateway
 
-                group.create_task(run_gateway(settings, stop, catalog, bus=bus, started=gateway))
+                group.create_task(run_gateway(settings, stop, None if watch else catalog, bus=bus, started=gateway))
             if ready is not None:
                 group.create_task(_signal_ready(ready, stop))
 

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import uvicorn
 from routeyard.consumers.app import create_topics, make_bus
+from routeyard.consumers.catalogs.live import CatalogSource, follow, source_for
 from routeyard.consumers.errors import CannotReach
 from routeyard.consumers.gateway.access import Keys
 from routeyard.consumers.gateway.app import Gateway
@@ -30,13 +31,29 @@ __all__ = ["run_gateway"]
 async def run_gateway(
     settings: Settings,
     stop: asyncio.Event,
-    catalog: Catalog,
+    catalog: Catalog | None,
     bus: Bus | None = None,
     started: Callable[[str], None] | None = None,
 ) -> None:
-    """Serve until ``stop``; ``started`` gets the gateway's URL once it listens."""
-    cfg = settings.gateway
+    """Serve until ``stop``; ``started`` gets the gateway's URL once it listens. ``catalog``: this
+    one for good; None: ``router.catalog`` (a file or ``topic:``), followed while it serves."""
     bus = bus or make_bus(settings)
+    source = source_for(settings, bus, catalog)
+    await source.start()
+    try:
+        await _run(settings, stop, source, bus, started)
+    finally:
+        await source.stop()
+
+
+async def _run(
+    settings: Settings,
+    stop: asyncio.Event,
+    source: CatalogSource,
+    bus: Bus,
+    started: Callable[[str], None] | None,
+) -> None:
+    cfg = settings.gateway
     await create_topics(settings, bus=bus)
     keys = Keys(cfg.tenants_by_key())
     if keys.open:
@@ -64,8 +81,18 @@ async def run_gateway(
             await replies.start()
             try:
                 limits = RouterLimits(settings.router.tenants, settings.router.max_event_bytes)
-                turns = Turns(cfg, settings.topics, list(catalog.names), producer, replies, store, limits)
-                await _serve(Gateway(turns, keys), cfg.host, cfg.port, stop, started)
+                turns = Turns(cfg, settings.topics, list(source.catalog.names), producer, replies, store, limits)
+
+                def swap(catalog: Catalog) -> None:  # the model names a request may use
+                    turns.agents[:] = catalog.names
+
+                following = asyncio.create_task(follow(source, swap, stop))
+                try:
+                    await _serve(Gateway(turns, keys), cfg.host, cfg.port, stop, started)
+                finally:
+                    following.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await following
             finally:
                 await replies.stop()
         finally:

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 from routeyard.consumers.errors import TopicSettingsError
 from routeyard.consumers.kafka.aio import security_options
 from routeyard.consumers.settings import KafkaSettings
@@ -67,8 +67,15 @@ def replication_plan(factor: int | None, min_insync: int | None, brokers: int) -
     return Replication(chosen, {} if isr is None else {"min.insync.replicas": str(isr)}, warning)
 
 
-async def ensure_topics(kafka: KafkaSettings | str, topics: Mapping[str, int], *, timeout: float = 10.0) -> None:
-    """Create each topic with its partition count unless it exists, then wait until all are visible.
+async def ensure_topics(
+    kafka: KafkaSettings | str,
+    topics: Mapping[str, int],
+    *,
+    timeout: float = 10.0,
+    configs: Mapping[str, str] | None = None,
+) -> None:
+    """Create each topic with its partition count unless it exists, then wait until all are visible;
+    ``configs``: topic settings for the new ones (e.g. ``cleanup.policy=compact``).
 
     An existing topic keeps its partition count and replication, whatever was asked.
     """
@@ -82,7 +89,8 @@ async def ensure_topics(kafka: KafkaSettings | str, topics: Mapping[str, int], *
     await admin.start()
     try:
         plan = await _plan(admin, settings)
-        new = [NewTopic(t, n, plan.factor, topic_configs=plan.configs) for t, n in topics.items()]
+        settings_ = {**plan.configs, **(configs or {})}
+        new = [NewTopic(t, n, plan.factor, topic_configs=settings_) for t, n in topics.items()]
         response = await admin.create_topics(new)
         for name, code, message in _failures(response.topic_errors):
             if for_code(code) is not TopicAlreadyExistsError:  # tansu answers 36, as Kafka does
@@ -144,3 +152,30 @@ async def _wait_visible(admin: AIOKafkaAdminClient, names: set[str], timeout: fl
         if time.monotonic() > deadline:
             raise TimeoutError(f"topics not in metadata after {timeout:.0f}s: {sorted(missing)}")
         await asyncio.sleep(0.05)
+
+
+async def group_members(kafka: KafkaSettings | str, groups: Iterable[str]) -> dict[str, int]:
+    """How many members each consumer group has now (0: none, or no such group). One group per
+    request: tansu answers a request naming a group it does not know with a malformed response."""
+    counts: dict[str, int] = {}
+    admin = make_admin(kafka)
+    await admin.start()
+    quiet = logging.getLogger("aiokafka.conn")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # tansu's malformed answer for an unknown group is expected here
+    try:
+        for name in groups:
+            counts[name] = await _members(admin, name)
+    finally:
+        quiet.setLevel(level)
+        await admin.close()
+    return counts
+
+
+async def _members(admin: AIOKafkaAdminClient, group: str) -> int:
+    try:
+        responses = await admin.describe_consumer_groups([group])
+    except KafkaError:  # an unknown group, on tansu
+        return 0
+    found = [g for response in responses for g in response.groups if g[1] == group and not g[0]]
+    return len(found[0][5]) if found else 0

@@ -168,7 +168,10 @@ def _decision_lines(d: RoutingDecision) -> list[str]:
     routes = (" -> " if d.mode == "sequential" else ", ").join(d.routes) or "no route"
     lines = [
         f"routes: {routes} ({d.mode})",
-        f"engine: {d.engine}" + (f", model {d.model}" if d.model else "") + f", catalog {d.catalog_version or '?'}",
+        f"engine: {d.engine}"
+        + (f", model {d.model}" if d.model else "")
+        + f", catalog {d.catalog_version or '?'}"
+        + (f" ({d.catalog_source})" if d.catalog_source else ""),
         f"decided in {d.latency_ms:.2f} ms by {d.worker or '?'} at {d.decided_at:%Y-%m-%d %H:%M:%S.%f}",
     ]
     if d.reason:
@@ -181,6 +184,7 @@ def _decision_lines(d: RoutingDecision) -> list[str]:
         lines.append("abstained: the engine's confidence was under the threshold")
     if d.dropped:
         lines.append(f"dropped (not in the catalog): {', '.join(d.dropped)}")
+    lines += [f"from the agent registry: {', '.join(d.registered)}"] if d.registered else []
     if d.fallback_reason:
         lines.append(f"fallback: {d.fallback_reason}")
     if d.confidence is not None:

@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple, cast
 
+import msgspec
 from routeyard.consumers import tracing
+from routeyard.consumers.catalogs.live import LiveCatalog
 from routeyard.consumers.kafka.bus import Consumer, Producer, Record, consume_batches
 from routeyard.consumers.metrics import METRICS, Phases, child
 from routeyard.consumers.retry import backoff_for
@@ -94,11 +96,18 @@ class RouterWorker:
         store: CorrelationStore,
         circuits: CircuitStore | None = None,
         variants: VariantStore | None = None,
+        live: LiveCatalog | None = None,
     ) -> None:
         self._settings = settings
         self._variants = variants
         self._picks: picking.Picks = {}
         """This batch's variants: (tenant, conversation, agent) -> (variant, why it moved)."""
+        self._live = live
+        """Where a newer catalog comes from (checked between batches); None: ``catalog`` for good."""
+        self._catalog_source = live.source.kind if live is not None else "file"
+        self._catalog_version = live.version if live is not None else catalog.version
+        self._unavailable: frozenset[str] = frozenset()
+        self._registered: tuple[str, ...] = ()
         self._circuits = circuits
         self._topics = settings.topics
         self._catalog = catalog
@@ -114,7 +123,7 @@ class RouterWorker:
             producer,
             store,
             settings.topics,
-            may_answer_on=lambda topic: answerable(topic, catalog, settings.topics),
+            may_answer_on=lambda topic: answerable(topic, self._catalog, settings.topics),
             answer_topic=lambda tenant: settings.response_topic(tenant if tenant in allowed else None),
         )
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}/{uuid.uuid4().hex[:6]}"
@@ -136,6 +145,7 @@ class RouterWorker:
         await self._outbox.settle()
 
     async def handle(self, records: Sequence[Record]) -> None:
+        await self._swap_catalog()
         started_ns = time.time_ns()
         phases = Phases("route")
         events, sources, dead = self._decode(records)
@@ -153,6 +163,20 @@ class RouterWorker:
             dead += [Rejected(sources[i], why, events[i], stage="route") for i, why in refused]
         if dead:
             await self._reject(dead)
+
+    async def _swap_catalog(self) -> None:
+        """Between batches: the newest catalog version and the registered agents alive now. Engines
+        take the agents with each request, so the catalog is all that changes."""
+        if self._live is None:
+            return
+        try:
+            await self._live.refresh()
+        except Exception as exc:  # the catalog in effect stays; the next batch tries again
+            log.warning("catalog not refreshed, keeping version %s: %s", self._catalog_version, exc)
+            return
+        live = self._live
+        self._catalog, self._catalog_version = live.catalog, live.version
+        self._registered, self._unavailable = live.registered, live.unavailable
 
     async def _poison(self, record: Record, error: BaseException) -> None:
         """A record whose handling failed on its own (batch isolation): rejected like the rest."""
@@ -272,6 +296,12 @@ class RouterWorker:
             routing = avoid_open_circuits(routing, gate.take, self._catalog, allowed)
             for name in routing.circuit_open:
                 child(METRICS.circuit_rerouted, agent=name).inc()
+        if self._unavailable:
+            allowed = [a.name for a in request.agents]
+            unavailable = self._unavailable
+            routing = avoid_open_circuits(
+                routing, lambda n: n not in unavailable, self._catalog, allowed, label="unavailable"
+            )
         targets = [self._target(name, event) for name in routing.routes]
         decision = make_decision(
             event,
@@ -279,12 +309,17 @@ class RouterWorker:
             result,
             engine=self._engine.name,
             mode=mode,
-            catalog_version=self._catalog.version,
+            catalog_version=self._catalog_version,
             latency_ms=latency_ms,
             decided_at=datetime.fromtimestamp(now, UTC),
             worker=self.worker_id,
         )
         decision = picking.recorded(decision, targets, self._picks, self._catalog)
+        decision = msgspec.structs.replace(
+            decision,
+            catalog_source=self._catalog_source,
+            registered=[name for name in decision.routes if name in self._registered],
+        )
         self._count(decision)
         turns.decided(decision)
         if span is not None:

@@ -98,6 +98,8 @@ SAMPLES: dict[str, msgspec.Struct] = {
         variants={"WeatherAgent": "v2"},
         variant_notes={"WeatherAgent": "rolled back: v3 error rate 0.40 > 0.20; moved to v2"},
         shadows={"WeatherAgent": ["v4"]},
+        catalog_source="topic",
+        registered=["WeatherAgent"],
     ),
     "AgentTask": AgentTask(
         task_id="ev1:1:RestaurantAgent",
