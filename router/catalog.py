@@ -44,13 +44,21 @@ from pydantic import (
 from routeyard.router.catalog_problems import problems, yaml_problem
 from routeyard.router.endpoint import EnvName, HttpUrl
 from routeyard.router.errors import CatalogError as CatalogError
+from routeyard.router.filters import FilterSpec, check_filters
 from routeyard.schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 MAX_TIMEOUT_S = 24 * 3600.0
-_LATER_FIELDS: dict[str, Any] = {"retries": None, "fallback": None, "url": None, "api_key_env": None, "stream": True}
+_LATER_FIELDS: dict[str, Any] = {
+    "retries": None,
+    "fallback": None,
+    "url": None,
+    "api_key_env": None,
+    "stream": True,
+    "filters": [],
+}
 """Fields added after the first catalogs, with their defaults: they count in the version only when set."""
 _DURATION_SCHEMA = {
     "anyOf": [
@@ -141,6 +149,9 @@ class AgentSpec(BaseModel):
         "(the token itself never goes in the catalog).",
     )
     stream: bool = Field(default=True, description="With url: ask the agent to stream its answer (server-sent events).")
+    filters: tuple[str, ...] = Field(
+        default=(), description="(issue 17) Names of the catalog's non-global filters this agent's turns run."
+    )
 
     @field_validator("name")
     @classmethod
@@ -190,6 +201,9 @@ class Catalog(BaseModel):
     default: str | None = Field(
         default=None, description="The default agent's name: an alternative to 'default: true' on the agent."
     )
+    filters: tuple[FilterSpec, ...] = Field(
+        default=(), description="(issue 17) The filter chains: input filters before the agents, output filters after."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -208,7 +222,13 @@ class Catalog(BaseModel):
             if defaults and defaults != [self.default]:
                 raise ValueError(f"default: {self.default!r} conflicts with {defaults[0]!r} marked default")
         _check_fallbacks({a.name: a.fallback for a in self.agents})
+        check_filters(self.filters, self.agent_filters)
         return self
+
+    @property
+    def agent_filters(self) -> dict[str, tuple[str, ...]]:
+        """Each agent's own filters (the agents that list some)."""
+        return {a.name: a.filters for a in self.agents if a.filters}
 
     def get(self, name: str) -> AgentSpec | None:
         return self._by_name().get(name)
@@ -234,6 +254,8 @@ class Catalog(BaseModel):
             for name, default in _LATER_FIELDS.items():
                 if agent.get(name, default) == default:
                     agent.pop(name, None)
+        if not data.get("filters"):
+            data.pop("filters", None)
         payload = json.dumps(data, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -55,6 +55,10 @@ REPLY = AgentReply(
     token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
     retriable=False,
     v=7,
+    verdict="changed",
+    messages=[Message(role="user", content="[email]")],
+    replies=[PriorReply(agent="WeatherAgent", status="ok", content="x")],
+    notes={"email:1": "a@b.c"},
 )
 
 # Every field set to a non-default value, so a round trip exercises all of them.
@@ -112,6 +116,8 @@ SAMPLES: dict[str, msgspec.Struct] = {
         token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
         v=7,
         stream_topic="ry.streams",
+        kind="input_filter",
+        filter_notes={"n": "v"},
     ),
     "AgentReply": REPLY,
     "AgentChunk": AgentChunk(
@@ -139,6 +145,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         responded_at=T1,
         v=7,
         reason="not a real rejection: every field set",
+        filters={"Pii": "changed"},
     ),
     "DeadLetter": DeadLetter(
         original=b"\x00\xff{not json",
