@@ -136,6 +136,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """A further attempt was scheduled because of this one."""
     filter: bool = False
     """The attempt was a filter's (metrics by filter; never a circuit breaker's)."""
+    verdict: str | None = None
+    """A filter's ok answer: passed, changed or blocked."""
 
 
 def attempt_task_id(task_id: str, attempt: int) -> str:
@@ -273,7 +275,14 @@ def on_reply(
         slots[index] = _settle(slot, reply.status, reply, now, retriable=reply.retriable)
         retry = slots[index].status == "retrying"
         outcomes.append(
-            Outcome(agent=slot.agent, kind=reply.status, attempt=attempt, retry=retry, filter=slot.kind != "agent")
+            Outcome(
+                agent=slot.agent,
+                kind=reply.status,
+                attempt=attempt,
+                retry=retry,
+                filter=slot.kind != "agent",
+                verdict=(reply.verdict or "passed") if slot.kind != "agent" and reply.status == "ok" else None,
+            )
         )
     else:  # an earlier attempt (already counted as failed) answered ok after all
         slots[index] = msgspec.structs.replace(slot, status="ok", reply=reply, retry_at=None)
@@ -557,7 +566,7 @@ def stopped_by(slots: Sequence[Slot]) -> tuple[ResponseStatus, str] | None:
         if s.kind == "agent":
             continue
         if s.reply is not None and s.status == "ok" and s.reply.verdict == "blocked":
-            return "blocked", f"{s.agent}: {s.reply.error or 'blocked'}"
+            return "blocked", f"{s.agent}: {s.reply.content or 'blocked'}"
         if s.status == "error":
             return "failed", f"filter {s.agent} failed: {s.reply.error if s.reply else 'error'}"
         if s.status == "timed_out":

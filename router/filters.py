@@ -97,7 +97,7 @@ class FilterSpec(BaseModel):
         if self.kind == "python" and (self.url is not None or self.api_key_env is not None):
             raise ValueError(f"filter {self.name!r} is kind python: url and api_key_env are for kind http")
         if self.kind == "http" and self.stage == "output":
-            raise ValueError(f"filter {self.name!r}: http filters run at stage input (Plano's contract carries the request)")
+            raise ValueError(f"filter {self.name!r}: http filters run at stage input (Plano's filter contract)")
         return self
 
 

@@ -246,15 +246,13 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
         Verdict | None,
         Doc(
             "(v5) A filter's verdict: passed (nothing changed), changed (messages or replies hold the new "
-            "text), blocked (the turn stops; error holds the reason). Null from agents."
+            "text), blocked (the turn stops; content holds the reason). Null from agents."
         ),
     ] = None
-    messages: Annotated[
-        list[Message] | None, Doc("(v5) An input filter's changed messages (null: unchanged).")
-    ] = None
-    replies: Annotated[
-        list[PriorReply] | None, Doc("(v5) An output filter's changed replies (null: unchanged).")
-    ] = None
+    messages: Annotated[list[Message] | None, Doc("(v5) An input filter's changed messages (null: unchanged).")] = None
+    replies: Annotated[list[PriorReply] | None, Doc("(v5) An output filter's changed replies (null: unchanged).")] = (
+        None
+    )
     notes: Annotated[
         dict[str, str], Doc("(v5) A filter's notes, kept for the later filters of the turn (never sent to agents).")
     ] = msgspec.field(default_factory=dict)
@@ -323,7 +321,8 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
     )
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
     reason: Annotated[
-        str | None, Doc("With rejected (v2): why, in one line; with blocked or a failed filter (v5): the filter's reason.")
+        str | None,
+        Doc("With rejected (v2): why, in one line; with blocked or a failed filter (v5): the filter's reason."),
     ] = None
     filters: Annotated[
         dict[str, str], Doc('(v5) Each filter that ran on the turn: its name -> "passed", "changed" or "blocked".')

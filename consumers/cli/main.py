@@ -6,6 +6,7 @@
                                            unless --bootstrap is given)
     routeyard worker router|correlator     one worker process (production)
     routeyard worker http-agents           the catalog's agents by URL (Plano's agent contract)
+    routeyard worker filters [MOD:OBJ ...] the catalog's filter chains: @filter objects, http filters
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
     routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
                                            (rejected or timed out: one line, exit 1)
@@ -153,12 +154,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=["parallel", "sequential"], help="multi-intent mode (default: parallel)")
     demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
-    worker = _command(commands, "worker", _worker, "run a router, correlator or http-agents worker")
+    worker = _command(commands, "worker", _worker, "run a router, correlator, http-agents or filters worker")
     worker.add_argument(
         "role",
-        choices=["router", "correlator", "http-agents"],
-        help="which worker: router, correlator, or http-agents (the catalog's agents with a url)",
+        choices=["router", "correlator", "http-agents", "filters"],
+        help="which worker: router, correlator, http-agents (the catalog's agents with a url), or filters",
     )
+    worker.add_argument(
+        "targets", nargs="*", metavar="MODULE:OBJECT", help="filters only: @filter objects to run (python filters)"
+    )
+    worker.add_argument("--app-dir", type=Path, help="filters only: put this folder first on sys.path (default: cwd)")
     worker.add_argument("--catalog", type=Path, help="agent catalog (default: ROUTEYARD_ROUTER__CATALOG, agents.yaml)")
     worker.add_argument(
         "--engine", choices=offline.ENGINES, help="decision engine (default: ROUTEYARD_ROUTER__ENGINE, rules)"
@@ -307,6 +312,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.app import run_correlator, run_router, run_until_signal
 
+    if args.targets and args.role != "filters":
+        raise UsageError(f"worker {args.role} takes no MODULE:OBJECT (only worker filters does)")
     if args.role == "router":
         from routeyard.consumers.app import check_engine
 
@@ -315,9 +322,29 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         run_until_signal(lambda stop: run_router(settings, stop, catalog), settings, "router")
     elif args.role == "http-agents":
         _http_agents(settings)
+    elif args.role == "filters":
+        _filters(args, settings)
     else:
         run_until_signal(lambda stop: run_correlator(settings, stop), settings, "correlator")
     return 0
+
+
+def _filters(args: argparse.Namespace, settings: Settings) -> None:
+    from routeyard.consumers.app import run_until_signal
+    from routeyard.consumers.cli.attach import check_redis, one_failure
+    from routeyard.consumers.cli.targets import load_filters
+    from routeyard.consumers.workers.filters import check_filters, run_filters
+
+    catalog = load_catalog(settings.router.catalog)
+    given = load_filters(args.targets, args.app_dir)
+    check_filters(catalog, given, str(settings.router.catalog))
+    asyncio.run(check_redis(settings, "worker filters"))
+
+    async def run(stop: asyncio.Event) -> None:
+        with one_failure():
+            await run_filters(settings, catalog, given, stop)
+
+    run_until_signal(run, settings, "filters")
 
 
 def _http_agents(settings: Settings) -> None:

@@ -346,19 +346,22 @@ class Correlator:
             for state in states
             if not state.done
             for s in state.slots
-            if s.status in ("waiting", "retrying") and s.attempt <= s.retries
+            if s.kind == "agent" and s.status in ("waiting", "retrying") and s.attempt <= s.retries
         }
         return await self._circuits.blocked(agents) if agents else frozenset()
 
     async def _feedback(self, outcomes: list[Outcome]) -> None:
-        """Stored attempts' outcomes: metrics, and each agent's circuit breaker."""
+        """Stored attempts' outcomes: metrics, and each agent's circuit breaker (filters have none)."""
         for o in outcomes:
+            if o.filter:
+                child(METRICS.filters, filter=o.agent, outcome=o.verdict or o.kind).inc()
+                continue
             if o.kind == "timeout":
                 child(METRICS.agent_timeouts, agent=o.agent).inc()
             if o.retry:
                 child(METRICS.task_retries, agent=o.agent).inc()
         if self._circuits is not None:
-            await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes], time.time())
+            await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes if not o.filter], time.time())
 
 
 def _timed_out(changes: list[tuple[Correlation, list[Outcome]]], turns: TurnLog) -> None:
@@ -412,5 +415,8 @@ def _reply_took(state: Correlation, reply: AgentReply, now: float) -> None:
     the agent's timeout) -> its reply recorded. An earlier attempt's late rescue is not timed."""
     for slot in state.slots:
         if slot.status == "waiting" and slot.deadline is not None and slot.current_task_id == reply.task_id:
-            took = now - (slot.deadline - slot.timeout_s)
-            child(METRICS.reply_seconds, agent=slot.agent).observe(max(took, 0.0))
+            took = max(now - (slot.deadline - slot.timeout_s), 0.0)
+            if slot.kind == "agent":
+                child(METRICS.reply_seconds, agent=slot.agent).observe(took)
+            else:
+                child(METRICS.filter_seconds, filter=slot.agent).observe(took)

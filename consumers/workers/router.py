@@ -35,17 +35,20 @@ from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
 from routeyard.router.correlation import Correlation, Effect, Target, stage, start
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
+from routeyard.router.filters import FilterSpec, input_chain, output_chain
 from routeyard.router.plan import avoid_open_circuits, decide_routes, make_decision
 from routeyard.router.validation import InvalidEvent, answerable, utc, validate
 from routeyard.schemas import (
     ConversationEvent,
     Message,
     RoutingDecision,
+    TaskKind,
     encode,
     event_decoder,
 )
 
 log = logging.getLogger(__name__)
+
 
 class Turn(NamedTuple):
     """A turn to decide: its event, correlation key, context (with the turn appended) and span."""
@@ -299,6 +302,7 @@ class RouterWorker:
             now=now,
             trace=trace,
             stream_topic=self._topics.streams if event.stream else None,
+            filters=self._filters(routing.routes),
         )
         effects = [self._decision_effect(decision, trace), *transition.effects]
         return Write(turn.key, None, stage(transition.state, effects, now)), effects
@@ -335,6 +339,27 @@ class RouterWorker:
             backoff_s=retry.backoff_s,
             backoff_max_s=retry.backoff_max_s,
         )
+
+    def _filters(self, routes: list[str]) -> list[Target]:
+        """The turn's filter chain (router/filters.py): input filters, then output filters."""
+        c = self._catalog
+        chain: list[tuple[FilterSpec, TaskKind]] = [
+            (f, "input_filter") for f in input_chain(c.filters, c.agent_filters, routes)
+        ]
+        chain += [(f, "output_filter") for f in output_chain(c.filters, c.agent_filters, routes)]
+        retry = self._settings.retry
+        return [
+            Target(
+                agent=f.name,
+                topic=self._topics.filter(f.name),
+                timeout_s=f.timeout_s,
+                retries=f.retries,
+                backoff_s=retry.backoff_s,
+                backoff_max_s=retry.backoff_max_s,
+                kind=kind,
+            )
+            for f, kind in chain
+        ]
 
     def _decision_effect(self, decision: RoutingDecision, trace: dict[str, str] | None = None) -> Effect:
         return Effect(
