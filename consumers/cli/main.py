@@ -49,7 +49,10 @@ from routeyard.consumers.cli.targets import load_agents
 from routeyard.consumers.errors import UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
-from routeyard.router.catalog import load_catalog
+from routeyard.router.catalog import Catalog, load_catalog
+
+if typing.TYPE_CHECKING:
+    from routeyard.consumers.filters.filter import Filter
 
 ENGINES: tuple[str, ...] = typing.get_args(EngineName)
 
@@ -122,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
     dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
     dev.add_argument("--app-dir", type=Path, metavar="DIR", help="import --agents modules from DIR (default: cwd)")
+    dev.add_argument("--filters", nargs="*", default=[], help="MODULE:OBJECT @filter objects the catalog's chains use")
     dev.add_argument(
         "--env-out",
         type=Path,
@@ -239,6 +243,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     check_engine(settings)
     agents = load_agents(args.agents, args.app_dir) if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
+    filters = _dev_filters(args, catalog)
     with embedded_servers(settings, kafka_port=args.kafka_port, redis_port=args.redis_port) as live:
         env = attach_env(live)
         write_env_file(args.env_out, env)
@@ -256,9 +261,22 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
         def gateway_up(url: str) -> None:
             print(f"  gateway: {url}/v1  (OpenAI-compatible; model 'routeyard'; page: {url}/)", flush=True)
 
-        run_until_signal(lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up), live, "dev")
+        run_until_signal(
+            lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up, filters=filters), live, "dev"
+        )
     print("routeyard dev: stopped", flush=True)
     return 0
+
+
+def _dev_filters(args: argparse.Namespace, catalog: Catalog) -> list[Filter]:
+    """The @filter objects given (their names checked against the catalog's python filters)."""
+    from routeyard.consumers.cli.targets import load_filters
+    from routeyard.consumers.workers.filters import check_filters
+
+    filters = load_filters(args.filters, args.app_dir)
+    if filters or catalog.filters:
+        check_filters(catalog, filters, "the catalog")
+    return filters
 
 
 def _gateway(args: argparse.Namespace, settings: Settings) -> int:
