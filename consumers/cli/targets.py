@@ -51,7 +51,7 @@ def load_filters(targets: list[str], app_dir: Path | None = None) -> list[Filter
         module = _import_file(Path(where)) if _is_file(where) else _import(where)
         obj = getattr(module, attribute, _MISSING)
         if not isinstance(obj, Filter):
-            what = "nothing" if obj is _MISSING else _what(obj)
+            what = "nothing" if obj is _MISSING else "an agent" if isinstance(obj, Agent) else _what(obj)
             raise UsageError(f'"{target}" is {what}, not a filter declared with @filter')
         found.append(obj)
     return found

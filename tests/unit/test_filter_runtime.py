@@ -103,7 +103,7 @@ def test_an_unreachable_filter_is_a_retriable_error() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    with pytest.raises(ReplyError, match="cannot reach filter.test: ConnectError"):
+    with pytest.raises(ReplyError, match=r"cannot reach filter\.test: ConnectError"):
         _run(refuse)
 
 
