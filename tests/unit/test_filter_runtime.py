@@ -119,3 +119,11 @@ def test_explain_shows_each_filters_verdict_and_a_blocks_reason_never_content() 
     assert "## response: blocked" in lines
     assert "- filter Redactor: changed" in lines and "- filter Guard: blocked" in lines
     assert "reason: Guard: shell commands are not allowed" in lines
+
+
+def test_the_gateway_shows_a_blocked_turns_reason() -> None:
+    from routeyard.consumers.gateway.turns import answer_text
+    from routeyard.consumers.settings import GatewaySettings
+
+    response = ConversationResponse(event_id="e1", conversation_id="c1", status="blocked", reason="Guard: no")
+    assert answer_text(response, GatewaySettings()) == "Blocked: Guard: no"
