@@ -222,7 +222,7 @@ class Catalog(BaseModel):
             if defaults and defaults != [self.default]:
                 raise ValueError(f"default: {self.default!r} conflicts with {defaults[0]!r} marked default")
         _check_fallbacks({a.name: a.fallback for a in self.agents})
-        check_filters(self.filters, self.agent_filters)
+        check_filters(self.filters, self.agent_filters, names)
         return self
 
     @property

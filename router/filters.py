@@ -101,12 +101,18 @@ class FilterSpec(BaseModel):
         return self
 
 
-def check_filters(filters: Sequence[FilterSpec], per_agent: dict[str, tuple[str, ...]]) -> None:
-    """ValueError (one line) for duplicate filter names, or an agent listing an unknown or global filter."""
+def check_filters(
+    filters: Sequence[FilterSpec], per_agent: dict[str, tuple[str, ...]], agents: Iterable[str] = ()
+) -> None:
+    """ValueError (one line) for duplicate filter names, a filter named as an agent (metrics, replies
+    and breakers tell them apart by name), or an agent listing an unknown or global filter."""
     names = [f.name for f in filters]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"duplicate filter names: {', '.join(duplicates)}")
+    shared = sorted(set(names) & set(agents))
+    if shared:
+        raise ValueError(f"filters and agents must have different names: {', '.join(shared)}")
     by_name = {f.name: f for f in filters}
     for agent, listed in per_agent.items():
         for name in listed:

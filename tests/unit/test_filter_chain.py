@@ -197,6 +197,7 @@ def test_the_catalog_plans_global_then_per_agent_chains() -> None:
         ([{"name": "H", "kind": "http", "url": "http://u:p@x/"}], None, "url must not hold credentials"),
         ([{"name": "G", "kind": "python"}, {"name": "G", "kind": "python"}], None, "duplicate filter names: G"),
         ([{"name": "G", "kind": "lua"}], None, "kind"),
+        ([{"name": "B", "kind": "python"}], None, "filters and agents must have different names: B"),
         ([{"name": "G", "kind": "python", "timeout": "soon"}], None, "not a duration"),
     ],
 )
