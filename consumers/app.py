@@ -26,6 +26,7 @@ from routeyard.consumers.stores.connection import connect_redis as connect_redis
 from routeyard.consumers.stores.context import ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore
 from routeyard.consumers.stores.marks import TaskMarks
+from routeyard.consumers.stores.variants import VariantStore
 from routeyard.consumers.workers.correlator import Correlator
 from routeyard.consumers.workers.router import RouterWorker
 from routeyard.router.catalog import Catalog, load_catalog
@@ -33,6 +34,7 @@ from routeyard.router.engines.base import DecisionEngine
 from routeyard.router.engines.fallback import FallbackEngine
 from routeyard.router.engines.rules import RulesEngine
 from routeyard.router.plano.engine import PlanoEngine
+from routeyard.router.variants import variant_topic
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +125,7 @@ async def create_topics(settings: Settings, catalog: Catalog | None = None, bus:
     names = topics.core() + settings.tenant_response_topics()
     if catalog is not None:
         names += [a.topic or topics.agent(a.name) for a in catalog.agents]
+        names += [variant_topic(topics, a.name, v) for a in catalog.agents for v in a.variants]
         names += [topics.filter(f.name) for f in catalog.filters]
     await (bus or make_bus(settings)).create_topics(dict.fromkeys(names, settings.kafka.partitions))
 
@@ -154,7 +157,8 @@ async def run_router(
             producer=producer,
             context=context,
             store=store,
-            circuits=CircuitStore(redis, settings.namespace, settings.circuit),
+            circuits=(circuits := CircuitStore(redis, settings.namespace, settings.circuit)),
+            variants=VariantStore(redis, settings.namespace, settings.variants, circuits),
         )
         log.info(
             "router worker up: engine=%s catalog=%s (%d agents)",
@@ -178,7 +182,13 @@ async def run_correlator(settings: Settings, stop: asyncio.Event, bus: Bus | Non
         context, store = stores(settings, redis)
         circuits = CircuitStore(redis, settings.namespace, settings.circuit)
         correlator = Correlator(
-            settings=settings, consumer=consumer, producer=producer, context=context, store=store, circuits=circuits
+            settings=settings,
+            consumer=consumer,
+            producer=producer,
+            context=context,
+            store=store,
+            circuits=circuits,
+            variants=VariantStore(redis, settings.namespace, settings.variants),
         )
         log.info("correlator up")
         with _observed("correlator", settings, consumer, group, stop) as tick:

@@ -73,6 +73,25 @@ class _Metrics:
             ["agent"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.variant_assignments = Counter(
+            "routeyard_variant_assignments_total", "Tasks sent to each variant of an agent", ["agent", "variant"]
+        )
+        self.variant_outcomes = Counter(
+            "routeyard_variant_outcomes_total",
+            "Attempt outcomes (ok, error, timeout) per variant of an agent",
+            ["agent", "variant", "outcome"],
+        )
+        self.variant_reply_seconds = Histogram(
+            "routeyard_variant_reply_seconds",
+            "routeyard_agent_reply_seconds with the variant label, for agents with variants",
+            ["agent", "variant"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+        self.variant_rolled_back = Gauge(
+            "routeyard_variant_rolled_back",
+            "1 once the variant was rolled back (as last seen here)",
+            ["agent", "variant"],
+        )
         self.gateway_requests = Counter(
             "routeyard_gateway_requests_total", "Gateway requests by kind and HTTP status", ["kind", "status"]
         )

@@ -262,6 +262,21 @@ class CircuitSettings(BaseModel):
     """How long an open breaker sends the agent's turns elsewhere before one probe turn."""
 
 
+class VariantSettings(BaseModel):
+    """Agent variants: how long a conversation's pin lasts, and when a variant is rolled back."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pin_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """How long a conversation keeps its variant after its last turn."""
+    window_s: int = Field(default=60, ge=1, le=3600)
+    """The health window: outcomes older than this do not count."""
+    threshold: float = Field(default=0.2, ge=0, le=1)
+    """A variant whose (errors + timeouts) / outcomes in the window exceeds this is rolled back."""
+    min_count: int = Field(default=10, ge=1)
+    """Outcomes in the window needed before the rate counts."""
+
+
 class ObservabilitySettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -365,6 +380,7 @@ class Settings(BaseSettings):
     lifecycle: LifecycleSettings = LifecycleSettings()
     retry: RetrySettings = RetrySettings()
     circuit: CircuitSettings = CircuitSettings()
+    variants: VariantSettings = VariantSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
     vllm: VllmSettings = VllmSettings()
     openai: OpenAISettings = OpenAISettings()

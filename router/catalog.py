@@ -45,6 +45,7 @@ from routeyard.router.catalog_problems import problems, yaml_problem
 from routeyard.router.endpoint import EnvName, HttpUrl
 from routeyard.router.errors import CatalogError as CatalogError
 from routeyard.router.filters import FilterSpec, check_filters
+from routeyard.router.variants import VariantSpec, check_variants
 from routeyard.schemas import valid_topic
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,99}$")
@@ -57,6 +58,8 @@ _LATER_FIELDS: dict[str, Any] = {
     "url": None,
     "api_key_env": None,
     "stream": True,
+    "variants": [],
+    "variant_salt": None,
     "filters": [],
 }
 """Fields added after the first catalogs, with their defaults: they count in the version only when set."""
@@ -149,9 +152,27 @@ class AgentSpec(BaseModel):
         "(the token itself never goes in the catalog).",
     )
     stream: bool = Field(default=True, description="With url: ask the agent to stream its answer (server-sent events).")
+    variants: tuple[VariantSpec, ...] = Field(
+        default=(),
+        max_length=20,
+        description="Versions of this agent sharing its name (canaries, A/B, shadows): see 'Variants and canaries'.",
+    )
+    variant_salt: str | None = Field(
+        default=None, max_length=100, description="Salt of the variant assignment hash (default: the agent name)."
+    )
     filters: tuple[str, ...] = Field(
         default=(), description="(issue 17) Names of the catalog's non-global filters this agent's turns run."
     )
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, variants: tuple[VariantSpec, ...]) -> tuple[VariantSpec, ...]:
+        check_variants(variants)
+        return variants
+
+    @property
+    def salt(self) -> str:
+        return self.variant_salt or self.name
 
     @field_validator("name")
     @classmethod

@@ -92,6 +92,10 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     backoff_s: float = 0.0
     """Wait before the first retry; doubled for each further one, up to ``backoff_max_s``."""
     backoff_max_s: float = 0.0
+    variant: str | None = None
+    """The agent's variant this turn goes to (None: the agent has no variants)."""
+    canary: bool = False
+    """A variant other than the stable one: its outcomes feed its own breaker, not the agent's."""
     kind: TaskKind = "agent"
     """``agent``, or a filter of the turn's chain (``input_filter``, ``output_filter``)."""
 
@@ -115,6 +119,9 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     secret: str = ""
     """Key of this slot's task tokens (``router/token.py``). Empty in slots stored before tokens
     existed: their replies are accepted without a token (a rolling upgrade)."""
+    variant: str | None = None
+    """The agent's variant (its task carries it; outcomes are fed to the variant's health)."""
+    canary: bool = False
     kind: TaskKind = "agent"
 
     @property
@@ -134,6 +141,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     retry: bool = False
     """A further attempt was scheduled because of this one."""
+    variant: str | None = None
+    canary: bool = False
     filter: bool = False
     """The attempt was a filter's (metrics by filter; never a circuit breaker's)."""
     verdict: str | None = None
@@ -226,6 +235,8 @@ def start(
             backoff_s=t.backoff_s,
             backoff_max_s=t.backoff_max_s,
             secret=secret(),
+            variant=t.variant,
+            canary=t.canary,
             kind=t.kind,
         )
         for step, t in enumerate(targets)
@@ -280,6 +291,8 @@ def on_reply(
                 kind=reply.status,
                 attempt=attempt,
                 retry=retry,
+                variant=slot.variant,
+                canary=slot.canary,
                 filter=slot.kind != "agent",
                 verdict=(reply.verdict or "passed") if slot.kind != "agent" and reply.status == "ok" else None,
             )
@@ -367,7 +380,15 @@ def on_deadline(state: Correlation, now: float, blocked: Collection[str] = ()) -
             if not retry:
                 slots[i] = msgspec.structs.replace(slots[i], reply=None)
             outcomes.append(
-                Outcome(agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry, filter=s.kind != "agent")
+                Outcome(
+                    agent=s.agent,
+                    kind="timeout",
+                    attempt=s.attempt,
+                    retry=retry,
+                    variant=s.variant,
+                    canary=s.canary,
+                    filter=s.kind != "agent",
+                )
             )
     transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
     return msgspec.structs.replace(transition, outcomes=_unretried(outcomes, transition.withheld))
@@ -544,6 +565,7 @@ def _dispatch(
         attempt=attempt,
         metadata=state.metadata,
         token=slot.token(task_id),
+        variant=slot.variant,
         stream_topic=state.stream_topic if slot.kind == "agent" else None,
         kind=slot.kind,
         filter_notes=notes or {},
@@ -608,6 +630,7 @@ def _response(state: Correlation, now: float) -> ConversationResponse:
         skipped=[s.agent for s in agents if s.status == "skipped"],
         created_at=state.created_at,
         responded_at=datetime.fromtimestamp(now, UTC),
+        variants={s.agent: s.variant for s in state.slots if s.variant is not None},
         reason=stop[1] if stop else None,
         filters=filter_verdicts(state.slots),
     )

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import msgspec
 from routeyard.router.catalog import Catalog
 from routeyard.router.errors import InvalidEvent
+from routeyard.router.variants import variant_topic
 from routeyard.schemas import ConversationEvent, Topics, valid_topic
 
 __all__ = ["EventRules", "InvalidEvent", "answerable", "gateway_topic", "utc", "validate"]
@@ -128,7 +129,7 @@ def _gateway_topic(topic: str, catalog: Catalog, topics: Topics) -> bool:
     head = topics.prefix + GATEWAY_TOPIC
     if not topics.prefix or not topic.startswith(head) or not _INSTANCE.fullmatch(topic[len(head) :]):
         return False
-    agent_topics = {_fold(spec.topic or topics.agent(spec.name)) for spec in catalog.agents}
+    agent_topics = _agent_topics(catalog, topics)
     return _fold(topic) not in agent_topics
 
 
@@ -138,8 +139,15 @@ def _reserved(topic: str, catalog: Catalog, topics: Topics) -> bool:
     folded = _fold(topic)
     if topic.startswith("__") or (topics.prefix and folded.startswith(_fold(topics.prefix))):
         return True
-    agent_topics = {_fold(spec.topic or topics.agent(spec.name)) for spec in catalog.agents}
+    agent_topics = _agent_topics(catalog, topics)
     return folded in agent_topics or folded in {_fold(t) for t in topics.core()}
+
+
+def _agent_topics(catalog: Catalog, topics: Topics) -> set[str]:
+    """Every agent's task topic, its variants' too (folded)."""
+    names = {spec.topic or topics.agent(spec.name) for spec in catalog.agents}
+    names |= {variant_topic(topics, spec.name, v) for spec in catalog.agents for v in spec.variants}
+    return {_fold(name) for name in names}
 
 
 def _fold(name: str) -> str:

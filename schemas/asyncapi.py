@@ -75,6 +75,11 @@ def _channels(topics: Topics, agents: Sequence[tuple[str, str]]) -> dict[str, An
             "consumer group; the response stays the full record.",
             subscribe=_op("AgentChunk", "an agent publishes the next piece of its reply"),
         ),
+        topics.shadows: _channel(
+            "(v5) Shadow variants' replies (tasks with shadow=true): recorded for comparison (routeyard variants "
+            "report), read without a consumer group; never sent to a caller.",
+            publish=_op("AgentReply", "a shadow variant answers its copy of a task"),
+        ),
         topics.dead_letters: _channel(
             "Records that could not be handled, with why and where from; keyed by the original record's key.",
             subscribe=_op("DeadLetter", "a worker dead-letters a record"),

@@ -164,6 +164,16 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
             "decided (null: written before v3, or an engine that gives none)."
         ),
     ] = None
+    variants: Annotated[
+        dict[str, str], Doc("(v5) Agent -> the variant its task went to (agents with variants only).")
+    ] = msgspec.field(default_factory=dict)
+    variant_notes: Annotated[
+        dict[str, str],
+        Doc("(v5) Agent -> why its variant is not the conversation's pinned one (e.g. rolled back, and why)."),
+    ] = msgspec.field(default_factory=dict)
+    shadows: Annotated[dict[str, list[str]], Doc("(v5) Agent -> its shadow variants that got a copy of the task.")] = (
+        msgspec.field(default_factory=dict)
+    )
 
 
 class PriorReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -206,6 +216,12 @@ class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
             "(null: the sender did not ask for a stream; don't stream)."
         ),
     ] = None
+    variant: Annotated[
+        str | None, Doc("(v5) The agent's variant this task went to (null: the agent has no variants).")
+    ] = None
+    shadow: Annotated[
+        bool, Doc("(v5) A shadow copy: the reply goes to the shadows topic and never reaches the caller.")
+    ] = False
     kind: Annotated[
         TaskKind,
         Doc(
@@ -324,6 +340,9 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
         str | None,
         Doc("With rejected (v2): why, in one line; with blocked or a failed filter (v5): the filter's reason."),
     ] = None
+    variants: Annotated[dict[str, str], Doc("(v5) Agent -> the variant that answered (agents with variants).")] = (
+        msgspec.field(default_factory=dict)
+    )
     filters: Annotated[
         dict[str, str], Doc('(v5) Each filter that ran on the turn: its name -> "passed", "changed" or "blocked".')
     ] = msgspec.field(default_factory=dict)

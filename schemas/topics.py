@@ -46,6 +46,11 @@ class Topics(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.prefix}streams"
 
     @property
+    def shadows(self) -> str:
+        """(v5) Shadow variants' AgentReply records: recorded for comparison, never sent to a caller."""
+        return f"{self.prefix}shadows"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.prefix}deadletter"
 
@@ -57,4 +62,12 @@ class Topics(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.prefix}filter.{name}"
 
     def core(self) -> list[str]:
-        return [self.conversations, self.decisions, self.replies, self.responses, self.streams, self.dead_letters]
+        return [
+            self.conversations,
+            self.decisions,
+            self.replies,
+            self.responses,
+            self.streams,
+            self.shadows,
+            self.dead_letters,
+        ]

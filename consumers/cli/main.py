@@ -21,6 +21,7 @@
     routeyard replay                       route recorded conversations again with a candidate
                                            engine or catalog; compare with the recorded decisions
     routeyard explain EVENT_ID             why a turn went where it went, and how it ended
+    routeyard variants report AGENT        compare an agent's variants (rates, latency, shadows)
     routeyard dlq list|show|replay         look at dead letters; re-drive them, each once
 
 Settings come from ROUTEYARD_* variables (and --env-file); the flags below override the most common

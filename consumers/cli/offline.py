@@ -36,6 +36,7 @@ def add_commands(commands: Any, command: Command) -> None:
     _tune_parser(commands, command)
     _replay_parser(commands, command)
     _explain_parser(commands, command)
+    _variants_parser(commands, command)
 
 
 # -- routeyard eval ------------------------------------------------------------------------------
@@ -342,3 +343,41 @@ def _explain(args: argparse.Namespace, settings: Settings) -> int:
     else:
         print(explain_markdown(found))
     return 0 if found.found else 1
+
+
+def _variants_parser(commands: Any, command: Command) -> None:
+    variants = command(
+        commands,
+        "variants",
+        _variants,
+        "compare an agent's variants: ok/error/timeout rates, reply latency, shadow agreement",
+    )
+    variants.set_defaults(uses=("kafka", "topic_prefix"))
+    variants.add_argument("action", choices=["report"], help="report: read the topics and print per variant")
+    variants.add_argument("agent", help="the catalog agent whose variants to compare")
+    variants.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_since,
+        help="only decisions at or after this ISO 8601 time (UTC if no zone); shadow replies agree with "
+        "the served one when their normalised texts are equal or their token Jaccard similarity is >= 0.6",
+    )
+
+
+def _since(text: str) -> Any:
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _variants(args: argparse.Namespace, settings: Settings) -> int:
+    from routeyard.consumers.tools.variants import read_topics, report, report_text
+
+    decisions, responses, shadows = asyncio.run(read_topics(settings.kafka, settings.topics))
+    rows = report(args.agent, decisions, responses, shadows, args.since)
+    print(report_text(args.agent, rows))
+    return 0 if rows else 1

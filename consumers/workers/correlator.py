@@ -44,6 +44,7 @@ from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.circuits import CircuitStore
 from routeyard.consumers.stores.context import ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Done, Outbox, Stored, Write, decode_state
+from routeyard.consumers.stores.variants import VariantStore
 from routeyard.consumers.workers.turns import TurnLog
 from routeyard.router.correlation import (
     Correlation,
@@ -56,6 +57,7 @@ from routeyard.router.correlation import (
     response_status,
     stage,
 )
+from routeyard.router.variants import breaker_name
 from routeyard.schemas import AgentReply, encode, reply_decoder
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,10 @@ class Correlator:
         context: ContextStore,
         store: CorrelationStore,
         circuits: CircuitStore | None = None,
+        variants: VariantStore | None = None,
     ) -> None:
         self._settings = settings
+        self._variants = variants
         self._born = time.monotonic()
         self._circuits = circuits
         self._topics = settings.topics
@@ -360,8 +364,15 @@ class Correlator:
                 child(METRICS.agent_timeouts, agent=o.agent).inc()
             if o.retry:
                 child(METRICS.task_retries, agent=o.agent).inc()
-        if self._circuits is not None:
-            await self._circuits.record([(o.agent, o.kind == "ok") for o in outcomes if not o.filter], time.time())
+        varied = [o for o in outcomes if o.variant is not None]
+        for o in varied:
+            child(METRICS.variant_outcomes, agent=o.agent, variant=o.variant or "", outcome=o.kind).inc()
+        if self._circuits is not None:  # a canary has its own breaker; a filter has none
+            results = [(o.agent, o.kind == "ok") for o in outcomes if not o.canary and not o.filter]
+            results += [(breaker_name(o.agent, o.variant), o.kind == "ok") for o in varied if o.variant]
+            await self._circuits.record(results, time.time())
+        if self._variants is not None and varied:
+            await self._variants.record([(o.agent, o.variant or "", o.kind) for o in varied])
 
 
 def _timed_out(changes: list[tuple[Correlation, list[Outcome]]], turns: TurnLog) -> None:
@@ -416,7 +427,9 @@ def _reply_took(state: Correlation, reply: AgentReply, now: float) -> None:
     for slot in state.slots:
         if slot.status == "waiting" and slot.deadline is not None and slot.current_task_id == reply.task_id:
             took = max(now - (slot.deadline - slot.timeout_s), 0.0)
-            if slot.kind == "agent":
-                child(METRICS.reply_seconds, agent=slot.agent).observe(took)
-            else:
+            if slot.kind != "agent":
                 child(METRICS.filter_seconds, filter=slot.agent).observe(took)
+                continue
+            child(METRICS.reply_seconds, agent=slot.agent).observe(took)
+            if slot.variant is not None:
+                child(METRICS.variant_reply_seconds, agent=slot.agent, variant=slot.variant).observe(took)

@@ -29,7 +29,9 @@ from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.circuits import CircuitStore
 from routeyard.consumers.stores.context import Append, ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
+from routeyard.consumers.stores.variants import VariantStore
 from routeyard.consumers.workers import turns
+from routeyard.consumers.workers import variants as picking
 from routeyard.consumers.workers.rejection import Rejected, Rejecter
 from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
@@ -93,8 +95,12 @@ class RouterWorker:
         context: ContextStore,
         store: CorrelationStore,
         circuits: CircuitStore | None = None,
+        variants: VariantStore | None = None,
     ) -> None:
         self._settings = settings
+        self._variants = variants
+        self._picks: picking.Picks = {}
+        """This batch's variants: (tenant, conversation, agent) -> (variant, why it moved)."""
         self._circuits = circuits
         self._topics = settings.topics
         self._catalog = catalog
@@ -197,7 +203,11 @@ class RouterWorker:
             Append(events[i].tenant, events[i].conversation_id, events[i].event_id, events[i].messages, keys[i])
             for i in firsts
         ]
-        admitted, gate = await asyncio.gather(self._context.admit_many(appends), self._gate())
+        admitted, gate, self._picks = await asyncio.gather(
+            self._context.admit_many(appends),
+            self._gate(),
+            picking.pick(self._catalog, self._variants, [events[i] for i in firsts]),
+        )
         phases.done("read")
         fresh: list[Turn] = []
         for i, (held, context) in zip(firsts, admitted, strict=True):
@@ -264,6 +274,7 @@ class RouterWorker:
             routing = avoid_open_circuits(routing, gate.take, self._catalog, allowed)
             for name in routing.circuit_open:
                 child(METRICS.circuit_rerouted, agent=name).inc()
+        targets = [self._target(name, event) for name in routing.routes]
         decision = make_decision(
             event,
             routing,
@@ -275,6 +286,7 @@ class RouterWorker:
             decided_at=datetime.fromtimestamp(now, UTC),
             worker=self.worker_id,
         )
+        decision = picking.recorded(decision, targets, self._picks, self._catalog)
         self._count(decision)
         turns.decided(decision)
         if span is not None:
@@ -286,6 +298,7 @@ class RouterWorker:
                 confidence=decision.confidence,
                 fallback_reason=decision.fallback_reason,
                 catalog_version=decision.catalog_version,
+                variants=[f"{a}={v}" for a, v in sorted(decision.variants.items())],
             )
         trace = span.context() if span is not None else {}
         transition = start(
@@ -293,7 +306,7 @@ class RouterWorker:
             conversation_id=event.conversation_id,
             tenant=event.tenant,
             mode=mode,
-            agents=[self._target(name) for name in routing.routes],
+            agents=targets,
             context=request.conversation,
             replies_topic=self._topics.replies,
             response_topic=event.reply_topic or self._settings.response_topic(event.tenant),
@@ -305,6 +318,9 @@ class RouterWorker:
             filters=self._filters(routing.routes),
         )
         effects = [self._decision_effect(decision, trace), *transition.effects]
+        effects += picking.shadow_tasks(
+            decision, self._catalog, self._topics, request.conversation, event.metadata, now, transition.state.headers()
+        )
         return Write(turn.key, None, stage(transition.state, effects, now)), effects
 
     def _observe_engine(self) -> None:
@@ -327,13 +343,16 @@ class RouterWorker:
         retries = spec.retries if spec is not None else None
         return self._settings.retry.agent_retries if retries is None else retries
 
-    def _target(self, name: str) -> Target:
+    def _target(self, name: str, event: ConversationEvent | None = None) -> Target:
         spec = self._catalog.get(name)
         assert spec is not None  # decide_routes keeps catalog names only
         retry = self._settings.retry
+        topic, variant, canary = picking.routed(spec, event, self._picks, self._topics)
         return Target(
             agent=name,
-            topic=spec.topic or self._topics.agent(name),
+            topic=topic,
+            variant=variant,
+            canary=canary,
             timeout_s=spec.timeout_s,
             retries=self._retries(name),
             backoff_s=retry.backoff_s,

@@ -99,6 +99,9 @@ SAMPLES: dict[str, msgspec.Struct] = {
         decided_at=T0,
         v=7,
         reason="WeatherAgent 0.250 >= min_similarity 0.10",
+        variants={"WeatherAgent": "v2"},
+        variant_notes={"WeatherAgent": "rolled back: v3 error rate 0.40 > 0.20; moved to v2"},
+        shadows={"WeatherAgent": ["v4"]},
     ),
     "AgentTask": AgentTask(
         task_id="ev1:1:RestaurantAgent",
@@ -116,6 +119,8 @@ SAMPLES: dict[str, msgspec.Struct] = {
         token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
         v=7,
         stream_topic="ry.streams",
+        variant="v2",
+        shadow=True,
         kind="input_filter",
         filter_notes={"n": "v"},
     ),
@@ -145,6 +150,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         responded_at=T1,
         v=7,
         reason="not a real rejection: every field set",
+        variants={"WeatherAgent": "v2"},
         filters={"Pii": "changed"},
     ),
     "DeadLetter": DeadLetter(
