@@ -301,6 +301,7 @@ class RouterWorker:
                 variants=[f"{a}={v}" for a, v in sorted(decision.variants.items())],
             )
         trace = span.context() if span is not None else {}
+        chain = self._filters(routing.routes)
         transition = start(
             event_id=event.event_id,
             conversation_id=event.conversation_id,
@@ -315,12 +316,19 @@ class RouterWorker:
             now=now,
             trace=trace,
             stream_topic=self._topics.streams if event.stream else None,
-            filters=self._filters(routing.routes),
+            filters=chain,
         )
         effects = [self._decision_effect(decision, trace), *transition.effects]
-        effects += picking.shadow_tasks(
-            decision, self._catalog, self._topics, request.conversation, event.metadata, now, transition.state.headers()
-        )
+        if not any(f.kind == "input_filter" for f in chain):  # a copy now would bypass the input filters
+            effects += picking.shadow_tasks(
+                decision,
+                self._catalog,
+                self._topics,
+                request.conversation,
+                event.metadata,
+                now,
+                transition.state.headers(),
+            )
         return Write(turn.key, None, stage(transition.state, effects, now)), effects
 
     def _observe_engine(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import uvicorn
 import yaml
+from routeyard.consumers.agents.agent import agent
 from routeyard.consumers.client import RouteyardClient
 from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.filters import Filter
@@ -31,7 +32,7 @@ from routeyard.consumers.metrics import METRICS
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.workers.filters import run_filters
 from routeyard.router.catalog import Catalog, catalog_from_dict
-from routeyard.schemas import response_decoder
+from routeyard.schemas import AgentTask, response_decoder
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -248,3 +249,30 @@ async def test_a_filter_worker_killed_mid_filter_loses_nothing(settings: Setting
     assert calls == [task_id, task_id]  # called again after the crash, with the same task id
     assert [r.event_id for r in responses].count(response.event_id) == 1
     assert json.loads(json.dumps(response.filters)) == {"Slow": "changed"}
+
+
+async def test_a_shadow_variant_gets_no_copy_that_would_bypass_the_input_filters(settings: Settings) -> None:
+    weather = {
+        **spec("Weather", "weather"),
+        "variants": [{"name": "stable", "weight": 100}, {"name": "v3", "shadow": True}],
+    }
+    catalog = with_filters([{"name": "PiiRedactor", "kind": "python"}], weather)
+    seen: list[tuple[str, str]] = []
+
+    def runtime(variant: str) -> Any:
+        async def handle(task: AgentTask) -> str:
+            seen.append((variant, task.messages[-1].content))
+            return f"{variant}: {task.messages[-1].content}"
+
+        topic = f"{settings.topics.agent('Weather')}.{variant}"
+        return agent(f"Weather.{variant}", "a variant", topic=topic)(handle)
+
+    stop = asyncio.Event()
+    async with running(settings, catalog, [runtime("stable"), runtime("v3")]) as client:
+        worker = asyncio.create_task(run_filters(settings, catalog, [pii_redactor], stop, bus_for(settings)))
+        response = await client.ask("f7", f"weather for {EMAIL}?", timeout=30)
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+    assert (response.status, response.content) == ("complete", "stable: weather for [EMAIL_1]?")
+    assert seen == [("stable", "weather for [EMAIL_1]?")]  # the shadow never saw the address
+    assert await read_all(settings, settings.topics.shadows) == []
