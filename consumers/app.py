@@ -145,6 +145,7 @@ async def create_topics(settings: Settings, catalog: Catalog | None = None, bus:
     if catalog is not None:
         names += [a.topic or topics.agent(a.name) for a in catalog.agents]
         names += [variant_topic(topics, a.name, v) for a in catalog.agents for v in a.variants]
+        names += [topics.filter(f.name) for f in catalog.filters]
     await (bus or make_bus(settings)).create_topics(dict.fromkeys(names, settings.kafka.partitions))
 
 
@@ -237,21 +238,41 @@ async def run_correlator(settings: Settings, stop: asyncio.Event, bus: Bus | Non
 
 async def run_agent(agent: Agent, settings: Settings, stop: asyncio.Event, bus: Bus | None = None) -> None:
     topic = agent.topic or settings.topics.agent(agent.name)
+
+    def make(consumer: Consumer, producer: Producer, marks: TaskMarks) -> AgentRunner:
+        return AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, marks=marks)
+
+    await run_runner(make, f"agent.{agent.name}", topic, settings, stop, bus, announced=agent)
+
+
+async def run_runner(
+    make: Callable[[Consumer, Producer, TaskMarks], AgentRunner],
+    name: str,
+    topic: str,
+    settings: Settings,
+    stop: asyncio.Event,
+    bus: Bus | None = None,
+    *,
+    announced: Agent | None = None,
+) -> None:
+    """Run one agent runtime (an agent's, or a filter's: ``name`` is ``agent.<x>`` or ``filter.<x>``)
+    on ``topic`` in its own consumer group, until ``stop``; ``announced``: the agent, announced on the
+    registry while it runs if it asked to register."""
     bus = bus or make_bus(settings)
     await bus.create_topics({topic: settings.kafka.partitions, settings.topics.replies: settings.kafka.partitions})
-    if agent.register:
+    registering = announced is not None and announced.register
+    if registering:
         await ensure_compacted(bus, registry_topic(settings.topic_prefix))
-    group = f"{settings.topic_prefix}agent.{agent.name}"
+    group = f"{settings.topic_prefix}{name}"
     async with redis_client(settings) as redis, _clients(bus, [], group) as (consumer, producer):
-        marks = TaskMarks(redis, settings.agent.dedup_ttl_s)
-        runner = AgentRunner(agent, settings=settings, consumer=consumer, producer=producer, marks=marks)
+        runner = make(consumer, producer, TaskMarks(redis, settings.agent.dedup_ttl_s))
         # Subscribed here, with the runner's listener: a rebalance drains the revoked partitions.
         consumer.subscribe([topic], runner.release)
-        log.info("agent %s up on %s", agent.name, topic)
+        log.info("%s up on %s", name.replace(".", " ", 1), topic)
         async with contextlib.AsyncExitStack() as registered:
-            if agent.register:
-                await registered.enter_async_context(announcing(agent, settings, producer))
-            with _observed(f"agent {agent.name}", settings, consumer, group, stop) as tick:
+            if announced is not None and registering:
+                await registered.enter_async_context(announcing(announced, settings, producer))
+            with _observed(name.replace(".", " ", 1), settings, consumer, group, stop) as tick:
                 runner.tick = tick
                 # The runner drains within the timeout itself; the margin covers its last commit.
                 await drained(runner.run(stop), stop, settings.lifecycle.shutdown_timeout_s + 5)

@@ -111,6 +111,17 @@ class _Metrics:
             "routeyard_prefix_cache_hit_rate", "Share of prompt tokens served from the engine's prefix cache"
         )
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
+        self.filters = Counter(
+            "routeyard_filter_total",
+            "Filter attempts by outcome: passed, changed, blocked, error, timeout",
+            ["filter", "outcome"],
+        )
+        self.filter_seconds = Histogram(
+            "routeyard_filter_seconds",
+            "Per accepted filter answer: its task dispatched -> the answer recorded by the correlator",
+            ["filter"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.task_retries = Counter(
             "routeyard_agent_task_retries_total", "Agent tasks sent again after an error reply or a timeout", ["agent"]
         )

@@ -44,6 +44,7 @@ from pydantic import (
 from routeyard.router.catalog_problems import problems, yaml_problem
 from routeyard.router.endpoint import EnvName, HttpUrl
 from routeyard.router.errors import CatalogError as CatalogError
+from routeyard.router.filters import FilterSpec, check_filters
 from routeyard.router.variants import VariantSpec, check_variants
 from routeyard.schemas import valid_topic
 
@@ -59,6 +60,7 @@ _LATER_FIELDS: dict[str, Any] = {
     "stream": True,
     "variants": [],
     "variant_salt": None,
+    "filters": [],
 }
 """Fields added after the first catalogs, with their defaults: they count in the version only when set."""
 _DURATION_SCHEMA = {
@@ -158,6 +160,9 @@ class AgentSpec(BaseModel):
     variant_salt: str | None = Field(
         default=None, max_length=100, description="Salt of the variant assignment hash (default: the agent name)."
     )
+    filters: tuple[str, ...] = Field(
+        default=(), description="(issue 17) Names of the catalog's non-global filters this agent's turns run."
+    )
 
     @field_validator("variants")
     @classmethod
@@ -217,6 +222,9 @@ class Catalog(BaseModel):
     default: str | None = Field(
         default=None, description="The default agent's name: an alternative to 'default: true' on the agent."
     )
+    filters: tuple[FilterSpec, ...] = Field(
+        default=(), description="(issue 17) The filter chains: input filters before the agents, output filters after."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalog:
@@ -235,7 +243,13 @@ class Catalog(BaseModel):
             if defaults and defaults != [self.default]:
                 raise ValueError(f"default: {self.default!r} conflicts with {defaults[0]!r} marked default")
         _check_fallbacks({a.name: a.fallback for a in self.agents})
+        check_filters(self.filters, self.agent_filters, names)
         return self
+
+    @property
+    def agent_filters(self) -> dict[str, tuple[str, ...]]:
+        """Each agent's own filters (the agents that list some)."""
+        return {a.name: a.filters for a in self.agents if a.filters}
 
     def get(self, name: str) -> AgentSpec | None:
         return self._by_name().get(name)
@@ -261,6 +275,8 @@ class Catalog(BaseModel):
             for name, default in _LATER_FIELDS.items():
                 if agent.get(name, default) == default:
                     agent.pop(name, None)
+        if not data.get("filters"):
+            data.pop("filters", None)
         payload = json.dumps(data, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

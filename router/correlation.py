@@ -29,15 +29,24 @@ secret; their replies are checked for agent, tenant and conversation only (a rol
 Sequential mode runs agents in the decided order, each receiving the earlier replies. An
 agent that errors does not stop the chain (the next agent sees the error); an agent that times
 out does (the rest are reported as ``skipped``): the caller has already waited too long.
+
+Filter chains (``router/filters.py``): a slot is an agent's or a filter's (``Slot.kind``). Input
+filter slots run one by one before any agent; the agents get the messages as the last filter
+that changed them left them. Output filter slots run one by one once every agent is settled (if
+any answered ok), each seeing the replies as the filters before it left them. A ``blocked``
+verdict, or a filter that errors or times out after its retries, stops the turn: the slots not
+yet run are ``skipped`` and the response is ``blocked`` (or ``failed``) with the reason, and
+carries no agent reply. Filter attempts yield ``Outcome``s marked ``filter`` (never a breaker's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
 import msgspec
+from routeyard.router.filters import changed_messages, changed_replies, prior
 from routeyard.router.token import new_secret, task_token, token_matches
 from routeyard.schemas import (
     AgentReply,
@@ -47,6 +56,7 @@ from routeyard.schemas import (
     Mode,
     PriorReply,
     ResponseStatus,
+    TaskKind,
     encode,
     task_decoder,
 )
@@ -86,6 +96,8 @@ class Target(msgspec.Struct, frozen=True, kw_only=True):
     """The agent's variant this turn goes to (None: the agent has no variants)."""
     canary: bool = False
     """A variant other than the stable one: its outcomes feed its own breaker, not the agent's."""
+    kind: TaskKind = "agent"
+    """``agent``, or a filter of the turn's chain (``input_filter``, ``output_filter``)."""
 
 
 class Slot(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +122,7 @@ class Slot(msgspec.Struct, frozen=True, kw_only=True):
     variant: str | None = None
     """The agent's variant (its task carries it; outcomes are fed to the variant's health)."""
     canary: bool = False
+    kind: TaskKind = "agent"
 
     @property
     def current_task_id(self) -> str:
@@ -130,6 +143,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """A further attempt was scheduled because of this one."""
     variant: str | None = None
     canary: bool = False
+    filter: bool = False
+    """The attempt was a filter's (metrics by filter; never a circuit breaker's)."""
+    verdict: str | None = None
+    """A filter's ok answer: passed, changed or blocked."""
 
 
 def attempt_task_id(task_id: str, attempt: int) -> str:
@@ -162,7 +179,7 @@ class Correlation(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def routes(self) -> list[str]:
-        return [s.agent for s in self.slots]
+        return [s.agent for s in self.slots if s.kind == "agent"]
 
     def next_wakeup(self) -> float | None:
         """When ``on_deadline`` next has something to do (None: nothing is waited for)."""
@@ -198,10 +215,16 @@ def start(
     trace: dict[str, str] | None = None,
     secret: Callable[[], str] = new_secret,
     stream_topic: str | None = None,
+    filters: Sequence[Target] = (),
 ) -> Transition:
     """Open a correlation for a routed turn. ``agents``: targets (or (name, topic, timeout_s)) in route order.
-    ``secret`` makes each slot's token secret (injected by tests for deterministic tokens)."""
+    ``filters``: the turn's filter chain (targets of kind input_filter / output_filter, in chain
+    order; dropped when no agent was routed). ``secret`` makes each slot's token secret (injected
+    by tests for deterministic tokens)."""
     targets = [a if isinstance(a, Target) else Target(agent=a[0], topic=a[1], timeout_s=a[2]) for a in agents]
+    if targets:
+        inputs = [f for f in filters if f.kind == "input_filter"]
+        targets = [*inputs, *targets, *[f for f in filters if f.kind == "output_filter"]]
     slots = [
         Slot(
             agent=t.agent,
@@ -214,6 +237,7 @@ def start(
             secret=secret(),
             variant=t.variant,
             canary=t.canary,
+            kind=t.kind,
         )
         for step, t in enumerate(targets)
     ]
@@ -269,6 +293,8 @@ def on_reply(
                 retry=retry,
                 variant=slot.variant,
                 canary=slot.canary,
+                filter=slot.kind != "agent",
+                verdict=(reply.verdict or "passed") if slot.kind != "agent" and reply.status == "ok" else None,
             )
         )
     else:  # an earlier attempt (already counted as failed) answered ok after all
@@ -355,7 +381,13 @@ def on_deadline(state: Correlation, now: float, blocked: Collection[str] = ()) -
                 slots[i] = msgspec.structs.replace(slots[i], reply=None)
             outcomes.append(
                 Outcome(
-                    agent=s.agent, kind="timeout", attempt=s.attempt, retry=retry, variant=s.variant, canary=s.canary
+                    agent=s.agent,
+                    kind="timeout",
+                    attempt=s.attempt,
+                    retry=retry,
+                    variant=s.variant,
+                    canary=s.canary,
+                    filter=s.kind != "agent",
                 )
             )
     transition = _advance(msgspec.structs.replace(state, slots=slots), now, blocked)
@@ -384,12 +416,7 @@ def _advance(state: Correlation, now: float, blocked: Collection[str] = ()) -> T
     if withheld:
         slots = [_give_up(s) if s.agent in withheld and s.status == "retrying" else s for s in slots]
     effects: list[Effect] = []
-    if state.mode == "sequential":
-        _advance_chain(state, slots, effects, now)
-    else:
-        for i, slot in enumerate(slots):
-            if _ready(slot, now):
-                slots[i] = _dispatch(state, slot, step=i, prior=[], effects=effects, now=now)
+    _run(state, slots, effects, now)
     state = msgspec.structs.replace(state, slots=slots)
     if any(s.status in ("queued", "waiting", "retrying") for s in slots):
         return Transition(state=state, effects=effects, withheld=withheld)
@@ -413,27 +440,113 @@ def _ready(slot: Slot, now: float) -> bool:
     return slot.status == "queued" or (slot.status == "retrying" and (slot.retry_at or 0.0) <= now)
 
 
-def _advance_chain(state: Correlation, slots: list[Slot], effects: list[Effect], now: float) -> None:
-    for i, slot in enumerate(slots):
+def _run(state: Correlation, slots: list[Slot], effects: list[Effect], now: float) -> None:
+    """Dispatch what may go now: the input filters one by one, then the agents, then the output
+    filters one by one (only once every agent is settled and one of them answered ok)."""
+    inputs = [i for i, s in enumerate(slots) if s.kind == "input_filter"]
+    agents = [i for i, s in enumerate(slots) if s.kind == "agent"]
+    if not _run_filters(state, slots, inputs, effects, now, messages=state.context, replies=[]):
+        return
+    messages = changed_messages(state.context, [slots[i].reply for i in inputs])
+    if state.mode == "sequential":
+        _advance_chain(state, slots, agents, messages, effects, now)
+    else:
+        for i in agents:
+            if _ready(slots[i], now):
+                slots[i] = _dispatch(state, slots[i], step=i, prior=[], effects=effects, now=now, messages=messages)
+    if any(slots[i].status in ("queued", "waiting", "retrying") for i in agents):
+        return
+    outputs = [i for i, s in enumerate(slots) if s.kind == "output_filter"]
+    if not any(slots[i].status == "ok" for i in agents):
+        _skip(slots, outputs)
+        return
+    _run_filters(state, slots, outputs, effects, now, messages=messages, replies=_agent_replies(slots))
+
+
+def _run_filters(
+    state: Correlation,
+    slots: list[Slot],
+    chain: list[int],
+    effects: list[Effect],
+    now: float,
+    *,
+    messages: list[Message],
+    replies: list[AgentReply],
+) -> bool:
+    """Advance a filter chain one filter at a time; True when every filter of it passed or changed.
+    A filter that blocked, errored or timed out stops the turn: every slot not yet run is skipped."""
+    for i in chain:
+        slot = slots[i]
+        if slot.status in ("error", "timed_out") or (slot.reply is not None and slot.reply.verdict == "blocked"):
+            _skip(slots, range(len(slots)))
+            return False
+        if slot.status == "ok":
+            continue
+        if _ready(slot, now):
+            answers = [slots[j].reply for j in chain if j < i]
+            slots[i] = _dispatch(
+                state,
+                slot,
+                step=i,
+                prior=prior(changed_replies(replies, answers)),
+                effects=effects,
+                now=now,
+                messages=changed_messages(messages, answers),
+                notes=_notes(slots[:i]),
+            )
+        return False
+    return True
+
+
+def _skip(slots: list[Slot], indexes: Iterable[int]) -> None:
+    for j in indexes:
+        if slots[j].status == "queued":
+            slots[j] = msgspec.structs.replace(slots[j], status="skipped")
+
+
+def _notes(slots: Sequence[Slot]) -> dict[str, str]:
+    """The notes the filters before a slot left (a later note of the same name wins)."""
+    notes: dict[str, str] = {}
+    for s in slots:
+        if s.kind != "agent" and s.reply is not None:
+            notes.update(s.reply.notes)
+    return notes
+
+
+def _agent_replies(slots: Sequence[Slot]) -> list[AgentReply]:
+    return [s.reply for s in slots if s.kind == "agent" and s.reply is not None]
+
+
+def _advance_chain(
+    state: Correlation, slots: list[Slot], agents: list[int], messages: list[Message], effects: list[Effect], now: float
+) -> None:
+    for n, i in enumerate(agents):
+        slot = slots[i]
         if slot.status == "waiting" or (slot.status == "retrying" and not _ready(slot, now)):
             return
         if slot.status == "timed_out":
-            for j in range(i + 1, len(slots)):
-                if slots[j].status == "queued":
-                    slots[j] = msgspec.structs.replace(slots[j], status="skipped")
+            _skip(slots, agents[n + 1 :])
             return
         if _ready(slot, now):
-            prior = [
+            earlier = [
                 PriorReply(agent=s.agent, status=s.reply.status, content=s.reply.content or s.reply.error or "")
-                for s in slots[:i]
+                for s in (slots[j] for j in agents[:n])
                 if s.reply is not None
             ]
-            slots[i] = _dispatch(state, slot, step=i, prior=prior, effects=effects, now=now)
+            slots[i] = _dispatch(state, slot, step=i, prior=earlier, effects=effects, now=now, messages=messages)
             return
 
 
 def _dispatch(
-    state: Correlation, slot: Slot, *, step: int, prior: list[PriorReply], effects: list[Effect], now: float
+    state: Correlation,
+    slot: Slot,
+    *,
+    step: int,
+    prior: list[PriorReply],
+    effects: list[Effect],
+    now: float,
+    messages: list[Message],
+    notes: dict[str, str] | None = None,
 ) -> Slot:
     deadline = now + slot.timeout_s
     attempt = slot.attempt + 1 if slot.status == "retrying" else slot.attempt
@@ -444,7 +557,7 @@ def _dispatch(
         conversation_id=state.conversation_id,
         tenant=state.tenant,
         agent=slot.agent,
-        messages=state.context,
+        messages=messages,
         reply_topic=state.replies_topic,
         deadline=datetime.fromtimestamp(deadline, UTC),
         prior_replies=prior,
@@ -452,8 +565,10 @@ def _dispatch(
         attempt=attempt,
         metadata=state.metadata,
         token=slot.token(task_id),
-        stream_topic=state.stream_topic,
         variant=slot.variant,
+        stream_topic=state.stream_topic if slot.kind == "agent" else None,
+        kind=slot.kind,
+        filter_notes=notes or {},
     )
     effects.append(
         Effect(
@@ -467,28 +582,57 @@ def _dispatch(
     return msgspec.structs.replace(slot, status="waiting", deadline=deadline, attempt=attempt, retry_at=None)
 
 
+def stopped_by(slots: Sequence[Slot]) -> tuple[ResponseStatus, str] | None:
+    """(blocked | failed, why) when a filter stopped the turn; None otherwise."""
+    for s in slots:
+        if s.kind == "agent":
+            continue
+        if s.reply is not None and s.status == "ok" and s.reply.verdict == "blocked":
+            return "blocked", f"{s.agent}: {s.reply.content or 'blocked'}"
+        if s.status == "error":
+            return "failed", f"filter {s.agent} failed: {s.reply.error if s.reply else 'error'}"
+        if s.status == "timed_out":
+            return "failed", f"filter {s.agent} timed out"
+    return None
+
+
 def response_status(slots: list[Slot]) -> ResponseStatus:
-    if not slots:
+    stop = stopped_by(slots)
+    if stop is not None:
+        return stop[0]
+    agents = [s for s in slots if s.kind == "agent"]
+    if not agents:
         return "no_route"
-    ok = sum(1 for s in slots if s.status == "ok")
-    if ok == len(slots):
+    ok = sum(1 for s in agents if s.status == "ok")
+    if ok == len(agents):
         return "complete"
     return "partial" if ok else "failed"
 
 
+def filter_verdicts(slots: Sequence[Slot]) -> dict[str, str]:
+    """Each filter that answered ok: its name -> passed | changed | blocked."""
+    return {s.agent: s.reply.verdict or "passed" for s in slots if s.kind != "agent" and s.reply and s.status == "ok"}
+
+
 def _response(state: Correlation, now: float) -> ConversationResponse:
+    agents = [s for s in state.slots if s.kind == "agent"]
+    stop = stopped_by(state.slots)
+    outputs = [s.reply for s in state.slots if s.kind == "output_filter"]
+    replies = [] if stop else changed_replies(_agent_replies(state.slots), outputs)
     return ConversationResponse(
         event_id=state.event_id,
         conversation_id=state.conversation_id,
         tenant=state.tenant,
         status=response_status(state.slots),
         routes=state.routes,
-        replies=[msgspec.structs.replace(s.reply, token="") for s in state.slots if s.reply is not None],
-        timed_out=[s.agent for s in state.slots if s.status == "timed_out"],
-        skipped=[s.agent for s in state.slots if s.status == "skipped"],
+        replies=[msgspec.structs.replace(r, token="") for r in replies],
+        timed_out=[s.agent for s in agents if s.status == "timed_out"],
+        skipped=[s.agent for s in agents if s.status == "skipped"],
         created_at=state.created_at,
         responded_at=datetime.fromtimestamp(now, UTC),
         variants={s.agent: s.variant for s in state.slots if s.variant is not None},
+        reason=stop[1] if stop else None,
+        filters=filter_verdicts(state.slots),
     )
 
 

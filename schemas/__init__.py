@@ -30,6 +30,8 @@ from routeyard.schemas.messages import (
     PriorReply,
     ResponseStatus,
     RoutingDecision,
+    TaskKind,
+    Verdict,
     utcnow,
 )
 from routeyard.schemas.topics import Topics, valid_topic
@@ -49,7 +51,9 @@ __all__ = [
     "PriorReply",
     "ResponseStatus",
     "RoutingDecision",
+    "TaskKind",
     "Topics",
+    "Verdict",
     "chunk_decoder",
     "dead_letter_decoder",
     "decision_decoder",

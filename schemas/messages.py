@@ -53,7 +53,9 @@ CONVERSATION_DOC = "The conversation's id; records about it are keyed by it, so 
 Role = Literal["user", "assistant", "system", "developer", "tool"]
 Mode = Literal["parallel", "sequential"]
 ReplyStatus = Literal["ok", "error"]
-ResponseStatus = Literal["complete", "partial", "no_route", "failed", "rejected"]
+ResponseStatus = Literal["complete", "partial", "no_route", "failed", "rejected", "blocked"]
+TaskKind = Literal["agent", "input_filter", "output_filter"]
+Verdict = Literal["passed", "changed", "blocked"]
 
 TOKEN_DOC = "echo the task's token in the reply; replies without the right token are refused"
 Token = Annotated[str, msgspec.Meta(description=TOKEN_DOC)]
@@ -230,6 +232,17 @@ class AgentTask(msgspec.Struct, frozen=True, kw_only=True):
     shadow: Annotated[
         bool, Doc("(v5) A shadow copy: the reply goes to the shadows topic and never reaches the caller.")
     ] = False
+    kind: Annotated[
+        TaskKind,
+        Doc(
+            "(v5) agent: a task for an agent; input_filter / output_filter: a task for a filter of the turn's "
+            "chain (answer with verdict, and messages or replies when changed)."
+        ),
+    ] = "agent"
+    filter_notes: Annotated[
+        dict[str, str],
+        Doc("(v5) Filter tasks only: the notes earlier filters of this turn left (never sent to agents)."),
+    ] = msgspec.field(default_factory=dict)
 
 
 class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -255,6 +268,20 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = True
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
+    verdict: Annotated[
+        Verdict | None,
+        Doc(
+            "(v5) A filter's verdict: passed (nothing changed), changed (messages or replies hold the new "
+            "text), blocked (the turn stops; content holds the reason). Null from agents."
+        ),
+    ] = None
+    messages: Annotated[list[Message] | None, Doc("(v5) An input filter's changed messages (null: unchanged).")] = None
+    replies: Annotated[list[PriorReply] | None, Doc("(v5) An output filter's changed replies (null: unchanged).")] = (
+        None
+    )
+    notes: Annotated[
+        dict[str, str], Doc("(v5) A filter's notes, kept for the later filters of the turn (never sent to agents).")
+    ] = msgspec.field(default_factory=dict)
 
 
 class AgentChunk(msgspec.Struct, frozen=True, kw_only=True):
@@ -297,7 +324,8 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
         ResponseStatus,
         Doc(
             "complete: every routed agent answered ok; partial: some did; failed: none did; no_route: no agent "
-            "was chosen; rejected (v2): the router refused the turn (reason says why)."
+            "was chosen; rejected (v2): the router refused the turn (reason says why); blocked (v5): a filter "
+            "stopped the turn (reason says why)."
         ),
     ]
     tenant: Annotated[str | None, Doc(TENANT_DOC)] = None
@@ -318,10 +346,16 @@ class ConversationResponse(msgspec.Struct, frozen=True, kw_only=True):
         default_factory=utcnow
     )
     v: Annotated[Version, Doc(V_DOC)] = SCHEMA_VERSION
-    reason: Annotated[str | None, Doc("With rejected (v2): why, in one line.")] = None
+    reason: Annotated[
+        str | None,
+        Doc("With rejected (v2): why, in one line; with blocked or a failed filter (v5): the filter's reason."),
+    ] = None
     variants: Annotated[dict[str, str], Doc("(v5) Agent -> the variant that answered (agents with variants).")] = (
         msgspec.field(default_factory=dict)
     )
+    filters: Annotated[
+        dict[str, str], Doc('(v5) Each filter that ran on the turn: its name -> "passed", "changed" or "blocked".')
+    ] = msgspec.field(default_factory=dict)
 
     @property
     def content(self) -> str:

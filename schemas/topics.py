@@ -57,6 +57,10 @@ class Topics(msgspec.Struct, frozen=True, kw_only=True):
     def agent(self, name: str) -> str:
         return f"{self.prefix}agent.{name}"
 
+    def filter(self, name: str) -> str:
+        """(v5) A filter's task topic."""
+        return f"{self.prefix}filter.{name}"
+
     def core(self) -> list[str]:
         return [
             self.conversations,

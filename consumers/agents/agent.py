@@ -37,7 +37,7 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 import msgspec
 from routeyard.consumers import tracing
@@ -165,6 +165,8 @@ def agent(
 class AgentRunner:
     tick: Callable[[], None] | None = None
     """Called on every turn of the intake loop (the process's liveness probe)."""
+    span_name = "routeyard.agent"
+    """The span each task runs in (the filter runtime, built on this one, names its own)."""
 
     def __init__(
         self,
@@ -324,7 +326,7 @@ class AgentRunner:
     async def _handle(self, record: Record, task: AgentTask) -> None:
         """Run the handler once (it never raises: an exception is an error reply), then publish
         its reply, retried on its own: a broker error must not run the handler again."""
-        with tracing.span("routeyard.agent", tracing.carrier(record.headers), agent=self.agent.name) as span:
+        with tracing.span(self.span_name, tracing.carrier(record.headers), agent=self.agent.name) as span:
             span.set(task_id=task.task_id, attempt=task.attempt)
             reply = await self._run_handler(task, span)
             span.set(status=reply.status if reply is not None else "timed_out")
@@ -358,9 +360,10 @@ class AgentRunner:
             log.warning("agent %s: task %s arrived after its deadline; not started", self.agent.name, task.task_id)
             return None
         content, error, retriable = "", None, True
+        fields: dict[str, Any] = {}
         try:
             async with asyncio.timeout(remaining):
-                content = await self._content(task)
+                content, fields = await self._answer(task)
         except TimeoutError:
             child(METRICS.tasks, agent=self.agent.name, outcome="timeout").inc()
             log.warning("agent %s: task %s cancelled at its deadline", self.agent.name, task.task_id)
@@ -385,7 +388,12 @@ class AgentRunner:
             error=error,
             token=task.token,
             retriable=retriable,
+            **(fields if error is None else {}),
         )
+
+    async def _answer(self, task: AgentTask) -> tuple[str, dict[str, Any]]:
+        """The reply's content and its other fields (an agent's: none; a filter's: its verdict)."""
+        return await self._content(task), {}
 
     async def _content(self, task: AgentTask) -> str:
         """The handler's reply text; a streaming handler's pieces go out as chunks meanwhile."""

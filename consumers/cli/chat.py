@@ -166,7 +166,8 @@ class _View:
                 self._line(f"    {_clean(reply.agent):<16}< {_clean(reply.content)}")
         if response.timed_out:
             self._line(f"    timed out: {', '.join(map(_clean, response.timed_out))}")
-        self._line(f"  response: {response.status} in {elapsed:.2f} s")
+        why = f" ({_clean(response.reason)})" if response.reason else ""
+        self._line(f"  response: {response.status}{why} in {elapsed:.2f} s")
 
     def _line(self, text: str) -> None:
         self.end_line()

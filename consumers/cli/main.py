@@ -6,6 +6,7 @@
                                            unless --bootstrap is given)
     routeyard worker router|correlator     one worker process (production)
     routeyard worker http-agents           the catalog's agents by URL (Plano's agent contract)
+    routeyard worker filters [MOD:OBJ ...] the catalog's filter chains: @filter objects, http filters
     routeyard agent MODULE:OBJECT ...      run agents written with @agent
     routeyard send CONVERSATION TEXT       publish a turn, print its event id; --wait prints the response
                                            (rejected or timed out: one line, exit 1)
@@ -52,7 +53,10 @@ from routeyard.consumers.cli.targets import load_agents
 from routeyard.consumers.errors import UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.consumers.tools import dlq
-from routeyard.router.catalog import load_catalog
+from routeyard.router.catalog import Catalog, load_catalog
+
+if typing.TYPE_CHECKING:
+    from routeyard.consumers.filters.filter import Filter
 
 ENGINES: tuple[str, ...] = typing.get_args(EngineName)
 
@@ -125,6 +129,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--agents", nargs="*", default=None, help="MODULE:OBJECT agents (default: the demo's)")
     dev.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
     dev.add_argument("--app-dir", type=Path, metavar="DIR", help="import --agents modules from DIR (default: cwd)")
+    dev.add_argument("--filters", nargs="*", default=[], help="MODULE:OBJECT @filter objects the catalog's chains use")
     dev.add_argument(
         "--env-out",
         type=Path,
@@ -157,12 +162,16 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--mode", choices=["parallel", "sequential"], help="multi-intent mode (default: parallel)")
     demo.add_argument("--engine", choices=offline.ENGINES, help=f"decision engine (default: {DEV_ENGINE})")
 
-    worker = _command(commands, "worker", _worker, "run a router, correlator or http-agents worker")
+    worker = _command(commands, "worker", _worker, "run a router, correlator, http-agents or filters worker")
     worker.add_argument(
         "role",
-        choices=["router", "correlator", "http-agents"],
-        help="which worker: router, correlator, or http-agents (the catalog's agents with a url)",
+        choices=["router", "correlator", "http-agents", "filters"],
+        help="which worker: router, correlator, http-agents (the catalog's agents with a url), or filters",
     )
+    worker.add_argument(
+        "targets", nargs="*", metavar="MODULE:OBJECT", help="filters only: @filter objects to run (python filters)"
+    )
+    worker.add_argument("--app-dir", type=Path, help="filters only: put this folder first on sys.path (default: cwd)")
     worker.add_argument("--catalog", type=Path, help="agent catalog (default: ROUTEYARD_ROUTER__CATALOG, agents.yaml)")
     worker.add_argument(
         "--engine", choices=offline.ENGINES, help="decision engine (default: ROUTEYARD_ROUTER__ENGINE, rules)"
@@ -244,6 +253,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
     check_engine(settings)
     agents = load_agents(args.agents, args.app_dir) if args.agents is not None else demo_agents()
     settings, catalog = dev_settings(settings, args.catalog)
+    filters = _dev_filters(args, catalog)
     with embedded_servers(settings, kafka_port=args.kafka_port, redis_port=args.redis_port) as live:
         env = attach_env(live)
         write_env_file(args.env_out, env)
@@ -262,10 +272,23 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  gateway: {url}/v1  (OpenAI-compatible; model 'routeyard'; page: {url}/)", flush=True)
 
         run_until_signal(
-            lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up, watch=True), live, "dev"
+            lambda stop: run_pipeline(live, catalog, agents, stop, gateway=gateway_up, watch=True, filters=filters),
+            live,
+            "dev",
         )
     print("routeyard dev: stopped", flush=True)
     return 0
+
+
+def _dev_filters(args: argparse.Namespace, catalog: Catalog) -> list[Filter]:
+    """The @filter objects given (their names checked against the catalog's python filters)."""
+    from routeyard.consumers.cli.targets import load_filters
+    from routeyard.consumers.workers.filters import check_filters
+
+    filters = load_filters(args.filters, args.app_dir)
+    if filters or catalog.filters:
+        check_filters(catalog, filters, "the catalog")
+    return filters
 
 
 def _gateway(args: argparse.Namespace, settings: Settings) -> int:
@@ -320,6 +343,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from routeyard.consumers.app import run_correlator, run_router, run_until_signal
     from routeyard.consumers.catalogs.live import TOPIC
 
+    if args.targets and args.role != "filters":
+        raise UsageError(f"worker {args.role} takes no MODULE:OBJECT (only worker filters does)")
     if args.role == "router":
         from routeyard.consumers.app import check_engine
 
@@ -329,9 +354,29 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         run_until_signal(lambda stop: run_router(settings, stop), settings, "router")
     elif args.role == "http-agents":
         _http_agents(settings)
+    elif args.role == "filters":
+        _filters(args, settings)
     else:
         run_until_signal(lambda stop: run_correlator(settings, stop), settings, "correlator")
     return 0
+
+
+def _filters(args: argparse.Namespace, settings: Settings) -> None:
+    from routeyard.consumers.app import run_until_signal
+    from routeyard.consumers.cli.attach import check_redis, one_failure
+    from routeyard.consumers.cli.targets import load_filters
+    from routeyard.consumers.workers.filters import check_filters, run_filters
+
+    catalog = load_catalog(settings.router.catalog)
+    given = load_filters(args.targets, args.app_dir)
+    check_filters(catalog, given, str(settings.router.catalog))
+    asyncio.run(check_redis(settings, "worker filters"))
+
+    async def run(stop: asyncio.Event) -> None:
+        with one_failure():
+            await run_filters(settings, catalog, given, stop)
+
+    run_until_signal(run, settings, "filters")
 
 
 def _http_agents(settings: Settings) -> None:

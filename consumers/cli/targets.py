@@ -20,6 +20,7 @@ from types import ModuleType, TracebackType
 
 from routeyard.consumers.agents.agent import Agent
 from routeyard.consumers.errors import UsageError
+from routeyard.consumers.filters.filter import Filter
 
 __all__ = ["load_agent", "load_agents"]
 
@@ -37,6 +38,23 @@ def load_agent(target: str, app_dir: Path | None = None) -> Agent:
     _on_path(app_dir or Path.cwd())
     module = _import_file(Path(where)) if _is_file(where) else _import(where)
     return _agent_in(module, attribute)
+
+
+def load_filters(targets: list[str], app_dir: Path | None = None) -> list[Filter]:
+    """``module:object`` targets -> the Filters declared there with @filter."""
+    found = []
+    for target in targets:
+        where, _, attribute = target.rpartition(":")
+        if not where or not attribute:
+            raise UsageError(f'filter must be given as MODULE:OBJECT or FILE.py:OBJECT, got "{target}"')
+        _on_path(app_dir or Path.cwd())
+        module = _import_file(Path(where)) if _is_file(where) else _import(where)
+        obj = getattr(module, attribute, _MISSING)
+        if not isinstance(obj, Filter):
+            what = "nothing" if obj is _MISSING else "an agent" if isinstance(obj, Agent) else _what(obj)
+            raise UsageError(f'"{target}" is {what}, not a filter declared with @filter')
+        found.append(obj)
+    return found
 
 
 def _is_file(where: str) -> bool:

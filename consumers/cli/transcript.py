@@ -31,7 +31,7 @@ async def wait_decision(client: RouteyardClient, event_id: str, patience_s: floa
 def describe(decision: RoutingDecision | None, response: ConversationResponse) -> str:
     """The transcript lines of one turn, each indented by two spaces, ending in a newline."""
     lines = [decision_line(decision)] if decision is not None else []
-    lines.append(f"  response: {response.status}")
+    lines.append(f"  response: {response.status}" + (f" ({response.reason})" if response.reason else ""))
     for reply in response.replies:
         text = reply.content if reply.status == "ok" else f"error: {reply.error}"
         lines.append(f"    {reply.agent:<16}< {text}")

@@ -19,8 +19,10 @@ from routeyard.consumers.app import create_topics, run_agent, run_correlator, ru
 from routeyard.consumers.cli.attach import one_failure
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.consumers.dev.envfile import check_port
+from routeyard.consumers.filters.filter import Filter
 from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import KafkaSettings, RedisSettings, RouterSettings, Settings
+from routeyard.consumers.workers.filters import run_filters
 from routeyard.consumers.workers.http_agents import run_http_agents
 from routeyard.router.catalog import Catalog, load_catalog
 
@@ -60,6 +62,7 @@ async def run_pipeline(
     gateway: Callable[[str], None] | None = None,
     bus: Bus | None = None,
     watch: bool = False,
+    filters: Sequence[Filter] = (),
 ) -> None:
     """Router, correlator and agents as tasks of one process, until ``stop``; the catalog's agents
     by URL too (those not given as Python ``agents``); with ``gateway`` the HTTP gateway too
@@ -79,6 +82,8 @@ async def run_pipeline(
                 group.create_task(run_agent(agent, settings, stop, bus=bus))
             if any(spec.url and spec.name not in {a.name for a in agents} for spec in catalog.agents):
                 group.create_task(run_http_agents(settings, catalog, stop, skip={a.name for a in agents}))
+            if filters or any(f.kind == "http" for f in catalog.filters):  # the filter worker (issue 17)
+                group.create_task(run_filters(settings, catalog, filters, stop, bus=bus))
             if gateway is not None:
                 from routeyard.consumers.gateway import run_gateway
 

@@ -162,6 +162,8 @@ def answer_text(response: ConversationResponse, cfg: GatewaySettings) -> str:
         return cfg.no_route_text
     if response.status == "rejected":
         return cfg.rejected_text.replace("{reason}", response.reason or "no reason given")
+    if response.status == "blocked":  # a filter stopped the turn (issue 17): its reason, as Plano shows it
+        return f"Blocked: {response.reason or 'a filter stopped the turn'}"
     return cfg.failed_text
 
 

@@ -64,6 +64,7 @@ for _, key in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], key) end
 return due
 """
 
+
 class Done(msgspec.Struct, frozen=True, array_like=True):
     """What is left of a finished correlation: who it belonged to and how it ended. A MessagePack
     array (a state is a map), so one read tells them apart. Keeping the full state, with its copy of

@@ -5,7 +5,8 @@ consumer group and prints, for the event: the turn, the decision - engine, model
 version, why the engine decided so (the threshold or rule that decided, as the engine recorded it
 at decision time), what the engine chose and what was applied (default agent, abstention, dropped
 names, fallback reason), a model's raw output, confidence and each agent's score, time to decide,
-the worker - and how it ended (the response, or the dead letter and its reason).
+the worker - and how it ended (the response with each filter's verdict - passed, changed or
+blocked, never the content - and a block's reason, or the dead letter and its reason).
 
 ``--conversation ID`` reads only the partition that conversation's records are on (records are
 keyed by conversation id), which is what makes it quick on a large topic.
@@ -147,13 +148,7 @@ def explain_markdown(found: Explanation) -> str:
     if not found.decisions:
         lines += ["", "no decision recorded"]
     for response in found.responses:
-        lines += ["", f"## response: {response.status}"]
-        if response.created_at is not None:
-            took = (response.responded_at - response.created_at).total_seconds()
-            lines.append(f"end to end: {took * 1000:.0f} ms")
-        lines += [f"- {r.agent}: {r.status}" + (f" ({r.error})" if r.error else "") for r in response.replies]
-        if response.timed_out:
-            lines.append(f"timed out: {', '.join(response.timed_out)}")
+        lines += ["", f"## response: {response.status}", *_response_lines(response)]
     for letter in found.dead_letters:
         lines += [
             "",
@@ -162,6 +157,20 @@ def explain_markdown(found: Explanation) -> str:
             f"from {letter.source_topic}[{letter.source_partition}]@{letter.source_offset}",
         ]
     return "\n".join(lines)
+
+
+def _response_lines(response: ConversationResponse) -> list[str]:
+    lines = []
+    if response.created_at is not None:
+        took = (response.responded_at - response.created_at).total_seconds()
+        lines.append(f"end to end: {took * 1000:.0f} ms")
+    lines += [f"- filter {name}: {verdict}" for name, verdict in response.filters.items()]
+    if response.reason and response.status in ("blocked", "failed"):
+        lines.append(f"reason: {response.reason}")
+    lines += [f"- {r.agent}: {r.status}" + (f" ({r.error})" if r.error else "") for r in response.replies]
+    if response.timed_out:
+        lines.append(f"timed out: {', '.join(response.timed_out)}")
+    return lines
 
 
 def _decision_lines(d: RoutingDecision) -> list[str]:

@@ -350,13 +350,16 @@ class Correlator:
             for state in states
             if not state.done
             for s in state.slots
-            if s.status in ("waiting", "retrying") and s.attempt <= s.retries
+            if s.kind == "agent" and s.status in ("waiting", "retrying") and s.attempt <= s.retries
         }
         return await self._circuits.blocked(agents) if agents else frozenset()
 
     async def _feedback(self, outcomes: list[Outcome]) -> None:
-        """Stored attempts' outcomes: metrics, and each agent's circuit breaker."""
+        """Stored attempts' outcomes: metrics, and each agent's circuit breaker (filters have none)."""
         for o in outcomes:
+            if o.filter:
+                child(METRICS.filters, filter=o.agent, outcome=o.verdict or o.kind).inc()
+                continue
             if o.kind == "timeout":
                 child(METRICS.agent_timeouts, agent=o.agent).inc()
             if o.retry:
@@ -364,8 +367,8 @@ class Correlator:
         varied = [o for o in outcomes if o.variant is not None]
         for o in varied:
             child(METRICS.variant_outcomes, agent=o.agent, variant=o.variant or "", outcome=o.kind).inc()
-        if self._circuits is not None:
-            results = [(o.agent, o.kind == "ok") for o in outcomes if not o.canary]  # a canary has its own
+        if self._circuits is not None:  # a canary has its own breaker; a filter has none
+            results = [(o.agent, o.kind == "ok") for o in outcomes if not o.canary and not o.filter]
             results += [(breaker_name(o.agent, o.variant), o.kind == "ok") for o in varied if o.variant]
             await self._circuits.record(results, time.time())
         if self._variants is not None and varied:
@@ -423,7 +426,10 @@ def _reply_took(state: Correlation, reply: AgentReply, now: float) -> None:
     the agent's timeout) -> its reply recorded. An earlier attempt's late rescue is not timed."""
     for slot in state.slots:
         if slot.status == "waiting" and slot.deadline is not None and slot.current_task_id == reply.task_id:
-            took = now - (slot.deadline - slot.timeout_s)
-            child(METRICS.reply_seconds, agent=slot.agent).observe(max(took, 0.0))
+            took = max(now - (slot.deadline - slot.timeout_s), 0.0)
+            if slot.kind != "agent":
+                child(METRICS.filter_seconds, filter=slot.agent).observe(took)
+                continue
+            child(METRICS.reply_seconds, agent=slot.agent).observe(took)
             if slot.variant is not None:
-                child(METRICS.variant_reply_seconds, agent=slot.agent, variant=slot.variant).observe(max(took, 0.0))
+                child(METRICS.variant_reply_seconds, agent=slot.agent, variant=slot.variant).observe(took)

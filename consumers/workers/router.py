@@ -39,12 +39,14 @@ from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
 from routeyard.router.correlation import Correlation, Effect, Target, stage, start
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
+from routeyard.router.filters import FilterSpec, input_chain, output_chain
 from routeyard.router.plan import avoid_open_circuits, decide_routes, make_decision
 from routeyard.router.validation import InvalidEvent, answerable, utc, validate
 from routeyard.schemas import (
     ConversationEvent,
     Message,
     RoutingDecision,
+    TaskKind,
     encode,
     event_decoder,
 )
@@ -334,6 +336,7 @@ class RouterWorker:
                 variants=[f"{a}={v}" for a, v in sorted(decision.variants.items())],
             )
         trace = span.context() if span is not None else {}
+        chain = self._filters(routing.routes)
         transition = start(
             event_id=event.event_id,
             conversation_id=event.conversation_id,
@@ -348,11 +351,19 @@ class RouterWorker:
             now=now,
             trace=trace,
             stream_topic=self._topics.streams if event.stream else None,
+            filters=chain,
         )
         effects = [self._decision_effect(decision, trace), *transition.effects]
-        effects += picking.shadow_tasks(
-            decision, self._catalog, self._topics, request.conversation, event.metadata, now, transition.state.headers()
-        )
+        if not any(f.kind == "input_filter" for f in chain):  # a copy now would bypass the input filters
+            effects += picking.shadow_tasks(
+                decision,
+                self._catalog,
+                self._topics,
+                request.conversation,
+                event.metadata,
+                now,
+                transition.state.headers(),
+            )
         return Write(turn.key, None, stage(transition.state, effects, now)), effects
 
     def _observe_engine(self) -> None:
@@ -390,6 +401,27 @@ class RouterWorker:
             backoff_s=retry.backoff_s,
             backoff_max_s=retry.backoff_max_s,
         )
+
+    def _filters(self, routes: list[str]) -> list[Target]:
+        """The turn's filter chain (router/filters.py): input filters, then output filters."""
+        c = self._catalog
+        chain: list[tuple[FilterSpec, TaskKind]] = [
+            (f, "input_filter") for f in input_chain(c.filters, c.agent_filters, routes)
+        ]
+        chain += [(f, "output_filter") for f in output_chain(c.filters, c.agent_filters, routes)]
+        retry = self._settings.retry
+        return [
+            Target(
+                agent=f.name,
+                topic=self._topics.filter(f.name),
+                timeout_s=f.timeout_s,
+                retries=f.retries,
+                backoff_s=retry.backoff_s,
+                backoff_max_s=retry.backoff_max_s,
+                kind=kind,
+            )
+            for f, kind in chain
+        ]
 
     def _decision_effect(self, decision: RoutingDecision, trace: dict[str, str] | None = None) -> Effect:
         return Effect(

@@ -55,6 +55,10 @@ REPLY = AgentReply(
     token="5f0c2a9e1b7d4c3a8e6f0b1d2c3a4e5f",
     retriable=False,
     v=7,
+    verdict="changed",
+    messages=[Message(role="user", content="[email]")],
+    replies=[PriorReply(agent="WeatherAgent", status="ok", content="x")],
+    notes={"email:1": "a@b.c"},
 )
 
 # Every field set to a non-default value, so a round trip exercises all of them.
@@ -119,6 +123,8 @@ SAMPLES: dict[str, msgspec.Struct] = {
         stream_topic="ry.streams",
         variant="v2",
         shadow=True,
+        kind="input_filter",
+        filter_notes={"n": "v"},
     ),
     "AgentReply": REPLY,
     "AgentChunk": AgentChunk(
@@ -147,6 +153,7 @@ SAMPLES: dict[str, msgspec.Struct] = {
         v=7,
         reason="not a real rejection: every field set",
         variants={"WeatherAgent": "v2"},
+        filters={"Pii": "changed"},
     ),
     "DeadLetter": DeadLetter(
         original=b"\x00\xff{not json",

@@ -1,0 +1,1 @@
+"""Example filters (``examples/filters/filters.py``) and a catalog that chains them."""
