@@ -31,7 +31,7 @@ from routeyard.router.engines.sim_model import Batcher, Job, ceiling
 from routeyard.router.engines.sim_profiles import PROFILES, Profile, Shape
 from routeyard.router.plano.prompt import TOKEN_BYTES, PromptBuilder
 
-__all__ = ["PROFILES", "Clock", "RealClock", "SimEngine", "VirtualClock", "answer_tokens", "sim_profile"]
+__all__ = ["PROFILES", "Clock", "RealClock", "SimEngine", "VirtualClock", "answer_tokens", "job_for", "sim_profile"]
 
 MAX_LAG_S = 0.05
 """When the event loop runs this late, the lost time is the CPU's, not the GPU's: the simulated
@@ -70,6 +70,21 @@ def answer_tokens(event_id: str) -> int:
     """10-30 tokens, the same for the same event (a JSON route list is about 20)."""
     digest = hashlib.blake2b(event_id.encode(), digest_size=4).digest()
     return 10 + int.from_bytes(digest, "big") % 21
+
+
+def job_for(request: RoutingRequest, arrival: float, prompts: PromptBuilder | None = None) -> Job:
+    """The model's job for a turn: its Plano prompt's tokens, the catalog prefix, its answer length
+    (what the engine submits; ``sim_model.replay`` of such jobs gives each turn's ideal latency)."""
+    prompts = prompts or PromptBuilder()
+    prefix = prompts.prefix(request.agents)
+    prompt = prompts.build(request.agents, request.conversation)
+    return Job(
+        prompt=max(len(prompt.encode()) // TOKEN_BYTES, 1),
+        answer=answer_tokens(request.event_id),
+        prefix=len(prefix.encode()) // TOKEN_BYTES,
+        prefix_key=prefix,
+        arrival=arrival,
+    )
 
 
 class SimEngine(EngineBase):
@@ -118,8 +133,9 @@ class SimEngine(EngineBase):
     async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
         if self._task is None:
             raise RuntimeError("the sim engine is not started: use it as `async with engine:`")
-        jobs = [self._submit(request) for request in requests]
+        jobs: list[Job] = []
         try:
+            jobs += (self._submit(request) for request in requests)
             results = await self.inner.decide(requests)
             await asyncio.gather(*(self._waiters[job] for job in jobs))
         finally:
@@ -151,15 +167,7 @@ class SimEngine(EngineBase):
         return ceiling(self.profile, self.shape())
 
     def _submit(self, request: RoutingRequest) -> Job:
-        prefix = self._prompts.prefix(request.agents)
-        prompt = self._prompts.build(request.agents, request.conversation)
-        job = Job(
-            prompt=max(len(prompt.encode()) // TOKEN_BYTES, 1),
-            answer=answer_tokens(request.event_id),
-            prefix=len(prefix.encode()) // TOKEN_BYTES,
-            prefix_key=prefix,
-            arrival=self.clock.now(),
-        )
+        job = job_for(request, self.clock.now(), self._prompts)
         self._batcher.submit(job)
         self._totals = [a + b for a, b in zip(self._totals, (job.prompt, job.prefix, job.answer, 1), strict=True)]
         if not self._waiters:

@@ -11,8 +11,8 @@ from routeyard.consumers.settings import Settings
 from routeyard.router.catalog import AgentRules, AgentSpec
 from routeyard.router.engines.base import RoutingRequest
 from routeyard.router.engines.rules import RulesEngine
-from routeyard.router.engines.sim import SimEngine, VirtualClock, answer_tokens, sim_profile
-from routeyard.router.engines.sim_model import Job, replay
+from routeyard.router.engines.sim import SimEngine, VirtualClock, answer_tokens, job_for, sim_profile
+from routeyard.router.engines.sim_model import replay
 from routeyard.schemas import Message
 
 AGENTS = (
@@ -56,10 +56,10 @@ async def test_a_request_takes_as_long_as_the_model_says() -> None:
     clock = VirtualClock()
     async with SimEngine(P4, clock=clock) as sim:
         await sim.decide([turn("only")])
-        prompt = sim._batcher.prompt_tokens  # the Plano prompt's tokens, as the engine counted them
-        assert prompt > 100
-        modelled = replay(P4, [Job(prompt=prompt, answer=answer_tokens("only"))])[0]
+        modelled = replay(P4, [job_for(turn("only"), 0.0)])[0]
+        assert modelled.prompt > 100 and modelled.answer == answer_tokens("only")
         assert clock.now() == pytest.approx(modelled.done_at)
+        assert sim._batcher.prompt_tokens == modelled.prompt  # the Plano prompt's tokens, as the engine counted
 
 
 async def test_busy_fraction_counts_time_with_requests_in_flight() -> None:
