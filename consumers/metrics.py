@@ -110,6 +110,14 @@ class _Metrics:
         self.prefix_cache_hit_rate = Gauge(
             "routeyard_prefix_cache_hit_rate", "Share of prompt tokens served from the engine's prefix cache"
         )
+        self.engine_busy_ratio = Gauge(
+            "routeyard_engine_busy_ratio",
+            "Share of the time since the engine started with at least one request in flight (the sim engine)",
+        )
+        self.engine_ceiling = Gauge(
+            "routeyard_engine_ceiling_decisions_per_second",
+            "Decisions/s the engine makes when always full, for the requests seen so far (the sim engine)",
+        )
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
         self.filters = Counter(
             "routeyard_filter_total",

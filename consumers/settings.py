@@ -23,7 +23,7 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
-from routeyard.router.settings import OpenAISettings, SemanticSettings, VllmSettings
+from routeyard.router.settings import OpenAISettings, SemanticSettings, SimSettings, VllmSettings
 from routeyard.router.validation import EventRules
 from routeyard.schemas import Topics
 
@@ -138,7 +138,7 @@ class SecretFiles(EnvSettingsSource):
         return {f.name.lower(): f.read_text().rstrip("\r\n") for f in files}
 
 
-EngineName = Literal["rules", "vllm", "openai", "semantic"]
+EngineName = Literal["rules", "vllm", "openai", "semantic", "sim"]
 
 
 def names(value: object) -> object:
@@ -404,6 +404,7 @@ class Settings(BaseSettings):
     vllm: VllmSettings = VllmSettings()
     openai: OpenAISettings = OpenAISettings()
     semantic: SemanticSettings = SemanticSettings()
+    sim: SimSettings = SimSettings()
     gateway: GatewaySettings = GatewaySettings()
     log_level: str = "INFO"
     log_turns: bool = False

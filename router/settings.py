@@ -1,7 +1,7 @@
 """The engines' settings: plain pydantic models, no engine code.
 
 ``routeyard.consumers.settings`` nests them (``ROUTEYARD_SEMANTIC__*``, ``ROUTEYARD_OPENAI__*``,
-``ROUTEYARD_VLLM__*``); they live apart from their engines so that reading settings imports no
+``ROUTEYARD_VLLM__*``, ``ROUTEYARD_SIM__*``); they live apart from their engines so that reading settings imports no
 engine, HTTP client or model runtime. Each engine module re-exports its own.
 """
 
@@ -20,6 +20,7 @@ __all__ = [
     "OpenAIConstraint",
     "OpenAISettings",
     "SemanticSettings",
+    "SimSettings",
     "VllmConstraint",
     "VllmSettings",
 ]
@@ -98,6 +99,27 @@ class SemanticSettings(BaseModel):
     small_talk: tuple[str, ...] = SMALL_TALK
     text_cache: int = Field(default=8192, ge=0)
     """How many vectors of recent conversation texts are kept."""
+
+
+SimProfileName = Literal["plano-4b-h100", "plano-30b-a3b-h100"]
+"""The calibrated profiles of ``routeyard.router.engines.sim_profiles``."""
+
+
+class SimSettings(BaseModel):
+    """The simulated GPU engine ``sim`` (``ROUTEYARD_SIM__*``): vLLM's timing, another engine's decisions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: SimProfileName = "plano-4b-h100"
+    """The model and GPU simulated."""
+    inner: Literal["rules", "semantic"] = "rules"
+    """The engine whose decisions the simulator returns (it supplies only the timing)."""
+    max_num_seqs: int | None = Field(default=None, ge=1, le=65_536)
+    """vLLM's sequence budget (None: the profile's, 1,024)."""
+    max_num_batched_tokens: int | None = Field(default=None, ge=16, le=1_048_576)
+    """vLLM's token budget per step (None: the profile's, 8,192)."""
+    speed: float = Field(default=1.0, gt=0, le=1000)
+    """How many times faster than the profile's GPU to run (e.g. 10 for quick tests)."""
 
 
 class OpenAISettings(BaseModel):

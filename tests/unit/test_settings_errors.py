@@ -47,11 +47,12 @@ def test_every_setting_has_its_variable_name() -> None:
         ({"ROUTEYARD_ROUTER__MAX_BATCH": "0"}, "ROUTEYARD_ROUTER__MAX_BATCH='0': expected a number >= 1"),
         (
             {"ROUTEYARD_ROUTER__ENGINE": "semantik"},
-            "ROUTEYARD_ROUTER__ENGINE='semantik': expected 'rules', 'vllm', 'openai' or 'semantic'",
+            "ROUTEYARD_ROUTER__ENGINE='semantik': expected 'rules', 'vllm', 'openai', 'semantic' or 'sim'",
         ),
         (
             {"ROUTEYARD_ROUTER__FALLBACK": "rules,rulez"},
-            "ROUTEYARD_ROUTER__FALLBACK='rules,rulez': item 'rulez': expected 'rules', 'vllm', 'openai' or 'semantic'",
+            "ROUTEYARD_ROUTER__FALLBACK='rules,rulez': item 'rulez': expected 'rules', 'vllm', 'openai', 'semantic' or"
+            " 'sim'",
         ),
         (
             {"ROUTEYARD_KAFKA__SSL_CHECK_HOSTNAME": "maybe"},
@@ -128,8 +129,8 @@ def test_commands_check_only_the_settings_they_read(
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert err == (
-        "routeyard: warning: ROUTEYARD_ROUTER__ENGINE='semantik': expected 'rules', 'vllm', 'openai' or "
-        "'semantic' (ignored: not used by this command)\n"
+        "routeyard: warning: ROUTEYARD_ROUTER__ENGINE='semantik': expected 'rules', 'vllm', 'openai', "
+        "'semantic' or 'sim' (ignored: not used by this command)\n"
     )
 
 
