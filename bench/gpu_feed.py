@@ -223,7 +223,8 @@ async def phase(args: argparse.Namespace, n: int, pipeline: str, workers: int, l
     assert isinstance(sim, SimEngine)
     stop = asyncio.Event()
     async with engine:
-        tasks = [asyncio.create_task(run_router(settings, stop, engine=Shared(engine))) for _ in range(workers)]  # type: ignore[arg-type]
+        shared: Any = Shared(engine)
+        tasks = [asyncio.create_task(run_router(settings, stop, engine=shared)) for _ in range(workers)]
         tasks.append(asyncio.create_task(run_correlator(settings, stop)))
         tasks += [
             asyncio.create_task(run_agent(_answering(a), settings, stop))
@@ -348,8 +349,9 @@ def show(rows: list[Row]) -> None:
     for r in rows:
         relay_cols = f"{pct(r.relay, 0.5):9.1f} {pct(r.relay, 0.99):9.1f}" if r.relay else f"{'':>9} {'':>9}"
         print(
-            f"{r.worker:<10} {r.workers:>2} {r.load:<4} {r.rate:7.1f} {r.ceiling:7.1f} {r.rate / r.ceiling:7.0%} {r.busy:5.0%} "
-            f"{pct(r.e2e, 0.5):8.1f} {pct(r.e2e, 0.99):8.1f} {pct(r.added, 0.5):9.1f} {pct(r.added, 0.99):9.1f} {relay_cols}",
+            f"{r.worker:<10} {r.workers:>2} {r.load:<4} {r.rate:7.1f} {r.ceiling:7.1f} "
+            f"{r.rate / r.ceiling:7.0%} {r.busy:5.0%} {pct(r.e2e, 0.5):8.1f} {pct(r.e2e, 0.99):8.1f} "
+            f"{pct(r.added, 0.5):9.1f} {pct(r.added, 0.99):9.1f} {relay_cols}",
             flush=True,
         )
 
