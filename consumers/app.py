@@ -33,6 +33,7 @@ from routeyard.consumers.stores.correlations import CorrelationStore
 from routeyard.consumers.stores.marks import TaskMarks
 from routeyard.consumers.stores.variants import VariantStore
 from routeyard.consumers.workers.correlator import Correlator
+from routeyard.consumers.workers.pipeline import PipelinedRouter
 from routeyard.consumers.workers.router import RouterWorker
 from routeyard.router.catalog import Catalog
 from routeyard.router.engines.base import DecisionEngine
@@ -211,7 +212,7 @@ async def _route(settings: Settings, stop: asyncio.Event, live: LiveCatalog, eng
         _clients(bus, [settings.topics.conversations], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
-        worker = RouterWorker(
+        worker = (PipelinedRouter if settings.router.pipeline == "on" else RouterWorker)(
             settings=settings,
             catalog=catalog,
             engine=engine,

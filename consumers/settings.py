@@ -174,6 +174,11 @@ class RouterSettings(BaseModel):
     dialect: Literal["model_card", "plano"] = "model_card"
     max_batch: int = Field(default=128, ge=1, le=10_000)
     batch_wait_ms: int = Field(default=10, ge=0, le=10_000)
+    pipeline: Literal["off", "on"] = "on"
+    """``on``: turns flow into the engine continuously, one ``decide`` call each (consumers/workers/
+    pipeline.py); ``off``: one batch at a time (fetch, context, decide, store, publish, commit)."""
+    max_in_flight: int = Field(default=1024, ge=1, le=100_000)
+    """With the pipeline on: records fetched and not yet committed, at most (then fetching stops)."""
     prompt_max_tokens: int = Field(default=8192, ge=256)
     prompt_max_messages: int = Field(default=16, ge=1)
     context_max_messages: int = Field(default=32, ge=2)
