@@ -212,7 +212,7 @@ async def _route(settings: Settings, stop: asyncio.Event, live: LiveCatalog, eng
         _clients(bus, [settings.topics.conversations], group) as (consumer, producer),
     ):
         context, store = stores(settings, redis)
-        worker = (PipelinedRouter if settings.router.pipeline == "on" else RouterWorker)(
+        worker = (PipelinedRouter if settings.router.pipelined() else RouterWorker)(
             settings=settings,
             catalog=catalog,
             engine=engine,

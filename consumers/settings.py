@@ -174,9 +174,18 @@ class RouterSettings(BaseModel):
     dialect: Literal["model_card", "plano"] = "model_card"
     max_batch: int = Field(default=128, ge=1, le=10_000)
     batch_wait_ms: int = Field(default=10, ge=0, le=10_000)
-    pipeline: Literal["off", "on"] = "on"
+    pipeline: Literal["auto", "off", "on"] = "auto"
     """``on``: turns flow into the engine continuously, one ``decide`` call each (consumers/workers/
-    pipeline.py); ``off``: one batch at a time (fetch, context, decide, store, publish, commit)."""
+    pipeline.py); ``off``: one batch at a time (fetch, context, decide, store, publish, commit);
+    ``auto`` (default): on for engines that batch concurrent calls themselves (vllm, openai, sim: a
+    GPU's continuous batching), off for those that batch within one call on this process's CPU
+    (rules, semantic: one call per turn would give up their batching)."""
+
+    def pipelined(self) -> bool:
+        """Whether the router worker runs the pipeline (``pipeline``, with ``auto`` resolved)."""
+        if self.pipeline == "auto":
+            return self.engine in ("vllm", "openai", "sim")
+        return self.pipeline == "on"
     max_in_flight: int = Field(default=1024, ge=1, le=100_000)
     """With the pipeline on: records fetched and not yet committed, at most (then fetching stops)."""
     prompt_max_tokens: int = Field(default=8192, ge=256)
