@@ -32,7 +32,7 @@ DEFAULT_OVERRIDE = 0.9
 """The engine's certainty for another agent at or above which an answer-like turn still follows it."""
 
 _REQUEST = re.compile(
-    r"\b(?:can|could|would|will) you\b|\bi(?:'d| would)? (?:like|want|need)\b|\bi'm (?:looking|trying)\b"
+    r"\b(?:can|could|would|will) you\b|\bi(?:'d| would)? (?:like|want|need)\b|\blooking for\b|\bi'm trying\b"
     r"|\bi (?:have|need) to\b|\b(?:book|find|search|look up|look for|show me|tell me|reserve|order|play|send|text"
     r"|call|check|get me|buy)\b|\bhelp me\b|\bwhat about\b|\bhow (?:do|can) i\b"
     r"|\bwhat(?:'s| is) the (?:weather|forecast)\b",
@@ -40,13 +40,14 @@ _REQUEST = re.compile(
 )
 _CLOSING = re.compile(
     r"^\W*(?:no|nope|nah|nothing|not (?:right )?now|not at (?:this|the) moment)\b"
-    r"|\b(?:that'?s (?:all|it)|that is (?:all|it)|nothing else|all i needed|i'?m good|bye|goodbye|good bye)\b"
-    r"|^\W*(?:ok(?:ay)?\W+)?(?:thanks?|thank you|cheers)(?: (?:so much|a lot|very much))?\W*$",
+    r"|\b(?:that ?'?s (?:all|it)|that is (?:all|it)|nothing else|all i needed|i'?m good|bye|goodbye|good bye)\b"
+    r"|\b(?:thanks|thank you|cheers)\b",
     re.IGNORECASE,
 )
 _OPEN = re.compile(
     r"\b(?:anything|something|what) ?else\b|\bany ?(?:thing )?(?:other|more)\b|\b(?:some|any) more\b"
-    r"|\belse (?:can|could|may|might) i\b|\bhow (?:else )?(?:can|may) i help\b",
+    r"|\belse (?:can|could|may|might) i\b|\bhow (?:else )?(?:can|may) i help\b|\banyway else\b|\bfurther\b"
+    r"|\bof (?:service|help)\b",
     re.IGNORECASE,
 )
 """An open question ("anything else?") invites a new request, not an answer: the engine decides."""
