@@ -39,7 +39,8 @@ _REQUEST = re.compile(
     re.IGNORECASE,
 )
 _CLOSING = re.compile(
-    r"^\W*(?:no|nope|nah|nothing|not (?:right )?now|not at (?:this|the) moment)\b"
+    r"^\W*(?:no|nope|nah|nothing|not (?:right )?now|not at (?:this|the) (?:moment|time))\b"
+    r"|^\W*i (?:do not|don'?t)\W*$"
     r"|\b(?:that ?'?s (?:all|it)|that is (?:all|it)|nothing else|all i needed|i'?m good|bye|goodbye|good bye)\b"
     r"|\b(?:thanks|thank you|cheers)\b",
     re.IGNORECASE,

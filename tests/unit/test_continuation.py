@@ -57,6 +57,8 @@ def test_awaiting_input_counts_without_a_question_mark() -> None:
         "I need to check my balance",
         "No, that's all, thanks",  # a closing
         "thank you",
+        "Not at this time.",
+        "I do not",
         "one two three four five six seven eight nine ten eleven twelve thirteen",  # too long
     ],
 )
