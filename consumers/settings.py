@@ -171,6 +171,10 @@ class RouterSettings(BaseModel):
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     """Decisions less confident than this go to the default agent (abstention)."""
     mode: Literal["parallel", "sequential"] = "parallel"
+    continuation: bool = True
+    """A turn that answers the question an agent just asked goes back to it (on|off; router/continuation.py)."""
+    continuation_override: float = Field(default=0.9, ge=0, le=1)
+    """...unless the engine chose other agents with at least this confidence."""
     dialect: Literal["model_card", "plano"] = "model_card"
     max_batch: int = Field(default=128, ge=1, le=10_000)
     batch_wait_ms: int = Field(default=10, ge=0, le=10_000)

@@ -638,7 +638,7 @@ def _response(state: Correlation, now: float) -> ConversationResponse:
 
 def _finish_effects(state: Correlation, response: ConversationResponse) -> list[Effect]:
     said = [
-        Message(role="assistant", content=r.content, name=r.agent)
+        Message(role="assistant", content=r.content, name=r.agent, awaiting_input=r.awaiting_input)
         for r in response.replies
         if r.status == "ok" and r.content
     ]

@@ -25,6 +25,8 @@ class Routing(msgspec.Struct, frozen=True, kw_only=True):
     fallback_reason: str | None
     abstained: bool = False
     circuit_open: list[str] = msgspec.field(default_factory=list)
+    continuation: str | None = None
+    """The agent the turn went back to because it answers that agent's question (``continuation.py``)."""
 
 
 def decide_routes(
@@ -139,6 +141,7 @@ def make_decision(
         default_used=routing.default_used,
         abstained=routing.abstained,
         circuit_open=routing.circuit_open,
+        continuation=routing.continuation,
         catalog_version=catalog_version,
         model=result.model,
         confidence=result.confidence,

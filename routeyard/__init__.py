@@ -29,6 +29,7 @@ if not os.path.isdir(os.path.join(os.path.dirname(__file__), "schemas")) and all
 
 _PUBLIC: dict[str, str] = {
     "Agent": "routeyard.consumers.agents.agent",
+    "Ask": "routeyard.consumers.agents.agent",
     "agent": "routeyard.consumers.agents.agent",
     "RouteyardClient": "routeyard.consumers.client",
     "SyncRouteyardClient": "routeyard.consumers.blocking",
@@ -52,6 +53,7 @@ __all__ = [
     "AgentChunk",
     "AgentReply",
     "AgentTask",
+    "Ask",
     "ConversationEvent",
     "ConversationResponse",
     "DeadLetter",
@@ -69,7 +71,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from routeyard.consumers.agents.agent import Agent, agent
+    from routeyard.consumers.agents.agent import Agent, Ask, agent
     from routeyard.consumers.blocking import SyncRouteyardClient
     from routeyard.consumers.client import RouteyardClient
     from routeyard.consumers.errors import TurnRejected, TurnTimeout

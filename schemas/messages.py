@@ -73,6 +73,13 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     role: Annotated[Role, Doc("Who wrote it: user, assistant (an agent), system, developer or tool.")]
     content: Annotated[str, Doc("The message text.")]
     name: Annotated[str | None, Doc("The agent that wrote an assistant message, if any.")] = None
+    awaiting_input: Annotated[
+        bool,
+        Doc(
+            "(v5) An assistant message whose agent waits for the user's answer (its reply said awaiting_input): "
+            "a next turn that answers it goes back to that agent."
+        ),
+    ] = False
 
 
 class ConversationEvent(msgspec.Struct, frozen=True, kw_only=True):
@@ -184,6 +191,13 @@ class RoutingDecision(msgspec.Struct, frozen=True, kw_only=True):
     registered: Annotated[
         list[str], Doc("(v5) Routes whose agent came from the agent registry, not from the catalog.")
     ] = msgspec.field(default_factory=list)
+    continuation: Annotated[
+        str | None,
+        Doc(
+            "(v5) The agent the turn went back to because its previous message asked the user something and "
+            "the turn answers it (null: the engine's choice stood; selected keeps what the engine chose)."
+        ),
+    ] = None
 
 
 class PriorReply(msgspec.Struct, frozen=True, kw_only=True):
@@ -282,6 +296,13 @@ class AgentReply(msgspec.Struct, frozen=True, kw_only=True):
     notes: Annotated[
         dict[str, str], Doc("(v5) A filter's notes, kept for the later filters of the turn (never sent to agents).")
     ] = msgspec.field(default_factory=dict)
+    awaiting_input: Annotated[
+        bool,
+        Doc(
+            "(v5) The reply asks the user something and the agent waits for the answer: the conversation's next "
+            "turn, if it reads as an answer, goes back to this agent whatever the engine would choose."
+        ),
+    ] = False
 
 
 class AgentChunk(msgspec.Struct, frozen=True, kw_only=True):

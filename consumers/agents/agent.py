@@ -13,6 +13,9 @@ remembered in Redis after the reply is published) is skipped when redelivered. A
 becomes an error reply; a handler still running at the task's deadline is cancelled, and the
 correlator reports that agent as timed out.
 
+A handler that asks the user something returns ``Ask("What's your phone number?")``: the reply is
+marked ``awaiting_input``, and the user's answer comes back to this agent.
+
 A handler that is an async generator streams its reply::
 
     @agent("StoryAgent", "Tells short stories")
@@ -108,6 +111,17 @@ class Agent:
 def _is_async_gen(handler: Handler) -> TypeGuard[Callable[[AgentTask], AsyncGenerator[str, None]]]:
     call = type(handler).__call__ if not inspect.isroutine(handler) else handler
     return inspect.isasyncgenfunction(handler) or inspect.isasyncgenfunction(call)
+
+
+class Ask(str):
+    """A reply that asks the user something and waits for the answer::
+
+        return Ask("What's your phone number?")
+
+    It goes out with ``awaiting_input``: the conversation's next turn, when it reads as an answer,
+    comes back to this agent whatever the routing engine would choose (``router/continuation.py``)."""
+
+    __slots__ = ()
 
 
 class ReplyError(Exception):
@@ -393,7 +407,8 @@ class AgentRunner:
 
     async def _answer(self, task: AgentTask) -> tuple[str, dict[str, Any]]:
         """The reply's content and its other fields (an agent's: none; a filter's: its verdict)."""
-        return await self._content(task), {}
+        content = await self._content(task)
+        return str(content), {"awaiting_input": True} if isinstance(content, Ask) else {}
 
     async def _content(self, task: AgentTask) -> str:
         """The handler's reply text; a streaming handler's pieces go out as chunks meanwhile."""

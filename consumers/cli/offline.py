@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from routeyard.consumers.cli.dataset import TAGS_HELP, eval_cases, warn_rules
 from routeyard.consumers.cli.flags import timestamp
-from routeyard.consumers.errors import DatasetError, UsageError
+from routeyard.consumers.errors import UsageError
 from routeyard.consumers.settings import EngineName, Settings
 from routeyard.router.catalog import load_catalog
 
@@ -44,7 +45,16 @@ def add_commands(commands: Any, command: Command) -> None:
 
 def _eval_parser(commands: Any, command: Command) -> None:
     evaluate = command(commands, "eval", _eval, "score engines on a routing dataset (JSON Lines, gzip or plain)")
+    evaluate.epilog, evaluate.formatter_class = TAGS_HELP, argparse.RawDescriptionHelpFormatter
     evaluate.add_argument("dataset", type=Path, help="routing cases, JSON Lines (.jsonl or .jsonl.gz)")
+    evaluate.add_argument(
+        "--catalog", type=Path, metavar="AGENTS_YAML", help="score this catalog's agents instead of each case's own"
+    )
+    evaluate.add_argument(
+        "--continuation",
+        action=argparse.BooleanOptionalAction,
+        help="apply the continuation policy after the engine (default: ROUTEYARD_ROUTER__CONTINUATION, on)",
+    )
     evaluate.add_argument("--engine", choices=ENGINES, help="engine to score (default: ROUTEYARD_ROUTER__ENGINE)")
     evaluate.add_argument("--fallback", nargs="+", choices=ENGINES, metavar="NAME", help="its fallback engines")
     evaluate.add_argument(
@@ -70,12 +80,13 @@ def _positive(text: str) -> int:
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
-    from routeyard.router.evaluation.evaluate import load_cases
-
+    if args.continuation is not None:
+        settings = settings.model_copy(
+            update={"router": settings.router.model_copy(update={"continuation": args.continuation})}
+        )
     runs = _eval_configs(args, settings)
-    cases = load_cases(args.dataset, limit=args.limit, sample=args.sample, seed=args.seed)
-    if not cases:
-        raise DatasetError(f"{args.dataset}: no cases")
+    cases = eval_cases(args.dataset, args.catalog, limit=args.limit, sample=args.sample, seed=args.seed)
+    warn_rules([n for _, s in runs for n in (s.router.engine, *s.router.fallback)], cases)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     reports = [
         (name, asyncio.run(_score_engine(s, cases, args.batch_size, _ProgressBar(name, show)))) for name, s in runs
@@ -123,8 +134,10 @@ async def _score_engine(settings: Settings, cases: list[Case], batch_size: int, 
     from routeyard.router.engines.scoring import score
     from routeyard.router.evaluation.evaluate import run_engine
 
+    cfg = settings.router
+    continuation = cfg.continuation_override if cfg.continuation else None
     async with build_engine(settings) as engine:
-        outcomes = await run_engine(engine, cases, batch_size=batch_size, progress=bar)
+        outcomes = await run_engine(engine, cases, batch_size=batch_size, progress=bar, continuation=continuation)
     return score(cases, outcomes)
 
 

@@ -185,6 +185,7 @@ def _decision_lines(d: RoutingDecision) -> list[str]:
     ]
     if d.reason:
         lines.append(f"why: {d.reason}")
+    lines += [f"continuation: {d.continuation} asked the user something; the turn answers it"] if d.continuation else []
     if d.selected != d.routes:
         lines.append(f"engine chose: {', '.join(d.selected) or 'no route'}")
     if d.default_used:

@@ -51,6 +51,7 @@ from routeyard.consumers.tools.replay_report import (
     summarize,
 )
 from routeyard.router.catalog import Catalog
+from routeyard.router.continuation import continue_turn
 from routeyard.router.engines.base import DecisionEngine, RoutingRequest
 from routeyard.router.plan import decide_routes, make_decision
 from routeyard.router.validation import InvalidEvent, validate
@@ -181,7 +182,9 @@ async def read_recorded(kafka: KafkaSettings | Bus, topics: Topics, *, settle_s:
     replies: dict[str, list[Message]] = {}
     for _, response in _decoded(responses, response_decoder.decode):
         said = [
-            Message(role="assistant", content=r.content, name=r.agent) for r in response.replies if r.status == "ok"
+            Message(role="assistant", content=r.content, name=r.agent, awaiting_input=r.awaiting_input)
+            for r in response.replies
+            if r.status == "ok"
         ]
         replies.setdefault(response.event_id, [m for m in said if m.content])
     decisions: dict[str, RoutingDecision] = {}
@@ -234,6 +237,8 @@ async def decide(
         latency_ms = (time.perf_counter() - began) * 1000 / len(batch)
         for (entry, _), request, result in zip(batch, requests, results, strict=True):
             routing = decide_routes(result, request.agents, catalog, min_confidence=cfg.min_confidence)
+            if cfg.continuation:
+                routing = continue_turn(routing, result, request, override=cfg.continuation_override)
             decisions.append(
                 make_decision(
                     entry.event,

@@ -278,6 +278,7 @@ def _outcome(turn: TurnComparison, decision: RoutingDecision | None, index: int)
         engine=decision.engine,
         latency_ms=decision.latency_ms,
         batch=index,
+        continuation=decision.continuation,
         batch_s=decision.latency_ms / 1000,
     )
 

@@ -37,6 +37,7 @@ from routeyard.consumers.workers import variants as picking
 from routeyard.consumers.workers.rejection import Rejected, Rejecter
 from routeyard.router.catalog import Catalog
 from routeyard.router.circuit import Gate, probe_lease
+from routeyard.router.continuation import continue_turn
 from routeyard.router.correlation import Correlation, Effect, Target, stage, start
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
 from routeyard.router.filters import FilterSpec, input_chain, output_chain
@@ -293,6 +294,8 @@ class RouterWorker:
         routing = decide_routes(
             result, request.agents, self._catalog, min_confidence=self._settings.router.min_confidence
         )
+        if self._settings.router.continuation:
+            routing = continue_turn(routing, result, request, override=self._settings.router.continuation_override)
         if gate is not None:
             allowed = [a.name for a in request.agents]
             routing = avoid_open_circuits(routing, gate.take, self._catalog, allowed)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 from routeyard.router.evaluation.evaluate import Case, Outcome
@@ -65,7 +65,17 @@ class Report(msgspec.Struct, frozen=True, kw_only=True):
     """Successful decisions per engine (the fallback chain's share)."""
     latency_p50_ms: float
     latency_p99_ms: float
+    """Per case: its batch's wall time divided by the batch's size (not a single request's latency)."""
     decisions_per_s: float
+    batch_p50_ms: float = 0.0
+    batch_p99_ms: float = 0.0
+    """Wall time of one engine call (a batch of up to ``batch_size`` cases)."""
+    batch_size: int = 0
+    """The largest batch (``--batch-size``, or fewer cases)."""
+    continued: int = 0
+    """Cases the continuation policy sent back to the agent that asked (``router/continuation.py``)."""
+    continued_right: int = 0
+    """...of which the expected routes were exactly that agent."""
 
 
 _Pair = tuple[Case, Outcome]
@@ -111,7 +121,21 @@ def score(cases: Sequence[Case], outcomes: Sequence[Outcome]) -> Report:
         latency_p50_ms=percentile(latencies, 50),
         latency_p99_ms=percentile(latencies, 99),
         decisions_per_s=_throughput(outcomes),
+        **_batches(outcomes),
+        continued=sum(o.continuation is not None for o in outcomes),
+        continued_right=sum(c.expected == {o.continuation} for c, o in pairs if o.continuation is not None),
     )
+
+
+def _batches(outcomes: Sequence[Outcome]) -> dict[str, Any]:
+    seconds = {o.batch: o.batch_s for o in outcomes}
+    sizes = Counter(o.batch for o in outcomes)
+    walls = [1000 * s for s in seconds.values()]
+    return {
+        "batch_p50_ms": percentile(walls, 50),
+        "batch_p99_ms": percentile(walls, 99),
+        "batch_size": max(sizes.values(), default=0),
+    }
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -214,8 +238,12 @@ def _headline(r: Report) -> list[_Row]:
         *_prf_rows("no route", r.no_route),
         *_prf_rows("multi-intent", r.multi_intent),
         ("multi-intent: exact accuracy", r.multi_intent_accuracy, "pct"),
-        ("latency p50 (ms)", r.latency_p50_ms, "ms"),
-        ("latency p99 (ms)", r.latency_p99_ms, "ms"),
+        ("continuations (sent back to the agent that asked)", r.continued, "int"),
+        ("continuations: right", r.continued_right, "int"),
+        ("latency per case p50 (ms, batch time / batch size)", r.latency_p50_ms, "ms"),
+        ("latency per case p99 (ms, batch time / batch size)", r.latency_p99_ms, "ms"),
+        (f"latency per batch p50 (ms, batches of {r.batch_size})", r.batch_p50_ms, "ms"),
+        (f"latency per batch p99 (ms, batches of {r.batch_size})", r.batch_p99_ms, "ms"),
         ("throughput (decisions/s)", r.decisions_per_s, "rate"),
     ]
 

@@ -36,6 +36,7 @@ from routeyard.router.catalog import AgentSpec
 from routeyard.router.engines.base import DecisionEngine, EngineResult, RoutingRequest
 from routeyard.router.errors import DatasetError as DatasetError
 from routeyard.router.errors import EngineDead
+from routeyard.router.evaluation.dialogue import continued, name_speakers
 from routeyard.router.plano.parse import known_routes
 from routeyard.schemas import Message
 
@@ -74,6 +75,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     batch: int = 0
     batch_s: float = 0.0
     """Wall time of the whole batch this case was decided in."""
+    continuation: str | None = None
+    """The agent the continuation policy sent the turn back to (``router/continuation.py``)."""
 
     @property
     def failed(self) -> bool:
@@ -86,12 +89,17 @@ class _RawAgent(msgspec.Struct, frozen=True):
     examples: tuple[str, ...] = ()
 
 
+class _RawMeta(msgspec.Struct):
+    dialogue_id: str | int | None = None
+
+
 class _RawCase(msgspec.Struct):
     id: str
     agents: list[_RawAgent]
     conversation: list[Message]
     expected_routes: list[str]
     tags: list[str] = []
+    meta: _RawMeta | None = None
 
 
 _DECODER = msgspec.json.Decoder(_RawCase)
@@ -103,7 +111,8 @@ def load_cases(path: str | Path, limit: int | None = None, sample: int | None = 
     (reproducible with ``seed``) and kept in file order. Raises ``DatasetError``."""
     path = Path(path)
     catalogs: _Catalogs = {}
-    cases = [_case(line, f"{path}:{lineno}", catalogs) for lineno, line in _lines(path, limit)]
+    read = [_case(line, f"{path}:{lineno}", catalogs) for lineno, line in _lines(path, limit)]
+    cases = name_speakers([case for case, _ in read], [dialogue for _, dialogue in read])
     if sample is not None and sample < len(cases):
         keep = sorted(random.Random(seed).sample(range(len(cases)), sample))
         cases = [cases[i] for i in keep]
@@ -132,7 +141,7 @@ def _lines(path: Path, limit: int | None) -> Iterator[tuple[int, bytes]]:
         raise DatasetError(f"cannot read dataset {path}: {reason}") from None
 
 
-def _case(line: bytes, where: str, catalogs: _Catalogs) -> Case:
+def _case(line: bytes, where: str, catalogs: _Catalogs) -> tuple[Case, str | None]:
     try:
         raw = _DECODER.decode(line)
     except msgspec.DecodeError as exc:  # also msgspec.ValidationError
@@ -143,13 +152,15 @@ def _case(line: bytes, where: str, catalogs: _Catalogs) -> Case:
         raise DatasetError(f"{where}: expected route(s) {', '.join(unknown)} not among the case's agents")
     if not raw.conversation:
         raise DatasetError(f"{where}: the conversation is empty")
-    return Case(
+    case = Case(
         id=raw.id,
         agents=agents,
         conversation=raw.conversation,
         expected=frozenset(raw.expected_routes),
         tags=tuple(raw.tags),
     )
+    dialogue = raw.meta.dialogue_id if raw.meta is not None else None
+    return case, None if dialogue is None else str(dialogue)
 
 
 def _catalog(raw: list[_RawAgent], where: str, catalogs: _Catalogs) -> tuple[AgentSpec, ...]:
@@ -178,11 +189,13 @@ async def run_engine(
     batch_size: int = 64,
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    continuation: float | None = None,
 ) -> list[Outcome]:
     """Decide every case with ``engine`` (already started), ``batch_size`` cases per ``decide`` call.
 
     A batch whose ``decide`` raises counts as failed decisions for all its cases, as in the
-    router's fallback chain; ``EngineDead`` propagates.
+    router's fallback chain; ``EngineDead`` propagates. With ``continuation`` (the policy's
+    override threshold), the continuation policy runs after the engine, as in the router.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -193,7 +206,8 @@ async def run_engine(
         batch = cases[start : start + batch_size]
         results, seconds = await _timed_decide(engine, batch, clock)
         outcomes += [
-            _outcome(c, r, engine.name, index, seconds, len(batch)) for c, r in zip(batch, results, strict=True)
+            _outcome(c, r, engine.name, (index, seconds, len(batch)), continuation)
+            for c, r in zip(batch, results, strict=True)
         ]
         if progress is not None:
             progress(len(outcomes), len(cases))
@@ -217,16 +231,23 @@ async def _timed_decide(
     return results, seconds
 
 
-def _outcome(case: Case, result: EngineResult, engine: str, batch: int, seconds: float, size: int) -> Outcome:
+def _outcome(
+    case: Case, result: EngineResult, engine: str, batch: tuple[int, float, int], continuation: float | None
+) -> Outcome:
+    index, seconds, size = batch
     names = [a.name for a in case.agents]
     kept, dropped = ([], []) if result.failed else known_routes(result.routes, names)
+    predicted, agent = frozenset(kept), None
+    if continuation is not None:
+        predicted, agent = continued(case, result, kept, continuation)
     return Outcome(
         case_id=case.id,
-        predicted=frozenset(kept),
+        predicted=predicted,
         dropped=tuple(dropped),
         error=result.error,
         engine=result.engine or engine,
         latency_ms=1000.0 * seconds / size,
-        batch=batch,
+        batch=index,
         batch_s=seconds,
+        continuation=agent,
     )

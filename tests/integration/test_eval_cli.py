@@ -91,7 +91,7 @@ def test_compare_an_engine_with_itself_gives_zero_deltas(tmp_path: Path, capsys:
     assert main(["eval", dataset, "--engine", "rules", "--compare", "rules", "--out", str(out)]) == 0
     first, second = _runs(out)
     assert (first["name"], second["name"]) == ("rules", "rules #2")
-    timing = {"latency_p50_ms", "latency_p99_ms", "decisions_per_s"}
+    timing = {"latency_p50_ms", "latency_p99_ms", "decisions_per_s", "batch_p50_ms", "batch_p99_ms"}
     assert {k: v for k, v in first["report"].items() if k not in timing} == {
         k: v for k, v in second["report"].items() if k not in timing
     }
@@ -160,3 +160,61 @@ def test_first_200_clinc_cases_through_the_rules_engine(tmp_path: Path) -> None:
     assert 0.0 <= report["accuracy"] <= 1.0
     assert all(0.0 <= tag["accuracy"] <= 1.0 for tag in report["per_tag"].values())
     assert report["failed"] == 0
+
+
+CATALOG_YAML = """
+agents:
+  - name: Weather
+    description: Forecasts and current conditions
+    rules: {keywords: [rain, weather]}
+  - name: Food
+    description: Restaurant search and bookings
+    rules: {keywords: [table, pizza]}
+"""
+
+
+def test_eval_scores_a_real_catalog_with_its_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The dataset's agents have no rules (the rules engine routes nothing: 50%); the catalog's do."""
+    (tmp_path / "agents.yaml").write_text(CATALOG_YAML)
+    data, out = str(_dataset(tmp_path / "cases.jsonl.gz")), tmp_path / "out"
+    assert main(["eval", data, "--engine", "rules", "--out", str(out / "a")]) == 0
+    assert "warning: no agent has rules" in capsys.readouterr().err
+    args = ["eval", data, "--engine", "rules", "--catalog", str(tmp_path / "agents.yaml"), "--out", str(out / "b")]
+    assert main(args) == 0
+    assert "warning" not in capsys.readouterr().err
+    before, after = (_runs(out / x)[0]["report"] for x in ("a", "b"))
+    assert (before["accuracy"], after["accuracy"]) == (0.5, 1.0)
+
+
+def test_eval_catalog_must_hold_the_expected_agents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "agents.yaml").write_text("agents:\n  - name: Weather\n    description: Forecasts\n")
+    data = str(_dataset(tmp_path / "cases.jsonl.gz"))
+    assert main(["eval", data, "--engine", "rules", "--catalog", str(tmp_path / "agents.yaml")]) == 2
+    assert capsys.readouterr().err.strip().endswith("not in the catalog " + str(tmp_path / "agents.yaml") + ": Food")
+
+
+def test_eval_scores_the_continuation_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An answer to Food's question: the speaker comes from the previous case of the dialogue."""
+    first = [{"role": "user", "content": "book a table for two"}]
+    second = [*first, {"role": "assistant", "content": "For what time?"}, {"role": "user", "content": "7 pm"}]
+    lines = [
+        json.dumps(
+            {"id": i, "agents": AGENTS, "conversation": c, "expected_routes": ["Food"], "meta": {"dialogue_id": 1}}
+        )
+        for i, c in (("t0", first), ("t1", second))
+    ]
+    (tmp_path / "agents.yaml").write_text(CATALOG_YAML)
+    data, out = str(_dataset(tmp_path / "cases.jsonl.gz", lines)), tmp_path / "out"
+    common = ["eval", data, "--engine", "rules", "--catalog", str(tmp_path / "agents.yaml")]
+    assert main([*common, "--no-continuation", "--out", str(out / "off")]) == 0
+    assert main([*common, "--out", str(out / "on")]) == 0
+    off, on = (_runs(out / x)[0]["report"] for x in ("off", "on"))
+    assert (off["accuracy"], on["accuracy"], on["continued"], on["continued_right"]) == (0.5, 1.0, 1, 1)
+    assert "| continuations (sent back to the agent that asked) | 1 |" in capsys.readouterr().out
+
+
+def test_eval_help_documents_the_reserved_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    assert "multi_intent       2+ agents expected" in text and '"per batch" is one engine call' in text

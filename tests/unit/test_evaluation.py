@@ -143,6 +143,7 @@ def test_latency_percentiles_and_throughput() -> None:
     assert report.latency_p50_ms == pytest.approx(5.0)
     assert report.latency_p99_ms == pytest.approx(8.92)  # rank 7.92 between 8 and 9
     assert report.decisions_per_s == pytest.approx(9 / 0.009)
+    assert (report.batch_p50_ms, report.batch_p99_ms, report.batch_size) == pytest.approx((4.5, 4.99, 5))
 
 
 def test_prf_and_percentile_edges() -> None:
@@ -169,7 +170,8 @@ def test_markdown_report() -> None:
     assert "| no route: F1 | 40.0% |" in text
     assert "| follow_up | 3 | 0.0% |" in text
     assert "| C | 3 | 2 | 50.0% | 33.3% | 40.0% |" in text
-    assert "| latency p50 (ms) | 5.000 |" in text
+    assert "| latency per case p50 (ms, batch time / batch size) | 5.000 |" in text
+    assert "| latency per batch p50 (ms, batches of 5) | 4.500 |" in text
 
 
 def test_markdown_shows_no_value_for_a_class_never_seen() -> None:

@@ -59,6 +59,7 @@ REPLY = AgentReply(
     messages=[Message(role="user", content="[email]")],
     replies=[PriorReply(agent="WeatherAgent", status="ok", content="x")],
     notes={"email:1": "a@b.c"},
+    awaiting_input=True,
 )
 
 # Every field set to a non-default value, so a round trip exercises all of them.
@@ -104,13 +105,17 @@ SAMPLES: dict[str, msgspec.Struct] = {
         shadows={"WeatherAgent": ["v4"]},
         catalog_source="topic",
         registered=["WeatherAgent"],
+        continuation="WeatherAgent",
     ),
     "AgentTask": AgentTask(
         task_id="ev1:1:RestaurantAgent",
         event_id="ev1",
         conversation_id="c1",
         agent="RestaurantAgent",
-        messages=[Message(role="user", content="book"), Message(role="assistant", content="ok", name="X")],
+        messages=[
+            Message(role="user", content="book"),
+            Message(role="assistant", content="ok", name="X", awaiting_input=True),
+        ],
         reply_topic="ry.replies",
         deadline=T1,
         tenant="acme",
