@@ -1,10 +1,12 @@
 """Conversation context in Redis: the last messages of each conversation, appended once per id.
 
 Keys (``ns`` = namespace, tenant ``_`` when none):
-    {ns}:{tenant}:ctx:{conversation_id}   list of JSON messages, trimmed to ``max_messages`` and
-                                          ``max_bytes`` (oldest dropped first; the newest stays)
-    {ns}:{tenant}:seen:{conversation_id}  sorted set of the last applied append ids (bounded,
-                                          scored in order of application)
+    {ns:pN}:{tenant}:ctx:{conversation_id}   list of JSON messages, trimmed to ``max_messages`` and
+                                             ``max_bytes`` (oldest dropped first; the newest stays)
+    {ns:pN}:{tenant}:seen:{conversation_id}  sorted set of the last applied append ids (bounded,
+                                             scored in order of application)
+
+``{ns:pN}`` is the conversation's hash tag (routeyard.consumers.stores.slots): its partition.
 
 An append carries an id (the event id for a user turn, ``ctx:<event>`` for agents' replies);
 appending the same id twice is a no-op, so redelivered events never duplicate a turn. A user
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 
 import msgspec
 from redis.asyncio import Redis
+from routeyard.consumers.stores import slots
 from routeyard.schemas import Message
 
 SEEN_IDS_KEPT = 128
@@ -39,7 +42,7 @@ local max, ttl, kept = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
 local read, budget, out, a = ARGV[4] == '1', tonumber(ARGV[5]), {}, 6
 for k = 1, #KEYS, 3 do
   local ctx, seen, guard, id, n = KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], tonumber(ARGV[a + 1])
-  local held = false
+  local held, items = false, nil
   if guard ~= ctx then held = redis.call('GET', guard) end
   if not held and not redis.call('ZSCORE', seen, id) then
     -- make room first: the set never grows past ``kept``, so it keeps its compact encoding;
@@ -49,18 +52,24 @@ for k = 1, #KEYS, 3 do
     redis.call('ZADD', seen, (tonumber(last[2]) or 0) + 1, id)
     for i = a + 2, a + 1 + n do redis.call('RPUSH', ctx, ARGV[i]) end
     redis.call('LTRIM', ctx, -max, -1)
-    local items = redis.call('LRANGE', ctx, 0, -1)
+    items = redis.call('LRANGE', ctx, 0, -1)
     local bytes, keep = 0, #items
     for i = #items, 1, -1 do
       bytes = bytes + string.len(items[i])
       if bytes > budget then keep = math.max(1, #items - i) break end
     end
-    if keep < #items then redis.call('LTRIM', ctx, -keep, -1) end
+    if keep < #items then
+      redis.call('LTRIM', ctx, -keep, -1)
+      local rest = {}
+      for i = #items - keep + 1, #items do rest[#rest + 1] = items[i] end
+      items = rest
+    end
   end
   redis.call('EXPIRE', ctx, ttl)
   redis.call('EXPIRE', seen, ttl)
   if read then
-    if held then out[#out + 1] = {held, {}} else out[#out + 1] = {'', redis.call('LRANGE', ctx, 0, -1)} end
+    -- the list as just trimmed: no second LRANGE
+    if held then out[#out + 1] = {held, {}} else out[#out + 1] = {'', items or redis.call('LRANGE', ctx, 0, -1)} end
   end
   a = a + 2 + n
 end
@@ -90,9 +99,17 @@ def tenant_part(tenant: str | None) -> str:
 
 class ContextStore:
     def __init__(
-        self, redis: Redis, namespace: str, *, max_messages: int, ttl_s: int, max_bytes: int = DEFAULT_MAX_BYTES
+        self,
+        redis: Redis,
+        namespace: str,
+        *,
+        max_messages: int,
+        ttl_s: int,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        partitions: int = slots.DEFAULT_PARTITIONS,
     ) -> None:
         self._redis = redis
+        self._partitions = partitions
         self._ns = namespace
         self._max = max_messages
         self._max_bytes = max_bytes
@@ -101,7 +118,7 @@ class ContextStore:
         self._script = redis.register_script(_APPEND)
 
     def keys(self, tenant: str | None, conversation_id: str) -> list[str]:
-        base = f"{self._ns}:{tenant_part(tenant)}"
+        base = f"{slots.tag(self._ns, conversation_id, self._partitions)}:{tenant_part(tenant)}"
         return [f"{base}:ctx:{conversation_id}", f"{base}:seen:{conversation_id}"]
 
     async def append_many(self, appends: Sequence[Append], *, read: bool = False) -> list[list[Message]]:
@@ -115,8 +132,18 @@ class ContextStore:
         return await self._run(appends, read=True)
 
     async def _run(self, appends: Sequence[Append], *, read: bool) -> list[tuple[bytes | None, list[Message]]]:
+        """One script call for the batch; on a cluster, one per hash slot (per partition)."""
         if not appends:
             return []
+        ctx_keys = [self.keys(a.tenant, a.conversation_id)[0] for a in appends]
+
+        async def one(group: list[int]) -> list[tuple[bytes | None, list[Message]]]:
+            return await self._call([appends[i] for i in group], read=read) or [(None, [])] * len(group)
+
+        results = await slots.per_slot(self._redis, ctx_keys, one)
+        return results if read else []
+
+    async def _call(self, appends: Sequence[Append], *, read: bool) -> list[tuple[bytes | None, list[Message]]]:
         keys: list[str] = []
         args: list[bytes | str | int | float] = [
             self._max,
