@@ -144,7 +144,7 @@ class CorrelationStore:
                 w, wake = writes[i], self._wake(writes[i].state, now)
                 # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
                 ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
-                expected = "" if w.expected is None else hashlib.sha1(w.expected).hexdigest()  # noqa: S324
+                expected = "" if w.expected is None else hashlib.sha1(w.expected).hexdigest()
                 keys += [w.key, self.wake_key(w.key)]
                 args += [expected, encoded[i], ttl, "" if wake is None else wake]
             return list(await self._cas(keys=keys, args=args))

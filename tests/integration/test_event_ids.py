@@ -17,10 +17,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from routeyard.consumers.kafka.records import partition_of
 import redis.asyncio as redis
 from routeyard.consumers.app import create_topics, stores
 from routeyard.consumers.kafka.bus import Outgoing, Record
+from routeyard.consumers.kafka.records import partition_of
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.workers.router import RouterWorker
 from routeyard.router.engines.rules import RulesEngine
