@@ -35,7 +35,7 @@ from routeyard.consumers.stores import context as new_context
 from routeyard.consumers.stores import correlations as new_correlations
 from routeyard.consumers.stores.connection import connect_redis
 from routeyard.router.correlation import Effect, Target, on_reply, stage, start
-from routeyard.schemas import AgentReply, Message, task_decoder
+from routeyard.schemas import AgentReply, AgentTask, Message, task_decoder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.integration.cluster import EmbeddedValkeyCluster
@@ -82,45 +82,58 @@ class Stores:
         return self.store.key(None, conversation, event_id) if self.new else self.store.key(None, event_id)
 
 
+TEXT = "what is the weather in Oslo tomorrow, and can you book a table for two?"
+
+
 async def turns(s: Stores, conversations: list[str], n: int) -> None:
     """One batch of turns (one per conversation), routed and answered, through the stores."""
     ids = [f"{c}-{n}" for c in conversations]
     keys = [s.key(c, e) for c, e in zip(conversations, ids, strict=True)]
-    text = "what is the weather in Oslo tomorrow, and can you book a table for two?"
-    appends = [new_context.Append(None, c, e, [Message(role="user", content=text)], k)
-               for c, e, k in zip(conversations, ids, keys, strict=True)]  # fmt: skip
+    tasks = await route(s, conversations, ids, keys)
+    await answer(s, keys, tasks)
+
+
+async def route(s: Stores, conversations: list[str], ids: list[str], keys: list[str]) -> list[AgentTask]:
+    """The router worker's calls: admit, stage, carry out (and clear). Returns the tasks sent."""
+    message = [Message(role="user", content=TEXT)]
+    appends = [new_context.Append(None, c, e, message, k) for c, e, k in zip(conversations, ids, keys, strict=True)]
     admitted = await s.context.admit_many(appends)
     now = time.time()
-    opened = [start(event_id=e, conversation_id=c, tenant=None, mode="parallel", agents=[TARGET], context=ctx,
-                    replies_topic="replies", response_topic="responses", created_at=None, metadata={}, now=now)
-              for c, e, (_, ctx) in zip(conversations, ids, admitted, strict=True)]  # fmt: skip
-    decision = [Effect(id=f"decision:{e}", topic="decisions", key=c, value=b"{}" * 200) for c, e in zip(conversations, ids, strict=True)]  # fmt: skip
-    effects = [[d, *o.effects] for d, o in zip(decision, opened, strict=True)]
-    writes = [s.mod.Write(k, None, stage(o.state, fx, now)) for k, o, fx in zip(keys, opened, effects, strict=True)]
-    stored = await s.store.write_many(writes, now)
-    await s.outbox.carry_out({w.key: s.mod.Stored(w.state, raw, fx) for w, raw, fx in zip(writes, stored, effects, strict=True)})  # fmt: skip
-    await s.outbox.settle()
-    raws = await s.store.get_many(keys)  # the correlator: replies in
+    writes, effects = [], []
+    for c, e, k, (_, ctx) in zip(conversations, ids, keys, admitted, strict=True):
+        opened = start(
+            event_id=e, conversation_id=c, tenant=None, mode="parallel", agents=[TARGET], context=ctx,
+            replies_topic="replies", response_topic="responses", created_at=None, metadata={}, now=now,
+        )  # fmt: skip
+        fx = [Effect(id=f"decision:{e}", topic="decisions", key=c, value=b"{}" * 200), *opened.effects]
+        writes.append(s.mod.Write(k, None, stage(opened.state, fx, now)))
+        effects.append(fx)
+    await carry_out(s, writes, effects, await s.store.write_many(writes, now))
+    return [task_decoder.decode(next(x.value for x in fx if x.id.startswith("task:"))) for fx in effects]
+
+
+async def answer(s: Stores, keys: list[str], tasks: list[AgentTask]) -> None:
+    """The correlator's calls for each task's reply: read, record (response staged), carry out."""
+    raws = await s.store.get_many(keys)
     now = time.time()
-    replies, staged = [], []
-    tasks = [task_decoder.decode(next(x.value for x in fx if x.id.startswith("task:"))) for fx in effects]
-    for key, raw, c, e, task in zip(keys, raws, conversations, ids, tasks, strict=True):
+    writes, effects = [], []
+    for key, raw, task in zip(keys, raws, tasks, strict=True):
         state = s.mod.decode_state(raw)
         reply = AgentReply(
-            task_id=task.task_id,
-            token=task.token,
-            event_id=e,
-            conversation_id=c,
-            agent="EchoAgent",
-            content="sunny, 18C",
-        )
+            task_id=task.task_id, token=task.token, event_id=task.event_id,
+            conversation_id=task.conversation_id, agent="EchoAgent", content="sunny, 18C",
+        )  # fmt: skip
         transition, outcome = on_reply(state, reply, now)
         assert outcome == "recorded", outcome
         fresh = [x for x in transition.effects if x not in state.outbox]
-        staged.append(s.mod.Write(key, raw, stage(transition.state, fresh, now)))
-        replies.append(transition.effects)
-    stored = await s.store.write_many(staged, now)
-    await s.outbox.carry_out({w.key: s.mod.Stored(w.state, raw, fx) for w, raw, fx in zip(staged, stored, replies, strict=True)})  # fmt: skip
+        writes.append(s.mod.Write(key, raw, stage(transition.state, fresh, now)))
+        effects.append(transition.effects)
+    await carry_out(s, writes, effects, await s.store.write_many(writes, now))
+
+
+async def carry_out(s: Stores, writes: list[Any], effects: list[list[Effect]], stored: list[bytes | None]) -> None:
+    items = {w.key: s.mod.Stored(w.state, raw, fx) for w, raw, fx in zip(writes, stored, effects, strict=True)}
+    await s.outbox.carry_out(items)
     await s.outbox.settle()
 
 

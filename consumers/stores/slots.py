@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -75,6 +75,7 @@ async def mget(redis: Redis, keys: Sequence[str]) -> list[bytes | None]:
     """MGET, split by slot on a cluster."""
 
     async def one(group: list[int]) -> list[bytes | None]:
-        return list(await redis.mget([keys[i] for i in group]))
+        values = await redis.mget([keys[i] for i in group])  # bytes: the client does not decode responses
+        return list(cast("list[bytes | None]", values))
 
     return await per_slot(redis, keys, one)
