@@ -152,6 +152,7 @@ def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationS
         ttl_s=cfg.context_ttl_s,
         max_bytes=cfg.context_max_bytes,
         partitions=settings.kafka.partitions,
+        claim_ttl_s=cfg.dedup_ttl_s,
     )
     store = CorrelationStore(
         redis,

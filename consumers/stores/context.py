@@ -80,6 +80,14 @@ that must be absent for the append to happen; the ctx key itself for no guard); 
 messages, ttl, seen ids kept, read ('1' returns per append the guard's value, or '' and the
 context after the append), max bytes, then per append its id, its message count and the messages."""
 
+_CLAIM = """
+local out = {}
+for i = 1, #KEYS do out[i] = redis.call('SET', KEYS[i], ARGV[i + 1], 'NX', 'GET', 'EX', ARGV[1]) or '' end
+return out
+"""
+"""Claim event ids for their conversations: KEYS = claim keys, ARGV = ttl, then each claim's value;
+per key, the value that was there ('' where the claim is new)."""
+
 _message_decoder = msgspec.json.Decoder(Message)
 _encoder = msgspec.json.Encoder()
 
@@ -107,9 +115,12 @@ class ContextStore:
         ttl_s: int,
         max_bytes: int = DEFAULT_MAX_BYTES,
         partitions: int = slots.DEFAULT_PARTITIONS,
+        claim_ttl_s: int | None = None,
     ) -> None:
         self._redis = redis
         self._partitions = partitions
+        self._claim_ttl = claim_ttl_s or ttl_s
+        self._claim = redis.register_script(_CLAIM)
         self._ns = namespace
         self._max = max_messages
         self._max_bytes = max_bytes
@@ -128,8 +139,40 @@ class ContextStore:
 
     async def admit_many(self, appends: Sequence[Append]) -> list[tuple[bytes | None, list[Message]]]:
         """Per append: the value of its ``guard`` key if that exists (then nothing was appended, and
-        no context is read), else None and the context after the append."""
-        return await self._run(appends, read=True)
+        no context is read), else None and the context after the append.
+
+        A guarded append first claims its id for its conversation (``claim_key``): the guard lives
+        in the conversation's slot, so it cannot see another conversation (of another partition)
+        that used the same event id; the claim, in the event id's own slot, does. Where another
+        conversation holds the claim, its value (a done marker naming that conversation) comes
+        back as the guard's, and nothing is appended."""
+        held = await self._claim_ids(appends)
+        fresh = [i for i, h in enumerate(held) if h is None]
+        admitted = await self._run([appends[i] for i in fresh], read=True)
+        out: list[tuple[bytes | None, list[Message]]] = [(h, []) for h in held]
+        for i, result in zip(fresh, admitted, strict=True):
+            out[i] = result
+        return out
+
+    def claim_key(self, tenant: str | None, event_id: str) -> str:
+        """Which conversation used an event id first, in the event id's own slot."""
+        return f"{slots.tag(self._ns, 'event:' + event_id, self._partitions)}:{tenant_part(tenant)}:event:{event_id}"
+
+    async def _claim_ids(self, appends: Sequence[Append]) -> list[bytes | None]:
+        """Per append: None where its id is (now) claimed by its own conversation; else the claim."""
+        guarded = [i for i, a in enumerate(appends) if a.guard is not None]
+        keys = [self.claim_key(appends[i].tenant, appends[i].append_id) for i in guarded]
+
+        async def one(group: list[int]) -> list[bytes]:
+            values = [_claim(appends[guarded[i]]) for i in group]
+            return list(await self._claim(keys=[keys[i] for i in group], args=[self._claim_ttl, *values]))
+
+        found = await slots.per_slot(self._redis, keys, one) if keys else []
+        held: list[bytes | None] = [None] * len(appends)
+        for i, raw in zip(guarded, found, strict=True):
+            if raw and _claimant(raw) != appends[i].conversation_id:
+                held[i] = raw
+        return held
 
     async def _run(self, appends: Sequence[Append], *, read: bool) -> list[tuple[bytes | None, list[Message]]]:
         """One script call for the batch; on a cluster, one per hash slot (per partition)."""
@@ -164,3 +207,20 @@ class ContextStore:
     async def load(self, tenant: str | None, conversation_id: str) -> list[Message]:
         raw = await self._redis.lrange(self.keys(tenant, conversation_id)[0], 0, -1)
         return [_message_decoder.decode(r) for r in raw]
+
+
+def _claim(a: Append) -> bytes:
+    """A claim's value: shaped as a done marker (routeyard.consumers.stores.correlations.Done), so
+    the router reads it as it reads a guard's value."""
+    return _claim_encoder.encode((a.append_id, a.conversation_id, a.tenant, "complete", 0))
+
+
+def _claimant(raw: bytes) -> str | None:
+    try:
+        value = msgspec.msgpack.decode(raw)
+        return str(value[1])
+    except (msgspec.DecodeError, IndexError, TypeError):
+        return None
+
+
+_claim_encoder = msgspec.msgpack.Encoder()

@@ -49,9 +49,9 @@ async def test_event_id_reused_by_another_conversation_is_dead_lettered_and_neve
 ) -> None:
     settings = make_settings(bus, valkey, prefix)
     context, _ = stores(settings, redis_client)
-    # Correlations live in their conversation's partition (stores/slots.py): reuse is detected
-    # between conversations of one partition, as every batch's keys are.
-    other = _same_partition("conv-a", settings.kafka.partitions)
+    # Correlations live in their conversation's partition (stores/slots.py): the other conversation
+    # is in another partition, so only the event id's claim can see the reuse.
+    other = _other_partition("conv-a", settings.kafka.partitions)
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
         (first,) = await client.ask_many([_event("shared-id", "conv-a", "weather for the secret trip")], timeout=30)
         assert first.status == "complete"
@@ -65,9 +65,9 @@ async def test_event_id_reused_by_another_conversation_is_dead_lettered_and_neve
     assert await context.load(None, other) == []  # not decided: no context
 
 
-def _same_partition(conversation: str, partitions: int) -> str:
-    want = partition_of(conversation.encode(), partitions)
-    return next(c for i in range(1000) if partition_of((c := f"conv-b{i}").encode(), partitions) == want)
+def _other_partition(conversation: str, partitions: int) -> str:
+    mine = partition_of(conversation.encode(), partitions)
+    return next(c for i in range(1000) if partition_of((c := f"conv-b{i}").encode(), partitions) != mine)
 
 
 async def test_an_old_event_replayed_after_its_seen_id_was_forgotten_changes_no_context(
