@@ -24,7 +24,7 @@ succeed. ``everysec`` is much cheaper and is safe for the clean restart done her
 flushes the AOF), but a power loss or SIGKILL of Valkey may drop the last second of writes.
 
 What a Redis *without* persistence loses when it restarts (everything it held):
-- Correlation state (``{ns}:{tenant}:corr:{event_id}``) and the wake set. Turns already routed
+- Correlation state (``{ns:pN}:{tenant}:corr:{event_id}``) and the wake sets. Turns already routed
   but not yet answered have no correlation: their agents' replies are dead-lettered as
   "no correlation", and since the router committed those events, nothing redoes them. They
   are LOST (never answered).

@@ -34,7 +34,7 @@ async def conversation(client: redis.Redis, ns: str, turns: int, size: int, *, m
     target = Target(agent="EchoAgent", topic="agent.echo", timeout_s=10)
     for n in range(turns):
         event_id = f"e{n}"
-        key = store.key("acme", event_id)
+        key = store.key("acme", "c", event_id)
         text = f"{n:06d}" + "x" * (size - 6)
         turn = Append("acme", "c", event_id, [Message(role="user", content=text)], key)
         ((_, seen),) = await context.admit_many([turn])
@@ -51,7 +51,7 @@ async def conversation(client: redis.Redis, ns: str, turns: int, size: int, *, m
         kept = finished(done.state) if marker else msgspec.structs.replace(done.state, outbox=[])
         await store.write_many([Write(key, stored, kept)], now)
     total = 0
-    async for key in client.scan_iter(match=f"{ns}:*", count=1000):
+    async for key in client.scan_iter(match=f"*{ns}*", count=1000):
         total += await client.memory_usage(key) or 0
     return total
 

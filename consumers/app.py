@@ -152,9 +152,15 @@ def stores(settings: Settings, redis: Redis) -> tuple[ContextStore, CorrelationS
         max_messages=cfg.context_max_messages,
         ttl_s=cfg.context_ttl_s,
         max_bytes=cfg.context_max_bytes,
+        partitions=settings.kafka.partitions,
+        claim_ttl_s=cfg.dedup_ttl_s,
     )
     store = CorrelationStore(
-        redis, settings.namespace, ttl_s=cfg.dedup_ttl_s, lease_s=settings.correlator.outbox_lease_s
+        redis,
+        settings.namespace,
+        ttl_s=cfg.dedup_ttl_s,
+        lease_s=settings.correlator.outbox_lease_s,
+        partitions=settings.kafka.partitions,
     )
     return context, store
 
@@ -221,7 +227,9 @@ async def _route(settings: Settings, stop: asyncio.Event, live: LiveCatalog, eng
             context=context,
             store=store,
             circuits=(circuits := CircuitStore(redis, settings.namespace, settings.circuit)),
-            variants=VariantStore(redis, settings.namespace, settings.variants, circuits),
+            variants=VariantStore(
+                redis, settings.namespace, settings.variants, circuits, partitions=settings.kafka.partitions
+            ),
             live=live,
         )
         log.info(
@@ -253,7 +261,7 @@ async def run_correlator(settings: Settings, stop: asyncio.Event, bus: Bus | Non
             context=context,
             store=store,
             circuits=circuits,
-            variants=VariantStore(redis, settings.namespace, settings.variants),
+            variants=VariantStore(redis, settings.namespace, settings.variants, partitions=settings.kafka.partitions),
         )
         log.info("correlator up")
         with _observed("correlator", settings, consumer, group, stop) as tick:

@@ -91,13 +91,20 @@ class RedisSettings(BaseModel):
     """Client certificate for mutual TLS; with ``ssl_keyfile``."""
     ssl_keyfile: Path | None = None
     ssl_check_hostname: bool = True
+    cluster: bool = False
+    """A Redis Cluster (as ``redis+cluster://`` / ``rediss+cluster://`` urls say too): the url names
+    one of its nodes; keys are hash-tagged by conversation partition (consumers/stores/slots.py)."""
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.cluster or urlsplit(self.url.get_secret_value()).scheme.endswith("+cluster")
 
     @model_validator(mode="after")
     def _tls_complete(self) -> RedisSettings:
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise ValueError("redis ssl_certfile and ssl_keyfile go together")
         url = urlsplit(self.url.get_secret_value())
-        if (self.ssl_ca_certs or self.ssl_certfile) and url.scheme != "rediss":
+        if (self.ssl_ca_certs or self.ssl_certfile) and not url.scheme.startswith("rediss"):
             raise ValueError("redis TLS options need a rediss:// url")
         if (self.username or self.password) and (url.username or url.password):
             raise ValueError("redis credentials are given both in the url and as username/password: keep one")
@@ -110,7 +117,7 @@ class RedisSettings(BaseModel):
             options["username"] = self.username
         if self.password:
             options["password"] = self.password.get_secret_value()
-        if urlsplit(self.url.get_secret_value()).scheme == "rediss":
+        if urlsplit(self.url.get_secret_value()).scheme.startswith("rediss"):
             options["ssl_check_hostname"] = self.ssl_check_hostname
             for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
                 value = getattr(self, name)

@@ -74,3 +74,12 @@ def semantic_env(onnx_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """ROUTEYARD_SEMANTIC__CACHE_DIR pointing there, for tests that run the CLI."""
     monkeypatch.setenv("ROUTEYARD_SEMANTIC__CACHE_DIR", str(onnx_cache))
     return onnx_cache
+
+
+@pytest.fixture(scope="session")
+def valkey_cluster() -> Iterator[object]:
+    """Three Valkey primaries in cluster mode (tests/integration/cluster.py); ``.url`` speaks cluster."""
+    from tests.integration.cluster import EmbeddedValkeyCluster
+
+    with EmbeddedValkeyCluster() as cluster:
+        yield cluster

@@ -11,6 +11,7 @@ An agent whose key is missing is closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 
@@ -18,6 +19,7 @@ import msgspec
 from redis.asyncio import Redis
 from routeyard.consumers.metrics import METRICS
 from routeyard.consumers.settings import CircuitSettings
+from routeyard.consumers.stores import slots
 from routeyard.router.circuit import Breaker, Gate, Policy, admit, record_all, release
 
 log = logging.getLogger(__name__)
@@ -128,12 +130,18 @@ class CircuitStore:
     async def _get(self, agents: Sequence[str]) -> list[bytes | None]:
         if not agents:
             return []
-        raws = await self._redis.mget([self.key(a) for a in agents])
+        raws = await slots.mget(self._redis, [self.key(a) for a in agents])
         return [r.encode() if isinstance(r, str) else r for r in raws]
 
     async def _write(self, writes: Sequence[tuple[str, bytes | None, Breaker]]) -> list[bool]:
         if not writes:
             return []
+        if slots.is_cluster(self._redis):  # a cluster pipeline does not carry scripts: one call each, at once
+            calls = [
+                self._cas(keys=[self.key(a)], args=[raw or b"", _encoder.encode(new), self._ttl])
+                for a, raw, new in writes
+            ]
+            return [bool(r) for r in await asyncio.gather(*calls)]
         async with self._redis.pipeline(transaction=False) as pipe:
             for agent, raw, new in writes:
                 args: list[bytes | int] = [raw or b"", _encoder.encode(new), self._ttl]

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
 from redis.connection import HiredisRespSerializer
 from redis.exceptions import AuthenticationError, AuthorizationError, BusyLoadingError, ReadOnlyError
@@ -72,8 +73,14 @@ _PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
 }
 
 
-def connect_redis(url: str, **options: Any) -> Redis:
-    """``Redis.from_url``, with commands packed by hiredis where it is installed."""
+def connect_redis(url: str, *, cluster: bool = False, **options: Any) -> Redis:
+    """``Redis.from_url``, with commands packed by hiredis where it is installed; a Redis Cluster
+    client where ``cluster`` is set or the url's scheme says ``redis+cluster://`` (``rediss+cluster://``)."""
+    scheme, sep, rest = url.partition("://")
+    if cluster or scheme.endswith("+cluster"):
+        node_url = f"{scheme.removesuffix('+cluster')}{sep}{rest}"
+        # the same commands, routed by hash slot: the stores keep each call in one slot (stores/slots.py)
+        return cast(Redis, RedisCluster.from_url(node_url, **options))
     client = Redis.from_url(url, **options)
     pool = client.connection_pool  # the url picks the class (tcp, TLS, unix socket); no connection made yet
     if HIREDIS_AVAILABLE and pool.connection_class in _PACKING:
@@ -88,6 +95,7 @@ async def redis_client(settings: Settings) -> AsyncIterator[Redis]:
         settings.redis.url.get_secret_value(),
         socket_timeout=10,
         socket_connect_timeout=5,
+        cluster=settings.redis.is_cluster,
         **settings.redis.client_options(),
     )
     try:

@@ -1,17 +1,22 @@
 """Correlation state in Redis, written with compare-and-set, and the outbox that carries out
 its effects.
 
-Keys:
-    {ns}:{tenant}:corr:{event_id}   the Correlation (MessagePack), kept ``ttl`` after its next wake-up;
-                                    once it is done and its outbox cleared, only a ``Done`` marker
-                                    (under 200 bytes) for ``ttl``: enough to recognise a redelivery
-    {ns}:wake                       sorted set: correlation key -> when a sweeper must look at it
-    {ns}:sent:{digest}              a record published once per identity (dead letters, rejected
-                                    responses), kept ``ttl``: a redone batch does not send it again
+Keys (``{ns:pN}``: the conversation's hash tag, its partition; routeyard.consumers.stores.slots):
+    {ns:pN}:{tenant}:corr:{event_id}  the Correlation (MessagePack), kept ``ttl`` after its next
+                                      wake-up; once it is done and its outbox cleared, only a ``Done``
+                                      marker (under 200 bytes) for ``ttl``: enough to recognise a
+                                      redelivery
+    {ns:pN}:wake                      sorted set: correlation key -> when a sweeper must look at it
+                                      (one per partition; the sweeper visits all of them)
+    {ns}:sent:{digest}                a record published once per identity (dead letters, rejected
+                                      responses), kept ``ttl``: a redone batch does not send it again
+
+A compare-and-set names the bytes it expects by their SHA-1 (the script compares
+``redis.sha1hex`` of the stored value): a state's bytes cross the wire once per write, not twice.
 
 Every write stores the new state *with the effects it implies in its outbox*, then the effects
 are carried out (context appended, records published), then removed from the outbox. A
-process that dies in between leaves the outbox full and the key due in ``{ns}:wake`` after a
+process that dies in between leaves the outbox full and the key due in its wake set after a
 lease; a sweeper then carries the effects out again. Effects have stable ids, so doing one
 twice is harmless. This is how a response is never lost.
 """
@@ -24,12 +29,12 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
-from typing import cast
 
 import msgspec
 from redis.asyncio import Redis
 from routeyard.consumers.kafka.bus import Outgoing, Producer, fits
 from routeyard.consumers.retry import retrying
+from routeyard.consumers.stores import slots
 from routeyard.consumers.stores.context import Append, ContextStore, tenant_part
 from routeyard.router.correlation import Correlation, Effect, response_status
 from routeyard.schemas import ResponseStatus
@@ -37,26 +42,27 @@ from routeyard.schemas import ResponseStatus
 log = logging.getLogger(__name__)
 
 _CAS = """
-local wake_key, out = KEYS[1], {}
-for i = 2, #KEYS do
-  local a = (i - 2) * 4
-  local expected, cur = ARGV[a + 1], redis.call('GET', KEYS[i])
-  if (expected == '' and cur) or (expected ~= '' and cur ~= expected) then
-    out[i - 1] = 0
+local out = {}
+for i = 1, #KEYS, 2 do
+  local a, key, wake_key = (i - 1) * 2, KEYS[i], KEYS[i + 1]
+  local expected, cur = ARGV[a + 1], redis.call('GET', key)
+  if (expected == '' and cur) or (expected ~= '' and (not cur or redis.sha1hex(cur) ~= expected)) then
+    out[#out + 1] = 0
   else
-    redis.call('SET', KEYS[i], ARGV[a + 2], 'EX', ARGV[a + 3])
+    redis.call('SET', key, ARGV[a + 2], 'EX', ARGV[a + 3])
     if ARGV[a + 4] == '' then
-      redis.call('ZREM', wake_key, KEYS[i])
+      redis.call('ZREM', wake_key, key)
     else
-      redis.call('ZADD', wake_key, ARGV[a + 4], KEYS[i])
+      redis.call('ZADD', wake_key, ARGV[a + 4], key)
     end
-    out[i - 1] = 1
+    out[#out + 1] = 1
   end
 end
 return out
 """
-"""Compare-and-set a batch in one call: KEYS = wake set, then each correlation key; ARGV = per
-key (expected bytes or '' for "absent", new bytes, ttl seconds, wake time or '' for none)."""
+"""Compare-and-set a batch in one call: KEYS = per write its correlation key and its wake set;
+ARGV = per key (SHA-1 hex of the expected bytes or '' for "absent", new bytes, ttl seconds, wake
+time or '' for none)."""
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -91,23 +97,37 @@ class Write(msgspec.Struct, frozen=True):
 
 
 class CorrelationStore:
-    def __init__(self, redis: Redis, namespace: str, *, ttl_s: int, lease_s: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        namespace: str,
+        *,
+        ttl_s: int,
+        lease_s: float,
+        partitions: int = slots.DEFAULT_PARTITIONS,
+    ) -> None:
         self._redis = redis
         self._ns = namespace
         self._ttl = ttl_s
+        self._partitions = partitions
         self.lease_s = lease_s
-        self.wake_key = f"{namespace}:wake"
+        self.wake_keys = [f"{t}:wake" for t in slots.tags(namespace, partitions)]
         self._cas = redis.register_script(_CAS)
         self._claim = redis.register_script(_CLAIM)
 
-    def key(self, tenant: str | None, event_id: str) -> str:
-        return f"{self._ns}:{tenant_part(tenant)}:corr:{event_id}"
+    def key(self, tenant: str | None, conversation_id: str, event_id: str) -> str:
+        """A turn's correlation key, in its conversation's hash slot."""
+        return f"{slots.tag(self._ns, conversation_id, self._partitions)}:{tenant_part(tenant)}:corr:{event_id}"
+
+    @staticmethod
+    def wake_key(key: str) -> str:
+        """The wake set of the partition a correlation key belongs to."""
+        return f"{key[: key.index('}') + 1]}:wake"
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
-        values = await self._redis.mget(keys)  # bytes: the client does not decode responses
-        return list(cast("list[bytes | None]", values))
+        return await slots.mget(self._redis, keys)  # bytes: the client does not decode responses
 
     async def write_many(self, writes: Sequence[Write], now: float) -> list[bytes | None]:
         """Compare-and-set each state (one script call for the batch): the bytes stored where it
@@ -116,13 +136,20 @@ class CorrelationStore:
         if not writes:
             return []
         encoded = [_encoder.encode(w.state) for w in writes]
-        args: list[bytes | str | int | float] = []
-        for w, raw in zip(writes, encoded, strict=True):
-            wake = self._wake(w.state, now)
-            # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
-            ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
-            args += [w.expected or b"", raw, ttl, "" if wake is None else wake]
-        results = await self._cas(keys=[self.wake_key, *(w.key for w in writes)], args=args)
+
+        async def one(group: list[int]) -> list[int]:
+            keys: list[str] = []
+            args: list[bytes | str | int | float] = []
+            for i in group:
+                w, wake = writes[i], self._wake(writes[i].state, now)
+                # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
+                ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
+                expected = "" if w.expected is None else hashlib.sha1(w.expected).hexdigest()
+                keys += [w.key, self.wake_key(w.key)]
+                args += [expected, encoded[i], ttl, "" if wake is None else wake]
+            return list(await self._cas(keys=keys, args=args))
+
+        results = await slots.per_slot(self._redis, [w.key for w in writes], one)
         return [raw if ok else None for raw, ok in zip(encoded, results, strict=True)]
 
     def sent_key(self, *identity: str | int | None) -> str:
@@ -144,13 +171,19 @@ class CorrelationStore:
                 await pipe.execute()
 
     async def claim_due(self, now: float, limit: int = 200) -> list[str]:
-        """Keys whose wake time has passed; each is pushed one lease ahead, so one sweeper has it."""
-        keys = await self._claim(keys=[self.wake_key], args=[now, now + self.lease_s, limit])
-        return [k.decode() if isinstance(k, bytes) else k for k in keys]
+        """Keys whose wake time has passed, from every partition's wake set (up to ``limit`` from
+        each); each is pushed one lease ahead, so one sweeper has it."""
+        claimed = await asyncio.gather(
+            *(self._claim(keys=[wake], args=[now, now + self.lease_s, limit]) for wake in self.wake_keys)
+        )
+        return [k.decode() if isinstance(k, bytes) else k for keys in claimed for k in keys]
 
     async def pending(self) -> int:
         """Correlations still waiting on agents or on their outbox."""
-        return int(await self._redis.zcard(self.wake_key))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for wake in self.wake_keys:
+                pipe.zcard(wake)
+            return sum(int(n) for n in await pipe.execute())
 
     def _wake(self, state: Correlation | Done, now: float) -> float | None:
         if isinstance(state, Done):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 from routeyard.consumers.coalesced import Coalesced
+from routeyard.consumers.stores import slots
 
 _MARK = """
 for i = 1, #KEYS do redis.call('SET', KEYS[i], '1', 'EX', ARGV[1]) end
@@ -26,7 +27,11 @@ class TaskMarks(Coalesced[str]):
         self._script = redis.register_script(_MARK)
 
     async def answered(self, keys: list[str]) -> list[bool]:
-        return [raw is not None for raw in await self._redis.mget(keys)]
+        return [raw is not None for raw in await slots.mget(self._redis, keys)]
 
     async def _mark(self, keys: list[str]) -> None:
-        await self._script(keys=keys, args=[self._ttl])
+        async def one(group: list[int]) -> list[None]:  # one call per hash slot on a cluster
+            await self._script(keys=[keys[i] for i in group], args=[self._ttl])
+            return [None] * len(group)
+
+        await slots.per_slot(self._redis, keys, one)

@@ -15,17 +15,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from redis.asyncio import Redis
+from routeyard.consumers.stores import slots
 
 PENDING = b""
 
 _FINISH = """
 for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'XX', 'EX', ARGV[1]) end
 return #KEYS
-"""
-
-_DECIDE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[1]) end
-return false
 """
 
 
@@ -35,7 +31,6 @@ class TurnStore:
         self._namespace = namespace
         self._ttl = ttl_s
         self._finish = redis.register_script(_FINISH)
-        self._decide = redis.register_script(_DECIDE)
 
     def key(self, tenant: str | None, event_id: str) -> str:
         return f"{self._namespace}:{tenant or '_'}:turn:{event_id}"
@@ -48,18 +43,27 @@ class TurnStore:
         """Store each (tenant, event id, response bytes) whose turn is pending, in one call."""
         if responses:
             keys = [self.key(tenant, event_id) for tenant, event_id, _ in responses]
-            await self._finish(keys=keys, args=[self._ttl, *(value for _, _, value in responses)])
+
+            async def one(group: list[int]) -> list[None]:  # one call per hash slot on a cluster
+                values = [responses[i][2] for i in group]
+                await self._finish(keys=[keys[i] for i in group], args=[self._ttl, *values])
+                return [None] * len(group)
+
+            await slots.per_slot(self._redis, keys, one)
 
     async def decide(self, tenant: str | None, event_id: str, decision: bytes) -> None:
-        """Keep the turn's decision (its bytes) beside its record, if it has one."""
+        """Keep the turn's decision (its bytes) beside its record, if it has one. Two commands,
+        not a script: the two keys may sit in different slots of a cluster. Should the record
+        expire between them, the decision is kept alone until it expires too (``ttl_s``)."""
         key = self.key(tenant, event_id)
-        await self._decide(keys=[key, f"{key}:decision"], args=[self._ttl, decision])
+        if await self._redis.exists(key):
+            await self._redis.set(f"{key}:decision", decision, ex=self._ttl)
 
     async def get(self, tenant: str | None, event_id: str) -> tuple[bytes, bytes | None] | None:
         """(the response's bytes or ``PENDING`` while it has not come, the decision's bytes or
         None); None: no such turn of this tenant."""
         key = self.key(tenant, event_id)
-        value, decision = await self._redis.mget([key, f"{key}:decision"])
+        value, decision = await slots.mget(self._redis, [key, f"{key}:decision"])
         if value is None:
             return None
         return _bytes(value), None if decision is None else _bytes(decision)

@@ -1,9 +1,10 @@
 """Agent variants in Redis: conversations' pins, variants' health windows, and rollbacks.
 
 Keys (``ns`` = namespace):
-    {ns}:variant:pin:{agent}:{h}          the variant a conversation is pinned to; ``h`` is a hash of
+    {ns:pN}:variant:pin:{agent}:{h}       the variant a conversation is pinned to; ``h`` is a hash of
                                           tenant and conversation id (ids never shape keys), kept
-                                          ``pin_ttl_s`` after its last turn
+                                          ``pin_ttl_s`` after its last turn; ``{ns:pN}``: the
+                                          conversation's hash tag (routeyard.consumers.stores.slots)
     {ns}:variant:health:{agent}@{variant}:{bucket}
                                           hash ok / error / timeout: outcomes of one time bucket
                                           (a tenth of the window), expiring after the window
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.settings import VariantSettings
+from routeyard.consumers.stores import slots
 from routeyard.consumers.stores.circuits import CircuitStore
 from routeyard.router.catalog import AgentSpec
 from routeyard.router.variants import Health, breaker_name, served, stable, verdict
@@ -69,9 +71,16 @@ def config_hash(spec: AgentSpec) -> str:
 
 class VariantStore:
     def __init__(
-        self, redis: Redis, namespace: str, settings: VariantSettings, circuits: CircuitStore | None = None
+        self,
+        redis: Redis,
+        namespace: str,
+        settings: VariantSettings,
+        circuits: CircuitStore | None = None,
+        *,
+        partitions: int = slots.DEFAULT_PARTITIONS,
     ) -> None:
         self._redis = redis
+        self._partitions = partitions
         self._ns = namespace
         self._settings = settings
         self._circuits = circuits
@@ -80,7 +89,7 @@ class VariantStore:
 
     def pin_key(self, agent: str, tenant: str | None, conversation_id: str) -> str:
         h = hashlib.sha256(f"{tenant or ''}\x00{conversation_id}".encode()).hexdigest()[:32]
-        return f"{self._ns}:variant:pin:{agent}:{h}"
+        return f"{slots.tag(self._ns, conversation_id, self._partitions)}:variant:pin:{agent}:{h}"
 
     def rollback_key(self, spec: AgentSpec) -> str:
         return f"{self._ns}:variant:rollback:{spec.name}:{config_hash(spec)}"
@@ -91,10 +100,14 @@ class VariantStore:
         if not pins:
             return []
         keys = [self.pin_key(p.agent, p.tenant, p.conversation_id) for p in pins]
-        args: list[str | int] = [self._settings.pin_ttl_s]
-        for p in pins:
-            args += [p.want, "," + ",".join(p.allowed) + ","]
-        out = await self._pin(keys=keys, args=args)
+
+        async def one(group: list[int]) -> list[bytes | str]:  # one call per hash slot on a cluster
+            args: list[str | int] = [self._settings.pin_ttl_s]
+            for i in group:
+                args += [pins[i].want, "," + ",".join(pins[i].allowed) + ","]
+            return list(await self._pin(keys=[keys[i] for i in group], args=args))
+
+        out = await slots.per_slot(self._redis, keys, one)
         results: list[tuple[str, str | None, bool]] = []
         for raw in out:
             got, changed, was = _text(raw).partition("|")

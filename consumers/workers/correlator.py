@@ -138,7 +138,7 @@ class Correlator:
             except Exception as exc:  # pure decoding: the record's fault (a RecursionError of deep JSON too)
                 dead.append(dead_letter(record, self._topics.dead_letters, stage="correlate", error=exc))
                 continue
-            key = self._store.key(reply.tenant, reply.event_id)
+            key = self._store.key(reply.tenant, reply.conversation_id, reply.event_id)
             replies[key].append(reply)
             sources[key].append(record)
             spans.append(tracing.started("routeyard.reply", tracing.carrier(record.headers), agent=reply.agent))

@@ -219,7 +219,7 @@ class RouterWorker:
     ) -> list[tuple[int, str]]:
         """Route the batch's events; returns (index, reason) of those refused (dead-lettered)."""
         phases = phases or Phases("route")
-        keys = [self._store.key(e.tenant, e.event_id) for e in events]
+        keys = [self._store.key(e.tenant, e.conversation_id, e.event_id) for e in events]
         firsts, refused = _first_of_each(events, keys)
         # Two calls at once, on two connections: one round trip's wait. The first appends each
         # turn to its context only where its correlation key is absent, and returns that key's

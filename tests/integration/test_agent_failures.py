@@ -18,7 +18,7 @@ from routeyard.consumers.agents.agent import Agent, agent
 from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.kafka.bus import Bus, Outgoing
 from routeyard.consumers.settings import Settings
-from routeyard.consumers.stores.correlations import decode_state
+from routeyard.consumers.stores.correlations import CorrelationStore, decode_state
 from routeyard.router.circuit import Breaker
 from routeyard.schemas import AgentReply, AgentTask, decision_decoder, encode, response_decoder
 
@@ -185,7 +185,9 @@ async def test_a_reply_after_the_response_is_recorded_late_and_not_published_aga
         )
         async with publisher(settings) as producer:
             await producer.publish([Outgoing(topic=settings.topics.replies, value=encode(late), key="l1")])
-        key = f"{settings.namespace}:_:corr:{response.event_id}"
+        key = CorrelationStore(
+            redis_client, settings.namespace, ttl_s=60, lease_s=1, partitions=settings.kafka.partitions
+        ).key(None, response.conversation_id, response.event_id)
 
         async def counted() -> bool:
             raw = await redis_client.get(key)

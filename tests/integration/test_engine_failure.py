@@ -99,4 +99,4 @@ async def test_a_probe_claimed_for_a_batch_whose_engine_failed_is_released(
     assert claimed[0].unused_probes().keys() == {"WeatherAgent"}  # the gate did claim the probe ...
     after = (await circuits.load(["WeatherAgent"]))["WeatherAgent"]
     assert after.state == "open" and after.probe_at == 0.0  # ... and it was given back
-    assert await store.get_many([store.key(None, "e1")]) == [None]  # nothing stored: redone on redelivery
+    assert await store.get_many([store.key(None, "c1", "e1")]) == [None]  # nothing stored: redone on redelivery

@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as redis
 from routeyard.consumers.app import create_topics, stores
 from routeyard.consumers.kafka.bus import Outgoing, Record
+from routeyard.consumers.kafka.records import partition_of
 from routeyard.consumers.metrics import METRICS, child
 from routeyard.consumers.workers.router import RouterWorker
 from routeyard.router.engines.rules import RulesEngine
@@ -48,17 +49,25 @@ async def test_event_id_reused_by_another_conversation_is_dead_lettered_and_neve
 ) -> None:
     settings = make_settings(bus, valkey, prefix)
     context, _ = stores(settings, redis_client)
+    # Correlations live in their conversation's partition (stores/slots.py): the other conversation
+    # is in another partition, so only the event id's claim can see the reuse.
+    other = _other_partition("conv-a", settings.kafka.partitions)
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
         (first,) = await client.ask_many([_event("shared-id", "conv-a", "weather for the secret trip")], timeout=30)
         assert first.status == "complete"
-        (second,) = await client.ask_many([_event("shared-id", "conv-b", "weather in Oslo")], timeout=10)
-    assert second.status == "rejected" and second.conversation_id == "conv-b"
+        (second,) = await client.ask_many([_event("shared-id", other, "weather in Oslo")], timeout=10)
+    assert second.status == "rejected" and second.conversation_id == other
     assert "event id already used by another conversation" in (second.reason or "")
     assert "secret" not in (second.reason or "")
     letters = [dead_letter_decoder.decode(v) for v in await read_all(settings, settings.topics.dead_letters)]
     assert [("already used by another conversation" in d.error) for d in letters] == [True]
     assert "secret" not in letters[0].error
-    assert await context.load(None, "conv-b") == []  # not decided: no context
+    assert await context.load(None, other) == []  # not decided: no context
+
+
+def _other_partition(conversation: str, partitions: int) -> str:
+    mine = partition_of(conversation.encode(), partitions)
+    return next(c for i in range(1000) if partition_of((c := f"conv-b{i}").encode(), partitions) != mine)
 
 
 async def test_an_old_event_replayed_after_its_seen_id_was_forgotten_changes_no_context(
@@ -85,9 +94,7 @@ def _record(topic: str, offset: int, value: bytes) -> Record:
     return Record(topic=topic, partition=0, offset=offset, key=b"k", value=value)
 
 
-async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(
-    bus, valkey, prefix, redis_client
-) -> None:
+async def test_a_redone_batch_publishes_its_dead_letters_and_rejections_once(bus, valkey, prefix, redis_client) -> None:
     settings = make_settings(bus, valkey, prefix)
     await create_topics(settings, CATALOG, bus_for(settings))
     context, store = stores(settings, redis_client)
@@ -158,7 +165,7 @@ async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_c
 ) -> None:
     settings = make_settings(bus, valkey, prefix)
     _, store = stores(settings, redis_client)
-    key = store.key("acme", "big")
+    key = store.key("acme", "c", "big")
     late = child(METRICS.replies, outcome="late")
     async with running(settings, CATALOG, [Recorder().agent("WeatherAgent")]) as client:
         client.tenant = "acme"
@@ -166,7 +173,7 @@ async def test_a_finished_turn_leaves_a_small_done_marker_and_late_replies_are_c
         assert response.status == "complete"
 
         async def settled() -> bool:  # the outbox cleared: nothing due any more
-            return await redis_client.exists(key) == 1 and await redis_client.zscore(store.wake_key, key) is None
+            return await redis_client.exists(key) == 1 and await redis_client.zscore(store.wake_key(key), key) is None
 
         await _until(settled)
         assert await redis_client.strlen(key) < 200

@@ -100,7 +100,7 @@ async def test_one_call_compares_and_sets_a_batch(redis_client: redis.Redis, pre
     store = CorrelationStore(redis_client, prefix, ttl_s=600, lease_s=30)
     now = time.time()
     first, second = _state("e1"), _state("e2")
-    k1, k2 = store.key(None, "e1"), store.key(None, "e2")
+    k1, k2 = store.key(None, "c", "e1"), store.key(None, "c", "e2")
     stored = await store.write_many([Write(k1, None, first), Write(k2, None, second)], now)
     assert stored[0] == await redis_client.get(k1) and stored[1] == await redis_client.get(k2)
     assert all(raw is not None for raw in stored)
@@ -111,7 +111,7 @@ async def test_one_call_compares_and_sets_a_batch(redis_client: redis.Redis, pre
     assert decode_state(await redis_client.get(k1)).done
     assert decode_state(await redis_client.get(k2)) == second
     # Waiting on an agent: due in the wake set at its deadline.
-    assert await redis_client.zscore(store.wake_key, k2) is not None
+    assert await redis_client.zscore(store.wake_key(k2), k2) is not None
 
 
 async def test_states_are_messagepack_and_json_ones_from_before_still_read_and_update(
@@ -119,7 +119,7 @@ async def test_states_are_messagepack_and_json_ones_from_before_still_read_and_u
 ) -> None:
     store = CorrelationStore(redis_client, prefix, ttl_s=600, lease_s=30)
     state = _state("old", Effect(id="task:x", topic="t", value=b'{"task": 1}'))
-    key = store.key(None, "old")
+    key = store.key(None, "c", "old")
     legacy = msgspec.json.encode(state)  # as versions before this one stored it
     await redis_client.set(key, legacy)
     raw = await redis_client.get(key)
@@ -135,7 +135,7 @@ async def test_outbox_clear_skips_the_read_unless_the_state_moved(redis_client: 
     outbox = Outbox(store, _NoContext(), producer=None)  # type: ignore[arg-type]
     mine = Effect(id="task:mine", topic="t", value=b"x")
     theirs = Effect(id="response:theirs", topic="t", value=b"y")
-    quiet, moved = store.key(None, "quiet"), store.key(None, "moved")
+    quiet, moved = store.key(None, "c", "quiet"), store.key(None, "c", "moved")
     states = {quiet: _state("quiet", mine), moved: _state("moved", mine)}
     raws = await store.write_many([Write(k, None, s) for k, s in states.items()], time.time())
     items = {k: Stored(s, raw, [mine]) for (k, s), raw in zip(states.items(), raws, strict=True) if raw}
@@ -193,7 +193,7 @@ async def test_workers_pack_commands_with_hiredis_on_tcp_and_unix_sockets(
     pool = redis_client.connection_pool
     assert issubclass(pool.connection_class, _HiredisPacking)
     store = CorrelationStore(redis_client, "packing", ttl_s=600, lease_s=30)
-    writes = [Write(store.key(None, f"e{i}"), None, _state(f"e{i}")) for i in range(300)]
+    writes = [Write(store.key(None, "c", f"e{i}"), None, _state(f"e{i}")) for i in range(300)]
     stored = await store.write_many(writes, time.time())
     assert stored == await store.get_many([w.key for w in writes])
     assert all(stored)
