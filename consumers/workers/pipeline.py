@@ -141,7 +141,7 @@ class PipelinedRouter(RouterWorker):
         go: list[Waiting] = []
         for event, record in zip(events, sources, strict=True):
             span = tracing.started("routeyard.route", tracing.carrier(record.headers), at_ns=started_ns)
-            waiting = Waiting(event, record, self._store.key(event.tenant, event.event_id), span)
+            waiting = Waiting(event, record, self._store.key(event.tenant, event.conversation_id, event.event_id), span)
             if self._holds.claim(waiting.conversation, waiting):
                 go.append(waiting)
         if dead:
