@@ -116,7 +116,6 @@ def test_cached_models_load_without_exporting_again(
         raise AssertionError("built again")
 
     monkeypatch.setattr(embedding, "build_onnx", no_export)
-    monkeypatch.setattr(embedding, "quantize_onnx", no_export)
     again = OnnxMiniLM(cache_dir=onnx_cache, quantize=quantize)
     assert again.onnx_path.is_relative_to(onnx_cache)
     vectors = again.encode(["What's the weather in Paris?", "hi"])
