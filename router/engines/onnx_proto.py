@@ -77,7 +77,7 @@ def _attribute(name: str, value: Attribute) -> bytes:
 
 
 def _node(node: Node) -> bytes:
-    attrs = b"".join(_bytes(5, _attribute(k, v)) for k, v in node.attrs.items())
+    attrs = b"".join(_bytes(5, _attribute(k, v)) for k, v in sorted(node.attrs.items()))  # as onnx.helper
     body = _strings(1, node.inputs) + _strings(2, node.outputs) + _bytes(3, node.name) + _bytes(4, node.op_type)
     return body + attrs + (_bytes(7, node.domain) if node.domain else b"")
 

