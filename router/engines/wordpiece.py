@@ -61,7 +61,7 @@ def _clean(text: str, cjk: bool) -> str:
     white space -> ' '; CJK ideographs between spaces."""
     out = []
     for char in text:
-        if char in "\t\n\r" or char in _SPACES and unicodedata.category(char) not in _CONTROL:
+        if char in "\t\n\r" or (char in _SPACES and unicodedata.category(char) not in _CONTROL):
             out.append(" ")
         elif char not in "\x00\ufffd" and unicodedata.category(char) not in _CONTROL:
             out.append(" " + char + " " if cjk and _is_cjk(ord(char)) else char)
