@@ -85,8 +85,6 @@ class TurnScores(NamedTuple):
     """The message opens with a reply to the assistant's last message."""
     closed: bool = True
     """The assistant's last message closed its task (or there is none)."""
-    follow: bool = False
-    """The message opens with a connective ("and let Bob know"): a switch needs only ``clause_min_similarity``."""
 
 
 class Verdict(NamedTuple):
@@ -141,7 +139,7 @@ def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
         for agent, row, closeness in zip(named, turn.clauses, turn.clause_negative, strict=True)
     ]
     chosen |= {c.agent for c in checks if c.added}
-    switch = find_switch(turn.last, turn.previous, context, s, follow=turn.follow)
+    switch = find_switch(turn.last, turn.previous, context, s)
     if switch is not None:
         previous, own = switch
         chosen = (chosen - {previous}) | {own}
@@ -201,7 +199,7 @@ def _turn_scores(turn: TurnTexts, vectors: dict[str, Any], index: AgentIndex, ne
     closing, small_talk = ((rows[:c] @ group.T).max(axis=1) for group in negatives)
     assistant = sims[e] if turn.assistant else None
     clause_negative = np.maximum(closing[1:], small_talk[1:])
-    relation = turn.handover or Handover(None, False, True, False)
+    relation = turn.handover or Handover(None, False, True)
     previous = index.names.index(relation.previous) if relation.previous in index.names else None
     return TurnScores(
         sims[0],
@@ -214,7 +212,6 @@ def _turn_scores(turn: TurnTexts, vectors: dict[str, Any], index: AgentIndex, ne
         previous,
         relation.reply,
         relation.closed,
-        relation.follow,
     )
 
 

@@ -9,8 +9,7 @@
   last assistant message (``Message.name``, where the pipeline recorded it), whether the user's
   message opens with a reply to that message ("ok", "thanks", "no, not now": a reply phrase of
   ``SemanticSettings.reply_openers``), whether that message closed the agent's task ("anything
-  else?", "your table is booked": ``task_closers``), and whether the message opens with a
-  connective ("and let Bob know").
+  else?", "your table is booked": ``task_closers``).
 
 Pure functions over strings; the thresholds that use them are in ``semantic.score_turn``.
 """
@@ -35,7 +34,6 @@ _INTENT = re.compile(
     rf"[.!?;]+(?:\s+|$)|,\s*|\s+-\s+|\s+(?:{_CONNECTIVE})\s*,?\s+|^\s*(?:{_CONDITIONAL})\s*,?\s+", re.IGNORECASE
 )
 _LEADING = re.compile(rf"^(?:(?:{_CONNECTIVE}|but|so|please|now)\b[\s,]*)+", re.IGNORECASE)
-_FOLLOW = re.compile(r"^\W*(?:and|also|plus|then)\b", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 
 
@@ -48,8 +46,6 @@ class Handover(NamedTuple):
     """The message opens with a reply to the assistant ("ok", "thanks", "no, not now")."""
     closed: bool
     """The assistant's message closed its task ("anything else?", "your table is booked"), or there is none."""
-    follow: bool
-    """The message opens with a connective: "and let Bob know"."""
 
 
 def split_intents(text: str) -> tuple[str, ...]:
@@ -67,18 +63,14 @@ def handover(
     before = next((m for m in reversed(conversation[:last]) if m.role == "assistant" and m.content.strip()), None)
     closed = before is None or bool(_phrases(closers).search(before.content))
     reply = bool(_opening(openers).match(text))
-    return Handover(before.name if before else None, reply, closed, bool(_FOLLOW.match(text)))
+    return Handover(before.name if before else None, reply, closed)
 
 
-def find_switch(
-    last: Any, previous: int | None, context: Any | None, s: SemanticSettings, *, follow: bool = False
-) -> tuple[int, int] | None:
+def find_switch(last: Any, previous: int | None, context: Any | None, s: SemanticSettings) -> tuple[int, int] | None:
     """(previous agent, the message's own agent) when the message turns away from the previous
     agent: its own best agent (similarities ``last``, per agent) is at least ``switch_min_similarity``
     and ``switch_margin`` closer to it than the previous one is. The previous agent is the recorded
-    one, else the best of the conversation's ``context`` (per agent; None: no conversation). A
-    message that opens with a connective (``follow``: "and let Bob know") needs only
-    ``clause_min_similarity``: it announces a further request."""
+    one, else the best of the conversation's ``context`` (per agent; None: no conversation)."""
     import numpy as np
 
     if previous is None and context is not None:
@@ -86,7 +78,7 @@ def find_switch(
     if previous is None:
         return None
     own = int(np.argmax(last))
-    strong = float(last[own]) >= (s.clause_min_similarity if follow else s.switch_min_similarity)
+    strong = float(last[own]) >= s.switch_min_similarity
     ahead = float(last[own] - last[previous]) >= s.switch_margin
     return (previous, own) if own != previous and strong and ahead else None
 
