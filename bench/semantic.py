@@ -1,6 +1,7 @@
 """The semantic engine on CPU: decisions per second and decision latency, batched versus one at a time.
 
     python bench/semantic.py [--data FILE] [--cases N] [--batch 64] [--threads 2] [--rounds 3] [--fp32]
+                             [--against REF]
 
 The cases are real routing turns (SGD with distractor agents by default, ../shared/data): 5-8
 agents per catalog, conversations of up to 20 turns, so a decision encodes the last message, its
@@ -15,16 +16,20 @@ The two modes interleave, round by round, over the same cases, so the ratio hold
 - batched: ``decide(turns)`` per ``--batch`` turns, as the router worker does with a fetched batch.
   A decision's latency is its batch's (every turn of a batch waits for the whole batch).
 
-Prints decisions/s and p50/p99 decision latency for both, and the ratio.
+Prints decisions/s and p50/p99 decision latency for both, and the ratio. With ``--against REF``
+the live mode also runs the engine of git revision REF (its ``router/engines/semantic.py``, over
+this tree's other modules) round by round with this one, and prints this one's rate over REF's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -68,8 +73,27 @@ async def batched(engine: SemanticEngine, requests: Sequence[RoutingRequest], si
     return time.perf_counter() - started, latencies
 
 
+ENGINE = SemanticEngine
+
+
+def engine_at(ref: str) -> type[SemanticEngine]:
+    """The ``SemanticEngine`` class of git revision ``ref`` (its semantic.py; this tree's other modules)."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{ref}:router/engines/semantic.py"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader(f"semantic_at_{ref}", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, f"{ref}:router/engines/semantic.py", "exec"), module.__dict__)
+    engine: type[SemanticEngine] = module.SemanticEngine
+    return engine
+
+
 def fresh_engine(settings: SemanticSettings, encoder: OnnxMiniLM, requests: Sequence[RoutingRequest]) -> SemanticEngine:
-    engine = SemanticEngine(settings, encoder=encoder)
+    engine = ENGINE(settings, encoder=encoder)
     for request in requests:  # agent vectors: once per catalog, before timing
         engine.index(request.agents)
     engine.route(requests[:1])  # the closing/small-talk prototypes
@@ -134,6 +158,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fp32", action="store_true", help="the exact fp32 model instead of int8")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--against", metavar="REF", help="also time the live mode with the engine of this git revision")
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"no dataset at {args.data} (see ../shared/data/README.md); pass --data FILE")
@@ -168,6 +193,27 @@ async def main() -> None:
         args.batch,
     )
     print(f"\ntarget: >= 300 decisions/s batched on 2 cores; live batched: {rate:,.0f}/s")
+    if args.against:
+        await against(args.against, live, encoder, streams(requests, args.dialogues, args.rounds), args.batch)
+
+
+async def against(
+    ref: str, live: SemanticSettings, encoder: OnnxMiniLM, rounds: Sequence[Sequence[RoutingRequest]], batch: int
+) -> None:
+    """Live batched, this engine and ``ref``'s, interleaved round by round over the same turns."""
+    global ENGINE
+    engines = {"this tree": SemanticEngine, ref: engine_at(ref)}
+    totals = dict.fromkeys(engines, 0.0)
+    for chunk in rounds:
+        for name, cls in engines.items():
+            ENGINE = cls
+            elapsed, _ = await batched(fresh_engine(live, encoder, chunk), chunk, batch)
+            totals[name] += elapsed
+    ENGINE = SemanticEngine
+    n = sum(len(chunk) for chunk in rounds)
+    rates = {name: n / total for name, total in totals.items()}
+    print(f"\nlive batched ({batch}), interleaved: " + ", ".join(f"{k} {v:,.0f}/s" for k, v in rates.items()))
+    print(f"this tree / {ref}: {rates['this tree'] / rates[ref]:.2f}x")
 
 
 if __name__ == "__main__":

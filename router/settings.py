@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 __all__ = [
     "CLOSINGS",
     "DEFAULT_MODEL",
+    "REPLY_OPENERS",
     "SMALL_TALK",
+    "TASK_CLOSERS",
     "OpenAIConstraint",
     "OpenAISettings",
     "SemanticSettings",
@@ -52,6 +54,22 @@ def _phrases(block: str) -> tuple[str, ...]:
 CLOSINGS = _phrases(_CLOSINGS)
 """The user is done: a turn that is one of these, more than a request to any agent, gets no route."""
 SMALL_TALK = _phrases(_SMALL_TALK)
+
+REPLY_OPENERS = _phrases("""
+ok | okay | thanks | thank you | thx | i appreciate | appreciate it | great | perfect | sounds good | sounds great
+that sounds | that's fine | that's great | that's good | that's perfect | that works | that is fine | that is great
+that is good | that is perfect | that one | this one | no | nope | not now | not right now | not at the moment
+maybe later | nah | cool | fine | awesome | wonderful | excellent | good | yes | yeah | sure | alright | all right
+""")
+"""How a reply to the assistant's last message opens (matched as whole words at the message's start)."""
+TASK_CLOSERS = _phrases("""
+anything else | something else | further assist | more help | else can i | else i can | anything more
+help you with anything | assist you with anything | need anything | other help | help you out some more
+help with anything | is there any other | booked | booking was successful | successfully | reference number
+confirmed | is complete | has been made | has been placed | has been booked | has been reserved | all set
+went through | is done | on its way | on the way
+""")
+"""An assistant message with one of these closed its agent's task: a reply to it hands nothing back."""
 """Greetings, small talk, questions about the assistant: no agent's business (less telling mid-task)."""
 
 
@@ -99,6 +117,14 @@ class SemanticSettings(BaseModel):
     small_talk: tuple[str, ...] = SMALL_TALK
     text_cache: int = Field(default=8192, ge=0)
     """How many vectors of recent conversation texts are kept."""
+    switch_margin: float = Field(default=0.1, ge=0)
+    """A message switches away from the previous agent when its own best agent is this far ahead of it."""
+    switch_min_similarity: float = 0.45
+    """... and its own best agent is at least this close to it."""
+    handover: bool = True
+    """On a switch that opens with a reply to the previous agent's open task, route to both."""
+    reply_openers: tuple[str, ...] = REPLY_OPENERS
+    task_closers: tuple[str, ...] = TASK_CLOSERS
 
 
 SimProfileName = Literal["plano-4b-h100", "plano-30b-a3b-h100"]

@@ -14,10 +14,15 @@ decided from its similarities by ``score_turn``, a pure function:
    ``small_talk_in_context`` as much mid-conversation) at least ``closing_similarity`` and
    ``closing_margin`` closer than to any agent, or when best score - ``negative_weight`` x that
    closeness is below ``min_similarity`` (weak, off-topic or chit-chat turns);
-4. otherwise the best agent, agents within ``extra_margin`` of it, and each clause's best agent
-   when it reaches ``clause_min_similarity``, ``clause_margin`` ahead of the clause's next agent
-   (clauses split on ".", ";", "," and "and"/"then"): "book the table and text Anna the address"
-   goes to two agents, in the order the message names them.
+4. otherwise the best agent, agents within ``extra_margin`` of it, and each intent's best agent
+   when it reaches ``clause_min_similarity``, ``clause_margin`` ahead of the intent's next agent
+   (``semantic_intents.split_intents``: sentences, ";", ",", "and", "then", "also", "if so"):
+   "book the table and text Anna the address" goes to two agents, in the order the message names them;
+5. a switch (``semantic_intents.find_switch``): when the message's own best agent is
+   ``switch_min_similarity`` close and ``switch_margin`` ahead of the previous agent (the one that
+   wrote the last assistant message, else the context's best), it replaces the previous agent;
+   with ``handover``, the previous agent keeps the turn too when the message opens with a reply
+   to its still open task ("No, not now. Find me a flight" after "Shall I book the hotel?").
 
 ``scores`` in each result are the per-agent scores of step 2. Each prototype text is encoded once
 (a catalog's matrix is assembled once per ``agents`` tuple) and recent conversation texts are
@@ -27,7 +32,6 @@ kept, so an earlier turn is not encoded again. ``routeyard.router.evaluation.tun
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,6 +40,8 @@ from typing import Any, NamedTuple
 from routeyard.router.catalog import AgentSpec
 from routeyard.router.engines.base import EngineBase, EngineResult, RoutingRequest
 from routeyard.router.engines.embedding import Encoder, OnnxMiniLM, VectorCache
+from routeyard.router.engines.semantic_index import AgentIndex, agent_prototypes
+from routeyard.router.engines.semantic_intents import Handover, find_switch, handover, split_intents
 from routeyard.router.engines.semantic_reason import ClauseCheck, Why, reason
 from routeyard.router.plano.parse import answer_json
 from routeyard.router.settings import CLOSINGS, SMALL_TALK, SemanticSettings
@@ -44,11 +50,6 @@ from routeyard.schemas import Message
 __all__ = ["CLOSINGS", "SMALL_TALK", "SemanticEngine", "SemanticSettings", "TurnScores", "TurnTexts", "score_turn"]
 
 NO_USER_MESSAGE = "no user message to route"
-
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
-_CLAUSE = re.compile(r"[.!?;]+(?:\s+|$)|,\s*|\s+(?:and|then|plus)\s+", re.IGNORECASE)
-_LEADING = re.compile(r"^(?:and|also|then|plus|but|so)\b\s*", re.IGNORECASE)
-_LIST = re.compile(r"^\s*[A-Z][\w ]{0,30}:\s*(?P<items>.+)$")
 
 
 class TurnTexts(NamedTuple):
@@ -59,6 +60,7 @@ class TurnTexts(NamedTuple):
     clauses: tuple[str, ...]
     earlier: tuple[str, ...]
     assistant: str | None
+    handover: Handover | None = None
 
     def all(self) -> list[str]:
         return [self.last, *self.clauses, *self.earlier, *([self.assistant] if self.assistant else [])]
@@ -77,6 +79,12 @@ class TurnScores(NamedTuple):
     closing: float
     small_talk: float
     clause_negative: Any
+    previous: int | None = None
+    """The agent that wrote the last assistant message, where the conversation says (else inferred)."""
+    reply: bool = False
+    """The message opens with a reply to the assistant's last message."""
+    closed: bool = True
+    """The assistant's last message closed its task (or there is none)."""
 
 
 class Verdict(NamedTuple):
@@ -97,31 +105,8 @@ def turn_texts(conversation: Sequence[Message], s: SemanticSettings) -> TurnText
     before = [m.content for m in conversation[: users[-1]] if m.role == "assistant" and m.content.strip()]
     assistant = " ".join(before[-1].split()[-s.assistant_words :]) if before and s.assistant_weight > 0 else None
     text = conversation[users[-1]].content
-    return TurnTexts(text, split_clauses(text), earlier, assistant)
-
-
-def split_clauses(text: str) -> tuple[str, ...]:
-    """The clauses of a message (of two words or more: "Yes", "Thanks" never name an agent), or ()
-    when it has fewer than two."""
-    parts = (_LEADING.sub("", p.strip()) for p in _CLAUSE.split(text))
-    clauses = tuple(p for p in parts if len(re.findall(r"\w+", p)) >= 2)
-    return clauses if len(clauses) > 1 else ()
-
-
-def agent_prototypes(agent: AgentSpec, s: SemanticSettings) -> list[str]:
-    """The texts an agent is matched against: description, its sentences and list items, examples.
-
-    Sentences and list items ("pin change", "Find a restaurant") are phrased as requests with
-    ``prototype_template`` ("help me with pin change"): that matches what users say better.
-    """
-    texts = [agent.description]
-    for sentence in _SENTENCE.split(agent.description):
-        listed = _LIST.match(sentence)
-        items = listed.group("items").rstrip(".") if listed else ""
-        parts = re.split(";" if ";" in items else ",", items) if listed else [sentence]
-        texts.extend(s.prototype_template.format(p.strip()) for p in parts if p.strip())
-    texts.extend(agent.examples if s.use_examples else ())
-    return list(dict.fromkeys(t.strip() for t in texts if t.strip()))
+    relation = handover(conversation, users[-1], s.reply_openers, s.task_closers)
+    return TurnTexts(text, split_intents(text), earlier, assistant, relation)
 
 
 def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
@@ -154,11 +139,20 @@ def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
         for agent, row, closeness in zip(named, turn.clauses, turn.clause_negative, strict=True)
     ]
     chosen |= {c.agent for c in checks if c.added}
+    switch = find_switch(turn.last, turn.previous, context, s)
+    if switch is not None:
+        previous, own = switch
+        chosen = (chosen - {previous}) | {own}
+        if s.handover and turn.reply and not turn.closed:
+            chosen.add(previous)
     ranked = sorted(chosen, key=lambda i: -float(scores[i]))
     kept = ranked[: s.max_routes]
     routes = sorted(kept, key=lambda i: named.index(i) if i in named else len(named))
     extras = tuple(i for i in ranked if i != best and scores[i] >= top - s.extra_margin)
-    why = why._replace(extras=extras, clauses=tuple(checks), capped=tuple(ranked[s.max_routes :]))
+    handed = switch is not None and switch[0] in chosen
+    why = why._replace(
+        extras=extras, clauses=tuple(checks), capped=tuple(ranked[s.max_routes :]), switch=switch, handover=handed
+    )
     return Verdict(routes, scores, why)
 
 
@@ -196,20 +190,6 @@ def _mix(turn: TurnScores, context: Any | None, s: SemanticSettings) -> Any:
     return (1.0 - w) * turn.last + w * context
 
 
-class AgentIndex(NamedTuple):
-    """A catalog's prototype vectors (prototypes, dim); ``starts``: each agent's first row."""
-
-    names: tuple[str, ...]
-    vectors: Any
-    starts: Any
-
-    def similarities(self, vectors: Any) -> Any:
-        """(texts, agents): each text's best similarity over each agent's prototypes."""
-        import numpy as np
-
-        return np.maximum.reduceat(vectors @ self.vectors.T, self.starts, axis=1)
-
-
 def _turn_scores(turn: TurnTexts, vectors: dict[str, Any], index: AgentIndex, negatives: tuple[Any, Any]) -> TurnScores:
     import numpy as np
 
@@ -219,8 +199,19 @@ def _turn_scores(turn: TurnTexts, vectors: dict[str, Any], index: AgentIndex, ne
     closing, small_talk = ((rows[:c] @ group.T).max(axis=1) for group in negatives)
     assistant = sims[e] if turn.assistant else None
     clause_negative = np.maximum(closing[1:], small_talk[1:])
+    relation = turn.handover or Handover(None, False, True)
+    previous = index.names.index(relation.previous) if relation.previous in index.names else None
     return TurnScores(
-        sims[0], sims[1:c], sims[c:e], assistant, float(closing[0]), float(small_talk[0]), clause_negative
+        sims[0],
+        sims[1:c],
+        sims[c:e],
+        assistant,
+        float(closing[0]),
+        float(small_talk[0]),
+        clause_negative,
+        previous,
+        relation.reply,
+        relation.closed,
     )
 
 

@@ -48,6 +48,10 @@ class Why(NamedTuple):
     extras: tuple[int, ...] = ()
     clauses: tuple[ClauseCheck, ...] = ()
     capped: tuple[int, ...] = ()
+    switch: tuple[int, int] | None = None
+    """(previous agent, the message's own agent) when the message switched away from the previous one."""
+    handover: bool = False
+    """The previous agent kept the turn too: the message opened with a reply to its open task."""
 
 
 def reason(why: Why, names: Sequence[str], s: SemanticSettings) -> str:
@@ -64,6 +68,8 @@ def reason(why: Why, names: Sequence[str], s: SemanticSettings) -> str:
     parts = [f"{head} >= min_similarity {_t(s.min_similarity)}" + _next(why, names)]
     parts += [f"{names[i]} within extra_margin {_t(s.extra_margin)} of {names[why.best]}" for i in why.extras]
     parts += [_clause(n, c, names, s) for n, c in enumerate(why.clauses, 1) if c.agent != why.best]
+    if why.switch is not None:
+        parts.append(_switch(why.switch, why.handover, names, s))
     if why.capped:
         parts.append(f"max_routes {s.max_routes}: left out {', '.join(names[i] for i in why.capped)}")
     return "; ".join(parts)
@@ -94,6 +100,15 @@ def _next(why: Why, names: Sequence[str]) -> str:
     if why.runner_up is None:
         return ""
     return f" (next {names[why.runner_up]} {_f(why.second)}, {_f(why.top - why.second)} behind)"
+
+
+def _switch(switch: tuple[int, int], handed: bool, names: Sequence[str], s: SemanticSettings) -> str:
+    previous, own = (names[i] for i in switch)
+    head = (
+        f"switch from {previous} to {own}: {own} >= switch_min_similarity {_t(s.switch_min_similarity)}, "
+        f">= switch_margin {_t(s.switch_margin)} ahead of {previous}"
+    )
+    return head + (f"; handover: the message replies to {previous}'s open task" if handed else "")
 
 
 def _clause(number: int, c: ClauseCheck, names: Sequence[str], s: SemanticSettings) -> str:

@@ -152,6 +152,34 @@ async def test_two_requests_in_one_message_reach_two_agents(engine: SemanticEngi
     assert reverse.routes == ["MessagingAgent", "WeatherAgent"]
 
 
+def named(*turns: tuple[str, str | None]) -> list[Message]:
+    """User and assistant turns, alternating, each assistant turn with the agent that wrote it."""
+    return [
+        Message(role="assistant" if i % 2 else "user", content=text, name=name) for i, (text, name) in enumerate(turns)
+    ]
+
+
+async def test_a_switch_that_answers_the_open_offer_reaches_both_agents(engine: SemanticEngine) -> None:
+    turns = named(
+        ("Find me a table for two at an Italian place", None),
+        ("Luigi's has a table at 8 pm. Shall I book it?", "RestaurantAgent"),
+        ("Not right now. What's the weather in Rome tomorrow?", None),
+    )
+    [result] = await decide(engine, RoutingRequest(event_id="e1", conversation=turns, agents=AGENTS))
+    assert sorted(result.routes) == ["RestaurantAgent", "WeatherAgent"]
+    assert "handover" in (result.reason or "")
+
+
+async def test_a_switch_after_a_closed_task_leaves_the_previous_agent(engine: SemanticEngine) -> None:
+    turns = named(
+        ("Book a table for two at Luigi's tonight", None),
+        ("Your table at Luigi's is booked for 8 pm.", "RestaurantAgent"),
+        ("Thanks! What's the weather in Rome tonight?", None),
+    )
+    [result] = await decide(engine, RoutingRequest(event_id="e1", conversation=turns, agents=AGENTS))
+    assert result.routes == ["WeatherAgent"]
+
+
 @pytest.mark.parametrize(
     "turns",
     [
