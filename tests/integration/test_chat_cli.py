@@ -55,7 +55,9 @@ async def test_piped_lines_print_decisions_streamed_replies_and_status_until_qui
 ) -> None:
     settings = make_settings(broker, valkey, prefix)
     agents = [story, rude, Recorder().agent("WeatherAgent")]
-    lines = "tell me a story\n\n  weather in Oslo?  \nrude\n/quit\nweather after quit\n"
+    # "rude" before the weather: the recording agent echoes "weather in Oslo?", and a one-word turn
+    # after a question goes back to the agent that asked (the continuation policy)
+    lines = "tell me a story\n\nrude\n  weather in Oslo?  \n/quit\nweather after quit\n"
     async with running(settings, CATALOG, agents) as client:
         await client.ask("warm-up", "weather?", timeout=30)
         code, out, _ = await _chat(settings, lines)
@@ -64,8 +66,8 @@ async def test_piped_lines_print_decisions_streamed_replies_and_status_until_qui
     decisions = [line for line in printed if line.startswith("  decision: ")]
     assert [d.split("]")[0] for d in decisions] == [
         "  decision: [StoryAgent",
-        "  decision: [WeatherAgent",
         "  decision: [RudeAgent",
+        "  decision: [WeatherAgent",
     ]
     assert f"    {'StoryAgent':<16}< Once upon a time." in printed
     assert f"    {'WeatherAgent':<16}< WeatherAgent: weather in Oslo?" in printed
