@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -226,12 +226,23 @@ async def _events(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-def bearer_tokens(specs: Sequence[AgentSpec], env: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Each agent's bearer token from its ``api_key_env``; CatalogError naming every one unset."""
+class _Keyed(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def api_key_env(self) -> str | None: ...
+
+
+def bearer_tokens(
+    specs: Sequence[_Keyed], env: Mapping[str, str] | None = None, *, kind: str = ""
+) -> dict[str, str | None]:
+    """Each agent's (or filter's: ``kind``) bearer token from its ``api_key_env``; CatalogError
+    naming every one unset."""
     env = os.environ if env is None else env
     missing = [f"{s.name} ({s.api_key_env})" for s in specs if s.api_key_env and not env.get(s.api_key_env)]
     if missing:
-        raise CatalogError(f"api_key_env not set in the environment for: {', '.join(missing)}")
+        where = f" {kind}" if kind else ""
+        raise CatalogError(f"api_key_env not set in the environment for{where}: {', '.join(missing)}")
     return {s.name: env[s.api_key_env] if s.api_key_env else None for s in specs}
 
 

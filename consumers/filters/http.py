@@ -18,7 +18,6 @@ Each input filter task becomes ``POST <url>`` with the chat-completions body of 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,9 +25,8 @@ from urllib.parse import urlsplit
 import httpx
 import msgspec
 from routeyard.consumers.agents.agent import ReplyError
-from routeyard.consumers.agents.http import CONNECT_TIMEOUT_S, FIRST_LINE_CHARS
+from routeyard.consumers.agents.http import CONNECT_TIMEOUT_S, FIRST_LINE_CHARS, bearer_tokens
 from routeyard.consumers.filters.filter import Filter, FilterResult
-from routeyard.router.catalog import CatalogError
 from routeyard.router.filters import FilterSpec
 from routeyard.schemas import AgentTask, Message
 
@@ -142,11 +140,7 @@ def _one_line(text: str) -> str:
 
 def filter_tokens(specs: Sequence[FilterSpec], env: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Each filter's bearer token from its ``api_key_env``; CatalogError naming every one unset."""
-    env = os.environ if env is None else env
-    missing = [f"{s.name} ({s.api_key_env})" for s in specs if s.api_key_env and not env.get(s.api_key_env)]
-    if missing:
-        raise CatalogError(f"api_key_env not set in the environment for filters: {', '.join(missing)}")
-    return {s.name: env[s.api_key_env] if s.api_key_env else None for s in specs}
+    return bearer_tokens(specs, env, kind="filters")
 
 
 def http_filters(
