@@ -119,6 +119,11 @@ class _Metrics:
             "Decisions/s the engine makes when always full, for the requests seen so far (the sim engine)",
         )
         self.pending = Gauge("routeyard_pending_correlations", "Correlations waiting on agents")
+        self.timeouts_held = Gauge(
+            "routeyard_correlator_timeouts_held_seconds",
+            "How far behind now the correlator's last sweep judged deadlines: its replies not yet read "
+            "(0 when caught up; an agent is not timed out while its reply may be among them)",
+        )
         self.filters = Counter(
             "routeyard_filter_total",
             "Filter attempts by outcome: passed, changed, blocked, error, timeout",

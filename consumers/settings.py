@@ -197,6 +197,7 @@ class RouterSettings(BaseModel):
         if self.pipeline == "auto":
             return self.engine in ("vllm", "openai", "sim")
         return self.pipeline == "on"
+
     max_in_flight: int = Field(default=1024, ge=1, le=100_000)
     """With the pipeline on: records fetched and not yet committed, at most (then fetching stops)."""
     prompt_max_tokens: int = Field(default=8192, ge=256)

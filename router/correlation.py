@@ -365,16 +365,24 @@ def redeliver(state: Correlation, now: float) -> Correlation:
     return msgspec.structs.replace(state, slots=new_slots, outbox=outbox, outbox_since=now)
 
 
-def on_deadline(state: Correlation, now: float, blocked: Collection[str] = ()) -> Transition:
+def on_deadline(
+    state: Correlation, now: float, blocked: Collection[str] = (), *, replies_read_to: float | None = None
+) -> Transition:
     """Attempts past their deadline time out (retried if attempts are left); due retries are sent,
     except to the agents in ``blocked`` (see ``_advance``).
 
+    ``replies_read_to``: every reply written before this time has been read (default ``now``). An
+    attempt whose deadline is later than that is not timed out yet, however late ``now`` is: its
+    reply may be among those still unread, and an agent that answered in time never counts as
+    timed out because the correlator fell behind.
+
     A final timeout drops an earlier attempt's error reply: the agent is reported timed out.
     """
+    cutoff = now if replies_read_to is None else min(now, replies_read_to)
     slots = list(state.slots)
     outcomes: list[Outcome] = []
     for i, s in enumerate(slots):
-        if s.status == "waiting" and s.deadline is not None and s.deadline <= now:
+        if s.status == "waiting" and s.deadline is not None and s.deadline <= cutoff:
             slots[i] = _settle(s, "timeout", s.reply, now)
             retry = slots[i].status == "retrying"
             if not retry:

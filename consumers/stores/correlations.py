@@ -170,11 +170,12 @@ class CorrelationStore:
                     pipe.set(key, b"1", ex=self._ttl)
                 await pipe.execute()
 
-    async def claim_due(self, now: float, limit: int = 200) -> list[str]:
-        """Keys whose wake time has passed, from every partition's wake set (up to ``limit`` from
-        each); each is pushed one lease ahead, so one sweeper has it."""
+    async def claim_due(self, now: float, limit: int = 200, *, due: float | None = None) -> list[str]:
+        """Keys whose wake time is at or before ``due`` (default ``now``), from every partition's wake
+        set (up to ``limit`` from each); each is pushed one lease past ``now``, so one sweeper has it."""
+        until = now if due is None else min(due, now)
         claimed = await asyncio.gather(
-            *(self._claim(keys=[wake], args=[now, now + self.lease_s, limit]) for wake in self.wake_keys)
+            *(self._claim(keys=[wake], args=[until, now + self.lease_s, limit]) for wake in self.wake_keys)
         )
         return [k.decode() if isinstance(k, bytes) else k for keys in claimed for k in keys]
 

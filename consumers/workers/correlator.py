@@ -75,6 +75,8 @@ Change = Callable[[Correlation, float, str, frozenset[str]], Step]
 class Correlator:
     tick: Callable[[], None] | None = None
     """Called on every turn of the batch loop (the process's liveness probe)."""
+    _sweep_read_to: float | None = None
+    """The running sweep's ``replies_read_to``: deadlines after it wait for the unread replies."""
 
     def __init__(
         self,
@@ -97,6 +99,10 @@ class Correlator:
         self._store = store
         self._outbox = Outbox(store, context, producer)
         self._turns = TurnLog(settings.log_turns)
+        self._read_to: dict[int, float] = {}
+        """Per replies partition: the newest record time (s) among the records handled."""
+        self._in_hand: dict[int, float] = {}
+        """Per replies partition: the oldest record time (s) in the batch being handled."""
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as group:
@@ -127,6 +133,17 @@ class Correlator:
                 await asyncio.wait_for(stop.wait(), interval)
 
     async def handle(self, records: Sequence[Record]) -> None:
+        for r in records:
+            at = r.timestamp / 1000
+            self._in_hand[r.partition] = min(self._in_hand.get(r.partition, at), at)
+        try:
+            await self._handle(records)
+        finally:
+            self._in_hand.clear()
+        for r in records:
+            self._read_to[r.partition] = max(self._read_to.get(r.partition, 0.0), r.timestamp / 1000)
+
+    async def _handle(self, records: Sequence[Record]) -> None:
         phases = Phases("correlate")
         replies: dict[str, list[AgentReply]] = defaultdict(list)
         sources: dict[str, list[Record]] = defaultdict(list)
@@ -188,10 +205,28 @@ class Correlator:
                 return False
         return True
 
+    async def replies_read_to(self, now: float) -> float:
+        """The time before which every reply on this correlator's partitions has been handled: ``now``
+        when it is caught up; else the time of the record it is at on the partition furthest
+        behind (never more than ``CATCH_UP_PATIENCE_S`` back: a correlator that cannot catch up
+        still times agents out). Record times are the producers' clocks, so skew between an
+        agent's host and this one shifts it by as much."""
+        read_to = now
+        for oldest in self._in_hand.values():
+            read_to = min(read_to, oldest)
+        for tp in self._consumer.assignment():
+            end = self._consumer.highwater(tp)
+            if end is not None and await self._consumer.position(tp) < end:  # behind: hold at what it read
+                read_to = min(read_to, self._read_to.get(tp.partition, 0.0))
+        return max(read_to, now - CATCH_UP_PATIENCE_S)
+
     async def sweep(self) -> int:
         METRICS.pending.set(await self._store.pending())
         phases = Phases("sweep")
-        keys = await self._store.claim_due(time.time())
+        now = time.time()
+        self._sweep_read_to = read_to = await self.replies_read_to(now)
+        METRICS.timeouts_held.set(now - read_to)
+        keys = await self._store.claim_due(now, due=read_to)
         if keys:
             phases.done("claim")
             await self._apply(keys, self._expire, phases)  # done markers are left alone: nothing is due
@@ -257,7 +292,7 @@ class Correlator:
             state = redeliver(state, now)
             rerun = list(state.outbox)
             METRICS.outbox_rerun.inc(len(rerun))
-        transition = on_deadline(state, now, blocked)
+        transition = on_deadline(state, now, blocked, replies_read_to=self._sweep_read_to)
         return self._observe(transition), rerun + transition.effects, transition.outcomes
 
     @staticmethod

@@ -19,6 +19,7 @@ from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.kafka.bus import Bus, Outgoing
 from routeyard.consumers.settings import Settings
 from routeyard.consumers.stores.correlations import CorrelationStore, decode_state
+from routeyard.consumers.workers.correlator import Correlator
 from routeyard.router.circuit import Breaker
 from routeyard.schemas import AgentReply, AgentTask, decision_decoder, encode, response_decoder
 
@@ -198,3 +199,24 @@ async def test_a_reply_after_the_response_is_recorded_late_and_not_published_aga
     values = await read_all(settings, settings.topics.responses)
     per_event = collections.Counter(r.event_id for r in map(response_decoder.decode, values))
     assert per_event == {response.event_id: 1}
+
+
+async def test_an_agent_that_answered_in_time_is_not_timed_out_while_the_correlator_is_behind(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agents answer at once, but the correlator handles one reply per 0.5 s, so the last
+    replies are read long after their 1 s deadlines: its sweeper must wait for them, not report
+    the agents timed out (as it did when it judged deadlines by the clock alone)."""
+    slow = Correlator._handle
+
+    async def behind(self: Correlator, records) -> None:
+        await asyncio.sleep(0.5)
+        await slow(self, records)
+
+    monkeypatch.setattr(Correlator, "_handle", behind)
+    settings = settings.model_copy(update={"correlator": settings.correlator.model_copy(update={"max_batch": 1})})
+    weather = Flaky("WeatherAgent")
+    async with running(settings, catalog(spec("WeatherAgent", "weather", timeout="1s")), [weather.agent()]) as client:
+        responses = await client.ask_many([client.event(f"b{i}", "weather?") for i in range(5)], timeout=30)
+    assert len(weather.tasks) == 5
+    assert [(r.status, r.timed_out) for r in responses] == [("complete", [])] * 5

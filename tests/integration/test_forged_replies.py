@@ -85,8 +85,7 @@ def forged_reply(event: ConversationEvent, step: int, agent_name: str, **fields:
 
 async def inject(settings: Settings, replies: list[dict[str, Any]]) -> None:
     outgoing = [
-        Outgoing(topic=settings.topics.replies, value=json.dumps(r).encode(), key=r["conversation_id"])
-        for r in replies
+        Outgoing(topic=settings.topics.replies, value=json.dumps(r).encode(), key=r["conversation_id"]) for r in replies
     ]
     async with publisher(settings) as producer:
         await producer.publish(outgoing)

@@ -50,9 +50,7 @@ def test_the_wheel_holds_routeyard_and_nothing_else(tmp_path: Path) -> None:
     assert {"routeyard/consumers/gateway/static/index.html", "routeyard/consumers/gateway/static/app.js"} <= set(names)
     packaged = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
     folders = {
-        "routeyard/" + str(p.parent.relative_to(ROOT))
-        for layer in LAYERS
-        for p in (ROOT / layer).rglob("__init__.py")
+        "routeyard/" + str(p.parent.relative_to(ROOT)) for layer in LAYERS for p in (ROOT / layer).rglob("__init__.py")
     }
     assert folders <= packaged, f"package folders missing from pyproject.toml: {sorted(folders - packaged)}"
     installed = tmp_path / "site"

@@ -222,3 +222,14 @@ def test_states_stored_before_retries_existed_still_decode() -> None:
     assert (state.slots[0].attempt, state.slots[0].retries) == (1, 0)
     final = on_deadline(state, 10.0)
     assert final.response is not None and final.response.timed_out == ["A"]
+
+
+def test_a_deadline_waits_for_the_replies_not_yet_read() -> None:
+    state = _start(msgspec.structs.replace(W, retries=0), R).state  # deadlines: NOW + 10 and NOW + 20
+    held = on_deadline(state, NOW + 30, replies_read_to=NOW + 9)
+    assert held.outcomes == [] and held.response is None  # both deadlines passed, but replies are unread
+    partly = on_deadline(state, NOW + 30, replies_read_to=NOW + 15)
+    assert [o.agent for o in partly.outcomes] == ["Weather"] and partly.response is None
+    answered = on_reply(partly.state, _reply(_task_id(1, "Restaurant"), "Restaurant"), NOW + 30)[0]
+    assert answered.response is not None and answered.response.status == "partial"
+    assert answered.response.timed_out == ["Weather"]
