@@ -1,6 +1,7 @@
 """How full the router keeps a (simulated) GPU, and the latency it adds over the ideal.
 
     python bench/gpu_feed.py [--rounds 2] [--turns 600] [--seconds 8] [--target-ceiling 100]
+                             [--loads max,half] [--bus tansu|memory]
 
 One process: tansu and Valkey (routeyard.consumers.dev.embedded), the router worker(s) on the
 ``sim`` engine (Plano-Orchestrator-4B on an H100, decisions by the rules engine inside it), the
@@ -9,13 +10,22 @@ fresh simulated GPU; phases alternate the one-batch-at-a-time worker (``pipeline
 pipelined one (``on``), with one and two router workers sharing the GPU, at:
 
 - maximum load: ``--turns`` turns sent at once; decisions/s = turns / (first sent -> last
-  decision read), against the simulator's ceiling for the turns' shape; busy = the engine's
-  time with a request in flight over that window;
+  decision read), against the simulator's ceiling for the turns' shape (its steady state when
+  always full) and against the ideal (the same turns replayed through the simulator's model,
+  each submitted the moment it was sent: what the GPU itself allows for this window, its ramp
+  and its tail included); busy = the engine's time with a request in flight over that window;
 - half load: turns paced at half the ceiling for ``--seconds``. Per turn: end to end = decision
   read here - turn sent; added = end to end - the simulator's latency for the same turn when
   every turn is submitted the moment it is sent (``sim_model.replay``: no batch boundaries, no
   Redis or Kafka in the way). Beside it, a bare relay hop over the same broker at the same rate
-  (an aiokafka consumer forwarding each fetched batch to another topic): the broker's floor.
+  (a consumer forwarding each fetched batch to another topic): the broker's floor. And the
+  router's own share: sent -> into the engine plus out of the engine -> decision read. "added"
+  also counts what a few milliseconds of that share cost inside a batching GPU: a turn that
+  reaches the engine just after a step began waits for the next one (vLLM admits new requests
+  at step boundaries), so its p99 tends to one step's time once the router takes over 1% of it.
+
+``--bus memory`` runs the same on the in-memory bus, where the relay hop is well under a
+millisecond: what the router itself adds, without this machine's tansu floor.
 
 The GPU is slowed (``ROUTEYARD_SIM__SPEED`` < 1) so that its ceiling is ``--target-ceiling``
 decisions/s: this machine's tansu and two shared cores move a few hundred turns/s through the
@@ -41,12 +51,12 @@ import msgspec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from routeyard.consumers.agents.agent import Agent, agent  # noqa: E402
 from routeyard.consumers.app import build_engine, run_agent, run_correlator, run_router  # noqa: E402
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey  # noqa: E402
 from routeyard.consumers.kafka.aio import KafkaBus  # noqa: E402
-from routeyard.consumers.kafka.bus import fetch, make_consumer, make_producer  # noqa: E402
+from routeyard.consumers.kafka.bus import Bus, Outgoing, Producer, next_offsets  # noqa: E402
+from routeyard.consumers.kafka.memory import MemoryBus  # noqa: E402
 from routeyard.consumers.settings import Settings  # noqa: E402
 from routeyard.router.catalog import load_catalog  # noqa: E402
 from routeyard.router.engines.base import RoutingRequest  # noqa: E402
@@ -91,11 +101,26 @@ def pct(values: Sequence[float], q: float) -> float:
 
 
 class Shared:
-    """One engine behind several router workers (one GPU): entered once, outside them."""
+    """One engine behind several router workers (one GPU): entered once, outside them. Notes when
+    each turn went into the engine and came out, so the router's own share of a turn's latency
+    (sent -> into the engine, out of the engine -> decision read) can be told from the GPU's."""
 
     def __init__(self, engine: Any) -> None:
         self._engine = engine
         self.name = engine.name
+        self.entered: dict[str, float] = {}
+        self.left: dict[str, float] = {}
+
+    async def decide(self, requests: Sequence[RoutingRequest]) -> list[Any]:
+        now = time.time()
+        for r in requests:
+            self.entered.setdefault(r.event_id, now)
+        try:
+            return list(await self._engine.decide(requests))
+        finally:
+            now = time.time()
+            for r in requests:
+                self.left.setdefault(r.event_id, now)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._engine, name)
@@ -135,32 +160,26 @@ def speed_for(catalog_path: Path, target: float) -> tuple[float, float]:
 class Reader:
     """Reads topics from their beginning (group-less) and notes when each event id arrives."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str]) -> None:
+    def __init__(self, bus: Bus, topics: Sequence[str]) -> None:
         self.arrived: dict[str, float] = {}
-        self._bootstrap, self._topics = bootstrap, topics
+        self._bus, self._topics = bus, topics
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Reader:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5)
+        consumer = self._bus.consumer(None)
         await consumer.start()
         parts = []
         for topic in self._topics:
-            for _ in range(50):
-                found = consumer.partitions_for_topic(topic)
-                if found:
-                    break
-                await consumer.topics()
-                await asyncio.sleep(0.1)
-            parts += [TopicPartition(topic, p) for p in sorted(found or ())]
+            parts += await consumer.partitions_for(topic)
         consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
+        await consumer.seek_to_beginning(parts)
         self._task = asyncio.create_task(self._read(consumer))
         return self
 
-    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+    async def _read(self, consumer: Any) -> None:
         try:
             while True:
-                for r in await fetch(consumer, max_records=5000, timeout_ms=5):
+                for r in await consumer.fetch(max_records=5000, timeout_ms=5):
                     self.arrived.setdefault(_ids.decode(r.value or b"{}").event_id, time.time())
         finally:
             await consumer.stop()
@@ -172,19 +191,21 @@ class Reader:
             await self._task
 
 
-async def relay(settings: Settings, source: str, sink: str, stop: asyncio.Event) -> None:
+async def relay(bus: Bus, settings: Settings, source: str, sink: str, stop: asyncio.Event) -> None:
     """The bare hop: fetch a batch, forward it, wait for the acks, commit."""
-    consumer, producer = make_consumer(settings.kafka, [source], "relay"), make_producer(settings.kafka)
+    consumer, producer = bus.consumer(f"{settings.topic_prefix}relay", [source]), bus.producer()
     await producer.start()
     await consumer.start()
     try:
         while not stop.is_set():
-            records = await fetch(
-                consumer, max_records=settings.router.max_batch, timeout_ms=settings.router.batch_wait_ms
+            records = await consumer.fetch(
+                max_records=settings.router.max_batch, timeout_ms=settings.router.batch_wait_ms
             )
             if records:
-                await asyncio.gather(*[await producer.send(sink, r.value, key=r.key) for r in records])
-                await consumer.commit()
+                await producer.publish(
+                    [Outgoing(topic=sink, value=r.value or b"", key=r.key.decode() if r.key else None) for r in records]
+                )
+                await consumer.commit(next_offsets(records))
     finally:
         await consumer.stop()
         await producer.stop()
@@ -196,9 +217,13 @@ class Row(msgspec.Struct):
     load: str
     rate: float
     ceiling: float
+    ideal: float
+    """Decisions/s of the same turns with each submitted to the simulator the moment it was sent."""
     busy: float
     e2e: list[float]
     added: list[float]
+    router: list[float]
+    """Per turn, ms: sent -> into the engine, plus out of the engine -> decision read."""
     relay: list[float]
 
 
@@ -222,23 +247,24 @@ async def phase(args: argparse.Namespace, n: int, pipeline: str, workers: int, l
     sim = engine.engines[0]
     assert isinstance(sim, SimEngine)
     stop = asyncio.Event()
+    bus: Bus = MemoryBus(partitions=8) if args.bus == "memory" else KafkaBus(settings.kafka)
     async with engine:
         shared: Any = Shared(engine)
-        tasks = [asyncio.create_task(run_router(settings, stop, engine=shared)) for _ in range(workers)]
-        tasks.append(asyncio.create_task(run_correlator(settings, stop)))
-        tasks += [
-            asyncio.create_task(run_agent(_answering(a), settings, stop))
-            for a in ("WeatherAgent", "MessagingAgent", "EchoAgent")
-        ]
         relay_in, relay_out = f"{tag}.relay.in", f"{tag}.relay.out"
         topics = (settings.topics.conversations, settings.topics.decisions, relay_in, relay_out)
-        await KafkaBus(settings.kafka).create_topics(dict.fromkeys(topics, 8))
+        await bus.create_topics(dict.fromkeys(topics, 8))
+        tasks = [asyncio.create_task(run_router(settings, stop, engine=shared, bus=bus)) for _ in range(workers)]
+        tasks.append(asyncio.create_task(run_correlator(settings, stop, bus)))
+        tasks += [
+            asyncio.create_task(run_agent(_answering(a), settings, stop, bus))
+            for a in ("WeatherAgent", "MessagingAgent", "EchoAgent")
+        ]
         if load == "half":
-            tasks.append(asyncio.create_task(relay(settings, relay_in, relay_out, stop)))
-        producer = make_producer(settings.kafka)
+            tasks.append(asyncio.create_task(relay(bus, settings, relay_in, relay_out, stop)))
+        producer = bus.producer()
         await producer.start()
         try:
-            row = await drive(args, settings, sim, producer, tag, workers, load, (relay_in, relay_out))
+            row = await drive(args, settings, bus, shared, producer, tag, workers, load, (relay_in, relay_out))
         finally:
             stop.set()
             await producer.stop()
@@ -247,32 +273,37 @@ async def phase(args: argparse.Namespace, n: int, pipeline: str, workers: int, l
 
 
 async def send(
-    producer: Any,
+    producer: Producer,
     topic: str,
     evs: Sequence[ConversationEvent],
     rate: float | None,
     sent: dict[str, float],
     relay_to: str | None = None,
 ) -> None:
-    futures, started = [], time.time()
-    for i, e in enumerate(evs):
-        if rate is not None and (ahead := started + i / rate - time.time()) > 0:
-            await asyncio.sleep(ahead)
-        sent[e.event_id] = time.time()
-        futures.append(await producer.send(topic, encode(e), key=e.conversation_id.encode()))
+    """At ``rate`` (turns/s): each turn (and its relay twin) published on its own, not awaited, so
+    pacing holds while the broker acknowledges; without a rate: all at once, in one publish."""
+
+    def records(e: ConversationEvent) -> list[Outgoing]:
+        out = [Outgoing(topic=topic, value=encode(e), key=e.conversation_id)]
         if relay_to is not None:
-            sent["r" + e.event_id] = time.time()
-            futures.append(
-                await producer.send(
-                    relay_to,
-                    encode(msgspec.structs.replace(e, event_id="r" + e.event_id)),
-                    key=e.conversation_id.encode(),
-                )
-            )
-    await asyncio.gather(*futures)
+            twin = msgspec.structs.replace(e, event_id="r" + e.event_id)
+            out.append(Outgoing(topic=relay_to, value=encode(twin), key=e.conversation_id))
+            sent[twin.event_id] = time.time()
+        sent[e.event_id] = time.time()
+        return out
+
+    if rate is None:
+        await producer.publish([o for e in evs for o in records(e)])
+        return
+    pending, started = [], time.time()
+    for i, e in enumerate(evs):
+        if (ahead := started + i / rate - time.time()) > 0:
+            await asyncio.sleep(ahead)
+        pending += [asyncio.create_task(producer.publish([o])) for o in records(e)]
+    await asyncio.gather(*pending)
 
 
-async def settle(producer: Any, settings: Settings, reader: Reader, tag: str, relay_in: str | None) -> None:
+async def settle(producer: Producer, settings: Settings, reader: Reader, tag: str, relay_in: str | None) -> None:
     """Warm-up: turns (and relay records) until every worker is in its group and answering."""
     sent: dict[str, float] = {}
     for k in range(60):
@@ -289,8 +320,9 @@ async def settle(producer: Any, settings: Settings, reader: Reader, tag: str, re
 async def drive(
     args: argparse.Namespace,
     settings: Settings,
-    sim: SimEngine,
-    producer: Any,
+    bus: Bus,
+    shared: Shared,
+    producer: Producer,
     tag: str,
     workers: int,
     load: str,
@@ -298,7 +330,8 @@ async def drive(
 ) -> Row:
     relay_in, relay_out = relay_topics
     half = load == "half"
-    async with Reader(args.bootstrap, [settings.topics.decisions, *([relay_out] if half else [])]) as reader:
+    sim = shared.engines[0]
+    async with Reader(bus, [settings.topics.decisions, *([relay_out] if half else [])]) as reader:
         await settle(producer, settings, reader, tag, relay_in if half else None)
         target = sim.ceiling()
         count = args.turns if not half else int(target * 0.5 * args.seconds)
@@ -329,6 +362,7 @@ async def drive(
         }
         replay(sim.profile, jobs.values())
         added = [e2e[i] - (j.done_at - j.arrival) * 1000 for i, j in jobs.items() if j.done_at is not None]
+        ideal_last = max((j.done_at for j in jobs.values() if j.done_at is not None), default=last)
         relayed = (
             [
                 (reader.arrived["r" + e.event_id] - sent["r" + e.event_id]) * 1000
@@ -338,20 +372,29 @@ async def drive(
             if half
             else []
         )
-        return Row("", workers, load, len(done) / (last - t0), sim.ceiling(), busy, list(e2e.values()), added, relayed)
+        rate, ideal = len(done) / (last - t0), len(jobs) / (ideal_last - t0)
+        router = [
+            ((shared.entered[i] - sent[i]) + (reader.arrived[i] - shared.left[i])) * 1000
+            for i in e2e
+            if i in shared.entered and i in shared.left
+        ]
+        return Row("", workers, load, rate, sim.ceiling(), ideal, busy, list(e2e.values()), added, router, relayed)
 
 
 def show(rows: list[Row]) -> None:
     print(
-        f"{'worker':<10} {'n':>2} {'load':<4} {'dec/s':>7} {'ceiling':>7} {'of ceil':>7} {'busy':>5} "
-        f"{'e2e p50':>8} {'e2e p99':>8} {'added p50':>9} {'added p99':>9} {'relay p50':>9} {'relay p99':>9}"
+        f"{'worker':<10} {'n':>2} {'load':<4} {'dec/s':>7} {'ceiling':>7} {'of ceil':>7} {'ideal':>7} {'of ideal':>8} "
+        f"{'busy':>5} {'e2e p50':>8} {'e2e p99':>8} {'added p50':>9} {'added p99':>9} "
+        f"{'router p50':>10} {'router p99':>10} {'relay p50':>9} {'relay p99':>9}"
     )
     for r in rows:
         relay_cols = f"{pct(r.relay, 0.5):9.1f} {pct(r.relay, 0.99):9.1f}" if r.relay else f"{'':>9} {'':>9}"
         print(
             f"{r.worker:<10} {r.workers:>2} {r.load:<4} {r.rate:7.1f} {r.ceiling:7.1f} "
-            f"{r.rate / r.ceiling:7.0%} {r.busy:5.0%} {pct(r.e2e, 0.5):8.1f} {pct(r.e2e, 0.99):8.1f} "
-            f"{pct(r.added, 0.5):9.1f} {pct(r.added, 0.99):9.1f} {relay_cols}",
+            f"{r.rate / r.ceiling:7.0%} {r.ideal:7.1f} {r.rate / r.ideal:8.0%} {r.busy:5.0%} "
+            f"{pct(r.e2e, 0.5):8.1f} {pct(r.e2e, 0.99):8.1f} "
+            f"{pct(r.added, 0.5):9.1f} {pct(r.added, 0.99):9.1f} "
+            f"{pct(r.router, 0.5):10.1f} {pct(r.router, 0.99):10.1f} {relay_cols}",
             flush=True,
         )
 
@@ -360,7 +403,7 @@ async def bench(args: argparse.Namespace) -> None:
     rows: list[Row] = []
     n = 0
     for _ in range(args.rounds):
-        for load in ("max", "half"):
+        for load in args.loads:
             for workers in (1, 2):
                 for pipeline in ("off", "on"):
                     n += 1
@@ -376,7 +419,17 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=600, help="turns sent at once at maximum load")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of paced sending at half load")
     parser.add_argument("--target-ceiling", type=float, default=100.0, help="the slowed GPU's ceiling (decisions/s)")
+    parser.add_argument("--loads", default="max,half", help="which loads to run, comma-separated: max, half")
+    parser.add_argument(
+        "--bus",
+        choices=("tansu", "memory"),
+        default="tansu",
+        help="the broker: tansu, or the in-memory bus (no broker floor: what the router itself adds)",
+    )
     args = parser.parse_args()
+    args.loads = [x for x in args.loads.split(",") if x]
+    if not args.loads or set(args.loads) - {"max", "half"}:
+        parser.error("--loads takes max, half or both (comma-separated)")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker, EmbeddedValkey() as valkey:
         args.catalog = Path(tmp) / "agents.yaml"
         args.catalog.write_text(CATALOG)

@@ -4,6 +4,8 @@ Valkey and on a 3-primary Valkey cluster, in one run.
 
     python bench/redis_scale.py [--turns 2000] [--batch 32] [--partitions 8] [--before dda2dad]
 
+``--before`` takes any revision: one with partition-aligned keys runs on the cluster too.
+
 A turn is the store calls the router and the correlator make for it, driven directly (no broker):
 the user message admitted into its context (guarded by its correlation key), the correlation
 staged with its decision and task, the outbox carried out and cleared; then the agent's reply
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import inspect
 import subprocess
 import sys
 import tempfile
@@ -71,7 +74,7 @@ def old_modules(rev: str) -> tuple[ModuleType, ModuleType]:
 
 class Stores:
     def __init__(self, client: Redis, ns: str, ctx_mod: ModuleType, corr_mod: ModuleType, partitions: int) -> None:
-        self.new = ctx_mod is new_context
+        self.new = "partitions" in inspect.signature(ctx_mod.ContextStore).parameters  # partition-aligned keys
         extra = {"partitions": partitions} if self.new else {}
         self.context = ctx_mod.ContextStore(client, ns, max_messages=32, ttl_s=3600, **extra)
         self.store = corr_mod.CorrelationStore(client, ns, ttl_s=3600, lease_s=30, **extra)

@@ -34,6 +34,9 @@ SEEN_IDS_KEPT = 128
 skiplist, bigger than the context it guards (figures: bench/README.md). 128
 ids cover the last 64 turns (a user turn and its agents' replies are one id each), while a
 redelivered event comes back within seconds or minutes."""
+SEEN_TRIM_EVERY = 16
+"""The seen set is trimmed once per this many new ids (not on every append: one operation less per
+append), to its newest ``kept - SEEN_TRIM_EVERY``: it remembers at least that many."""
 DEFAULT_MAX_BYTES = 512 * 1024
 """Bytes of stored messages kept per conversation (JSON as stored)."""
 
@@ -45,13 +48,17 @@ for k = 1, #KEYS, 3 do
   local held, items = false, nil
   if guard ~= ctx then held = redis.call('GET', guard) end
   if not held and not redis.call('ZSCORE', seen, id) then
-    -- make room first: the set never grows past ``kept``, so it keeps its compact encoding;
-    -- scores count up, so the oldest id goes first
-    redis.call('ZREMRANGEBYRANK', seen, 0, -kept)
+    -- scores count up by one per id; every EVERY-th id the set is cut to its newest kept - EVERY,
+    -- so it never holds more than ``kept`` (its compact encoding) and is trimmed once per EVERY ids
     local last = redis.call('ZRANGE', seen, -1, -1, 'WITHSCORES')
-    redis.call('ZADD', seen, (tonumber(last[2]) or 0) + 1, id)
-    for i = a + 2, a + 1 + n do redis.call('RPUSH', ctx, ARGV[i]) end
-    redis.call('LTRIM', ctx, -max, -1)
+    local score = (tonumber(last[2]) or 0) + 1
+    redis.call('ZADD', seen, score, id)
+    if score % EVERY == 0 then redis.call('ZREMRANGEBYSCORE', seen, '-inf', score - kept + EVERY) end
+    local len = 0
+    for i = a + 2, a + 1 + n, 1000 do  -- one RPUSH per thousand messages (Lua's unpack limit)
+      len = redis.call('RPUSH', ctx, unpack(ARGV, i, math.min(i + 999, a + 1 + n)))
+    end
+    if len > max then redis.call('LTRIM', ctx, -max, -1) end
     items = redis.call('LRANGE', ctx, 0, -1)
     local bytes, keep = 0, #items
     for i = #items, 1, -1 do
@@ -74,7 +81,7 @@ for k = 1, #KEYS, 3 do
   a = a + 2 + n
 end
 return out
-"""
+""".replace("EVERY", str(SEEN_TRIM_EVERY))
 """Appends of a batch in one call. KEYS: (ctx, seen, guard) per append (guard: the correlation key
 that must be absent for the append to happen; the ctx key itself for no guard); ARGV: max
 messages, ttl, seen ids kept, read ('1' returns per append the guard's value, or '' and the
@@ -125,7 +132,7 @@ class ContextStore:
         self._max = max_messages
         self._max_bytes = max_bytes
         self._ttl = ttl_s
-        self.seen_kept = max(SEEN_IDS_KEPT, 2 * max_messages)
+        self.seen_kept = max(SEEN_IDS_KEPT, 2 * max_messages + SEEN_TRIM_EVERY)
         self._script = redis.register_script(_APPEND)
 
     def keys(self, tenant: str | None, conversation_id: str) -> list[str]:

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as redis
 from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.stores.connection import _HiredisPacking, connect_redis
-from routeyard.consumers.stores.context import Append, ContextStore
+from routeyard.consumers.stores.context import SEEN_TRIM_EVERY, Append, ContextStore
 from routeyard.consumers.stores.correlations import CorrelationStore, Outbox, Stored, Write, decode_state
 from routeyard.consumers.stores.marks import TaskMarks
 from routeyard.router.correlation import Correlation, Effect, start
@@ -83,12 +83,13 @@ async def test_the_seen_ids_stay_compact_and_still_catch_recent_redeliveries(
     redis_client: redis.Redis, prefix: str
 ) -> None:
     store = ContextStore(redis_client, prefix, max_messages=32, ttl_s=600)
-    assert store.seen_kept == 128 and ContextStore(redis_client, prefix, max_messages=100, ttl_s=600).seen_kept == 200
+    assert store.seen_kept == 128 and ContextStore(redis_client, prefix, max_messages=100, ttl_s=600).seen_kept == 216
     turns = [Append(None, "long", f"event-{i:04d}", [Message(role="user", content=f"turn {i}")]) for i in range(300)]
-    for start_at in range(0, 300, 50):
-        await store.append_many(turns[start_at : start_at + 50])
     seen = store.keys(None, "long")[1]
-    assert await redis_client.zcard(seen) == 128
+    for start_at in range(0, 300, 25):
+        await store.append_many(turns[start_at : start_at + 25])
+        assert await redis_client.zcard(seen) <= 128
+    assert 128 - SEEN_TRIM_EVERY <= await redis_client.zcard(seen) <= 128  # trimmed once per SEEN_TRIM_EVERY ids
     assert await redis_client.object("encoding", seen) == b"listpack"  # compact, not a skiplist
     before = [m.content for m in await store.load(None, "long")]
     await store.append_many(turns[-64:])  # the last 64 turns redelivered: nothing appended again
@@ -220,3 +221,11 @@ async def test_workers_pack_commands_with_hiredis_on_tcp_and_unix_sockets(
     finally:
         server.terminate()
         server.wait(10)
+
+
+async def test_an_append_of_thousands_of_messages_keeps_the_newest(redis_client: redis.Redis, prefix: str) -> None:
+    """One append larger than Lua's unpack limit (pushed a thousand at a time), trimmed to max_messages."""
+    store = ContextStore(redis_client, prefix, max_messages=32, ttl_s=600)
+    many = [Message(role="user", content=f"m{i}") for i in range(2500)]
+    await store.append_many([Append(None, "big", "one", many)])
+    assert [m.content for m in await store.load(None, "big")] == [f"m{i}" for i in range(2468, 2500)]
