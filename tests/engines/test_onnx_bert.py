@@ -5,7 +5,8 @@
   sentence-transformers) matched to 1e-4.
 - Where sentence-transformers is installed (the test extra): a few hundred texts of the development
   sets, each vector's cosine with sentence-transformers' >= 0.9999.
-- In a fresh interpreter: building and running the semantic engine imports no torch and writes
+- In a fresh interpreter: building and running the semantic engine imports no torch, ``onnx`` or
+  ``tokenizers`` and writes
   nothing to stderr but the one build line.
 - Malformed weight files: a one-line ``EncoderUnavailable``, never a numpy error.
 """
@@ -89,7 +90,8 @@ from routeyard.router.engines.embedding import OnnxMiniLM
 settings = Settings(router={"engine": "semantic"}, semantic={"cache_dir": sys.argv[1]})
 check_engine(settings)
 vectors = OnnxMiniLM(cache_dir=sys.argv[1], quantize=True).encode(["book a table", "hi"])
-print(vectors.shape, sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers"}))
+heavy = {"torch", "transformers", "onnx", "tokenizers"}  # the demo's environment has none of them
+print(vectors.shape, sorted(m for m in sys.modules if m.split(".")[0] in heavy))
 """
 
 
