@@ -1,8 +1,10 @@
 """int8 matrix products for a graph built by ``onnx_bert``, as ONNX Runtime's ``quantize_dynamic`` writes
 them (``per_channel=True, reduce_range=True``, int8 weights), without the ``onnx`` package:
 
-- each weight matrix (in x out) quantized per output column, symmetric, to 7 bits (-64..63: no
-  overflow in the u8 x s8 products of CPUs without VNNI), scale = 2 max|w| / 127, zero point 0;
+- each weight matrix (in x out) quantized per output column, symmetric, in the reduced range
+  -64..64 (no overflow in the u8 x s8 pair sums of CPUs without VNNI: 2 x 255 x 64 < 2**15),
+  scale = max|w| / 64, zero point 0: the same bytes as ``quantize_dynamic`` writes (its
+  ``ONNX_INT_TYPE_REDUCED_RANGE``), so the model decides as the one built with ``onnx`` did;
 - each activation quantized per run: ``DynamicQuantizeLinear`` (uint8, its own scale and zero
   point), shared by the products that read the same tensor (Q, K and V);
 - ``MatMulInteger`` -> ``Cast`` to float -> ``Mul`` by (activation scale x column scales).
@@ -19,7 +21,7 @@ import numpy as np
 
 __all__ = ["quantize_columns", "quantized_dense"]
 
-_LOW, _HIGH = -64, 63
+_LOW, _HIGH = -64, 64
 
 
 class _Builder(Protocol):
@@ -35,9 +37,9 @@ class _Builder(Protocol):
 def quantize_columns(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weights, float32 scale per column) with ``weight ~= q * scale``."""
     absmax = np.abs(weight).max(axis=0).astype(np.float32)
-    scale = (absmax * 2 / (_HIGH - _LOW)).astype(np.float32)
-    scale[scale == 0] = 1.0
-    q = np.clip(np.round(weight / scale), _LOW, _HIGH).astype(np.int8)
+    scale = (absmax.astype(np.float64) * 2 / (_HIGH - _LOW)).astype(np.float32)
+    scale[scale < np.finfo(np.float32).tiny] = 1.0
+    q = np.clip(np.round(weight.astype(np.float32) / scale), _LOW, _HIGH).astype(np.int8)
     return q, scale
 
 
