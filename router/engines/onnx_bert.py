@@ -1,4 +1,4 @@
-"""A BERT encoder's ONNX graph, built from its ``model.safetensors`` with numpy and ``onnx`` (no torch).
+"""A BERT encoder's ONNX graph, built from its ``model.safetensors`` with numpy alone (no torch, no ``onnx``).
 
 ``build_bert(folder, target)`` reads the folder's ``config.json`` and weights and writes a graph with
 the inputs ``input_ids``, ``attention_mask`` and ``token_type_ids`` (int64, batch x tokens) and the
@@ -13,7 +13,9 @@ computes it in eval mode:
 Weights are read by the safetensors format itself (8-byte little-endian header length, a JSON
 header of dtype/shape/offsets, then the raw little-endian buffers), so not even the ``safetensors``
 package is needed. Only absolute position embeddings and the exact GELU are supported: another
-configuration raises ``EncoderUnavailable`` rather than computing something else.
+configuration raises ``EncoderUnavailable`` rather than computing something else. The model file
+is written by ``onnx_proto`` (no ``onnx`` package); ``quantize=True`` writes the int8 graph of
+``onnx_quant`` instead of onnxruntime's quantizer (which needs ``onnx``).
 """
 
 from __future__ import annotations
@@ -25,13 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from routeyard.router.engines.onnx_proto import Node, model_bytes
+from routeyard.router.engines.onnx_quant import quantized_dense
 from routeyard.router.errors import EncoderUnavailable
 
-__all__ = ["INPUTS", "OUTPUT", "build_bert", "read_safetensors"]
+__all__ = ["INPUTS", "OUTPUT", "bert_graph", "build_bert", "read_safetensors"]
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT = "last_hidden_state"
 OPSET = 17  # LayerNormalization
+IR_VERSION = 8  # readable by every ONNX Runtime routeyard allows (>= 1.17)
+FLOAT, INT64 = 1, 7  # TensorProto.DataType
 _MAX_HEADER = 100 * 1024 * 1024
 _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32}
 
@@ -69,32 +75,41 @@ class _Graph:
     """Nodes and initializers, each node's output named after its operator and a counter."""
 
     def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.weights: dict[str, Any] = {}
+        self.nodes: list[Node] = []
+        self.weights: dict[str, np.ndarray] = {}
+        self.quantized: dict[str, tuple[str, str, str]] = {}
+        self.widths: dict[str, int] = {}  # float tensors of shape (batch, tokens, width)
         self._count = 0
 
     def const(self, name: str, array: np.ndarray) -> str:
         """An initializer (added once: a later call with the same name reuses the first)."""
-        from onnx import numpy_helper
-
         if name not in self.weights:
-            self.weights[name] = numpy_helper.from_array(np.ascontiguousarray(array), name)
+            self.weights[name] = np.ascontiguousarray(array)
+        return name
+
+    def states(self, name: str, width: int) -> str:
+        """Record ``name`` as (batch, tokens, width): ONNX Runtime fuses Add + LayerNormalization
+        into SkipLayerNormalization only where it knows the shapes."""
+        self.widths[name] = width
         return name
 
     def op(self, op_type: str, *inputs: str, out: str = "", **attrs: Any) -> str:
-        from onnx import helper
+        return self.ops(op_type, *inputs, outs=(out,), **attrs)[0]
 
+    def ops(self, op_type: str, *inputs: str, outs: tuple[str, ...] = ("",), **attrs: Any) -> tuple[str, ...]:
+        """A node of ``len(outs)`` outputs (an empty name: one made up)."""
         self._count += 1
-        out = out or f"{op_type.lower()}_{self._count}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=f"{op_type}_{self._count}", **attrs))
-        return out
+        names = tuple(out or f"{op_type.lower()}_{self._count}_{i}" for i, out in enumerate(outs))
+        self.nodes.append(Node(op_type, inputs, names, f"{op_type}_{self._count}", attrs))
+        return names
 
 
 class _Bert:
     """The graph of one BERT, built node by node from its config and weights."""
 
-    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray]) -> None:
+    def __init__(self, config: dict[str, Any], weights: dict[str, np.ndarray], quantize: bool = False) -> None:
         self.g = _Graph()
+        self.quantize = quantize
         self.w = {name.removeprefix("bert."): array for name, array in weights.items()}
         self.hidden = int(config["hidden_size"])
         self.heads = int(config["num_attention_heads"])
@@ -135,13 +150,20 @@ class _Bert:
         g = self.g
         scale = g.const(f"{prefix}.weight", self.f32(f"{prefix}.weight"))
         shift = g.const(f"{prefix}.bias", self.f32(f"{prefix}.bias"))
-        return g.op("LayerNormalization", x, scale, shift, axis=-1, epsilon=self.eps)
+        return g.states(
+            g.op("LayerNormalization", g.states(x, self.hidden), scale, shift, axis=-1, epsilon=self.eps), self.hidden
+        )
 
     def dense(self, prefix: str, x: str, scale: float = 1.0) -> str:
         """x @ W.T + b (W stored transposed, so the MatMul's weight is a constant: int8-quantizable)."""
         g = self.g
-        weight = g.const(f"{prefix}.weight", (self.f32(f"{prefix}.weight") * scale).T)
-        return g.op("Add", g.op("MatMul", x, weight), g.const(f"{prefix}.bias", self.f32(f"{prefix}.bias") * scale))
+        weight = (self.f32(f"{prefix}.weight") * scale).T
+        bias = g.const(f"{prefix}.bias", self.f32(f"{prefix}.bias") * scale)
+        if self.quantize:
+            product = quantized_dense(g, prefix, x, weight)
+        else:
+            product = g.op("MatMul", x, g.const(f"{prefix}.weight", weight))
+        return g.states(g.op("Add", g.states(product, weight.shape[1]), bias), weight.shape[1])
 
     def heads_of(self, x: str, perm: list[int]) -> str:
         shape = self.g.const("head_shape", np.array([0, 0, self.heads, self.hidden // self.heads], np.int64))
@@ -167,7 +189,7 @@ class _Bert:
     def layer(self, prefix: str, x: str, bias: str) -> str:
         g = self.g
         context = self.attention(f"{prefix}attention.self.", x, bias)
-        attended = g.op("Add", self.dense(f"{prefix}attention.output.dense", context), x)
+        attended = g.op("Add", self.dense(f"{prefix}attention.output.dense", g.states(context, self.hidden)), x)
         x = self.norm(f"{prefix}attention.output.LayerNorm", attended)
         inner = self.gelu(self.dense(f"{prefix}intermediate.dense", x))
         return self.norm(f"{prefix}output.LayerNorm", g.op("Add", self.dense(f"{prefix}output.dense", inner), x))
@@ -180,22 +202,31 @@ def _check_config(config: dict[str, Any], folder: Path) -> None:
             raise EncoderUnavailable(f"{folder}/config.json: {key} is {config.get(key)!r}; only {value!r} is built")
 
 
-def build_bert(folder: Path, target: Path) -> Path:
-    """Write the ONNX graph of the BERT in ``folder`` (config.json + model.safetensors) to ``target``."""
-    from onnx import TensorProto, helper, save
-
+def bert_graph(folder: Path, *, quantize: bool = False) -> _Bert:
+    """The graph of the BERT in ``folder`` (config.json + model.safetensors), built in memory."""
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     _check_config(config, folder)
-    bert = _Bert(config, read_safetensors(folder / "model.safetensors"))
+    bert = _Bert(config, read_safetensors(folder / "model.safetensors"), quantize)
     bert.graph()
-    axes = ["batch", "tokens"]
-    inputs = [helper.make_tensor_value_info(name, TensorProto.INT64, axes) for name in INPUTS]
-    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [*axes, bert.hidden])]
-    graph = helper.make_graph(bert.g.nodes, "bert", inputs, outputs, initializer=list(bert.g.weights.values()))
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="routeyard")
-    model.ir_version = 8  # readable by every ONNX Runtime routeyard allows (>= 1.17)
+    return bert
+
+
+def build_bert(folder: Path, target: Path, *, quantize: bool = False) -> Path:
+    """Write the ONNX graph of the BERT in ``folder`` to ``target``; ``quantize``: int8 matrix products
+    (``onnx_quant``)."""
+    bert = bert_graph(folder, quantize=quantize)
+    axes: list[int | str] = ["batch", "tokens"]
+    data = model_bytes(
+        bert.g.nodes,
+        bert.g.weights,
+        [(name, INT64, axes) for name in INPUTS],
+        [(OUTPUT, FLOAT, [*axes, bert.hidden])],
+        [(name, FLOAT, [*axes, width]) for name, width in bert.g.widths.items()],
+        opsets={"": OPSET},
+        ir_version=IR_VERSION,
+    )
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.tmp")
-    save(model, str(partial))
+    partial.write_bytes(data)
     partial.replace(target)  # atomic: a concurrent reader never sees half a file
     return target

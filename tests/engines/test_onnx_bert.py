@@ -5,7 +5,8 @@
   sentence-transformers) matched to 1e-4.
 - Where sentence-transformers is installed (the test extra): a few hundred texts of the development
   sets, each vector's cosine with sentence-transformers' >= 0.9999.
-- In a fresh interpreter: building and running the semantic engine imports no torch and writes
+- In a fresh interpreter: building and running the semantic engine imports no torch, ``onnx`` or
+  ``tokenizers`` and writes
   nothing to stderr but the one build line.
 - Malformed weight files: a one-line ``EncoderUnavailable``, never a numpy error.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from routeyard.router.engines import embedding
 from routeyard.router.engines.embedding import OnnxMiniLM
 from routeyard.router.engines.onnx_bert import read_safetensors
 from routeyard.router.errors import EncoderUnavailable
@@ -85,11 +87,13 @@ BUILD_AND_RUN = """
 import sys, time
 from routeyard.consumers.app import check_engine
 from routeyard.consumers.settings import Settings
+from routeyard.router.engines import embedding
 from routeyard.router.engines.embedding import OnnxMiniLM
 settings = Settings(router={"engine": "semantic"}, semantic={"cache_dir": sys.argv[1]})
 check_engine(settings)
 vectors = OnnxMiniLM(cache_dir=sys.argv[1], quantize=True).encode(["book a table", "hi"])
-print(vectors.shape, sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers"}))
+heavy = {"torch", "transformers", "onnx", "tokenizers"}  # the demo's environment has none of them
+print(vectors.shape, sorted(m for m in sys.modules if m.split(".")[0] in heavy))
 """
 
 
@@ -101,7 +105,25 @@ def test_building_and_running_imports_no_torch_and_warns_nothing(tmp_path: Path)
     assert done.stdout.strip() == "(2, 384) []"
     assert done.stderr.startswith("building the ONNX model for all-MiniLM-L6-v2 ... done in "), done.stderr
     assert done.stderr.count("\n") == 1, done.stderr  # that one line, no third-party warning
-    assert (tmp_path / "all-MiniLM-L6-v2" / "model.int8.onnx").is_file()
+    assert (tmp_path / "all-MiniLM-L6-v2" / f"model.g{embedding.GRAPH_VERSION}.int8.onnx").is_file()
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_a_file_an_earlier_builder_left_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantize: bool
+) -> None:
+    stale = tmp_path / "all-MiniLM-L6-v2" / ("model.int8.onnx" if quantize else "model.onnx")
+    stale.parent.mkdir()
+    stale.write_bytes(b"written by the builder before GRAPH_VERSION")
+    built: list[Path] = []
+
+    def build(folder: Path, target: Path, *, quantize: bool) -> Path:
+        built.append(target)
+        return target
+
+    monkeypatch.setattr(embedding, "build_onnx", build)
+    path = embedding.prepare_onnx("all-MiniLM-L6-v2", cache_dir=tmp_path, quantize=quantize)
+    assert built == [path] and path != stale and path.parent == stale.parent
 
 
 @pytest.mark.parametrize(
