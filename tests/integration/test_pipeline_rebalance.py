@@ -60,7 +60,7 @@ class Talk:
         while len(turns) < MIN_TURNS or not self.enough.is_set():
             text = f"weather {conversation} turn {len(turns)}"
             turns.append(text)
-            self.responses.append(await self.client.ask(conversation, text, timeout=120))
+            self.responses.append(await self.client.ask(conversation, text, timeout=60))
 
     def total(self) -> int:
         return sum(len(t) for t in self.sent.values())
@@ -171,14 +171,14 @@ async def kill_one_mid_stream(broker: EmbeddedBroker, redis: EmbeddedValkey, pre
         "ROUTEYARD_ROUTER__ENGINE": "sim",
         "ROUTEYARD_ROUTER__PIPELINE": "on",
         "ROUTEYARD_ROUTER__MAX_IN_FLIGHT": "16",
-        "ROUTEYARD_SIM__SPEED": "10",
+        "ROUTEYARD_SIM__PROFILE": "plano-30b-a3b-h100",  # tens of ms a decision: turns in flight at the kill
         "ROUTEYARD_LOG_LEVEL": "INFO",
     }
     procs: list[subprocess.Popen[bytes]] = []
     try:
         async with running(settings, load_catalog(catalog_path), [agents.agent("WeatherAgent")], routers=0) as client:
             procs += [start_worker("router", settings, catalog_path, log, **env) for _ in range(2)]
-            talk = Talk(client, 24, "kill")
+            talk = Talk(client, 48, "kill")
             talking = asyncio.create_task(talk.run())
             await _progress(talk, 30)
             procs.append(start_worker("router", settings, catalog_path, log, **env))
