@@ -1,9 +1,9 @@
 """The pipelined router worker (``router.pipeline: on``) against a real 3-primary Valkey cluster.
 
 test_cluster.py runs the flow, crash and multi-intent tests on the cluster with the one-batch
-worker (the rules engine's default); here the same flows, the pipeline's own invariants
-(test_router_pipeline.py), a rebalance mid-stream, a SIGKILL and a SIGTERM run with the pipeline
-on. A key of one call in another slot fails the call (CROSSSLOT), so these pass only where the
+worker (the rules engine's default); here the same flows, a stream of multi-intent turns, the
+pipeline's own invariants (test_router_pipeline.py), a rebalance mid-stream, a SIGKILL and a
+SIGTERM run with the pipeline on. A key of one call in another slot fails the call (CROSSSLOT), so these pass only where the
 pipeline's calls (admit, write_many, the outbox) keep to one slot.
 """
 
@@ -16,7 +16,7 @@ from routeyard.consumers.dev.embedded import EmbeddedBroker
 from routeyard.consumers.kafka.bus import Bus
 from routeyard.consumers.settings import Settings
 
-from tests.integration import test_pipeline_rebalance, test_pipeline_shutdown
+from tests.integration import test_pipeline_multi_intent, test_pipeline_rebalance, test_pipeline_shutdown
 from tests.integration.cluster import EmbeddedValkeyCluster
 from tests.integration.stack import make_settings
 from tests.integration.test_pipeline import (  # noqa: F401  (collected here, on the cluster, pipelined)
@@ -46,6 +46,13 @@ async def test_a_third_worker_joins_and_one_stops_mid_stream_on_a_cluster(
 ) -> None:
     settings = make_settings(bus, valkey_cluster, prefix, pipeline="on", max_in_flight=16)  # type: ignore[arg-type]
     await test_pipeline_rebalance.stop_one_mid_stream(settings)
+
+
+async def test_parallel_and_sequential_turns_stream_through_the_pipeline_on_a_cluster(
+    bus: Bus, valkey_cluster: EmbeddedValkeyCluster, prefix: str
+) -> None:
+    settings = make_settings(bus, valkey_cluster, prefix, pipeline="on", max_in_flight=8)  # type: ignore[arg-type]
+    await test_pipeline_multi_intent.multi_intent_stream(settings)
 
 
 @pytest.mark.integration
