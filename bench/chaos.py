@@ -237,6 +237,8 @@ async def main(args: argparse.Namespace) -> int:
             }
         )
         await create_topics(settings, load_catalog(CATALOG))
+        router = settings.router.model_copy(update={"engine": args.engine, "pipeline": args.pipeline})
+        print(f"router: engine={args.engine} pipeline={args.pipeline} (pipelined worker: {router.pipelined()})")
         env = _env(settings, CATALOG, args)
         workers = {role: Worker(role, env, workdir / f"{role}.log") for role in ROLES}
         for w in workers.values():

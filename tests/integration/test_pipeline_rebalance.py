@@ -40,7 +40,7 @@ class Slow(RulesEngine):
     """The rules engine with a little latency per call, so turns overlap in the pipeline."""
 
     async def decide(self, requests: Sequence[RoutingRequest]) -> list[EngineResult]:
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)
         return await super().decide(requests)
 
 
@@ -136,6 +136,7 @@ async def stop_one_mid_stream(settings: Settings) -> None:
             await _progress(talk, 30)
             start(2)
             await joined(settings, group, 3, 4)
+            await _deciders(settings, 3)  # the joiner took partitions while the turns flow
             await _progress(talk, 30)
             stops[0].set()
             await asyncio.wait_for(workers[0], 30)  # left cleanly: its admitted turns finished, committed
@@ -150,8 +151,6 @@ async def stop_one_mid_stream(settings: Settings) -> None:
     for w in workers:
         w.result()
     _assert_once_and_in_order(talk, agents, await read_all(settings, settings.topics.responses))
-    deciders = {decision_decoder.decode(v).worker for v in await read_all(settings, settings.topics.decisions)}
-    assert len(deciders) == 3  # the joiner took partitions
 
 
 @pytest.mark.integration
