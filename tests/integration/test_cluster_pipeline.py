@@ -3,8 +3,8 @@
 test_cluster.py runs the flow, crash and multi-intent tests on the cluster with the one-batch
 worker (the rules engine's default); here the same flows, a stream of multi-intent turns, the
 pipeline's own invariants (test_router_pipeline.py), a rebalance mid-stream, a SIGKILL and a
-SIGTERM run with the pipeline on. A key of one call in another slot fails the call (CROSSSLOT), so these pass only where the
-pipeline's calls (admit, write_many, the outbox) keep to one slot.
+SIGTERM run with the pipeline on. A key of one call in another slot fails the call (CROSSSLOT),
+so these pass only where the pipeline's calls (admit, write_many, the outbox) keep to one slot.
 """
 
 from __future__ import annotations

@@ -79,6 +79,7 @@ async def _deciders(settings: Settings, count: int, timeout: float = 90) -> None
             decisions = await read_all(settings, settings.topics.decisions, settle=0.2)
             if len({decision_decoder.decode(v).worker for v in decisions}) >= count:
                 return
+            await asyncio.sleep(0.05)  # on the memory bus read_all may not yield: let the workers run
 
 
 def _assert_once_and_in_order(talk: Talk, agents: Recorder, responses_on_topic: list[bytes]) -> None:
