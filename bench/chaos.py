@@ -3,9 +3,10 @@
     python bench/chaos.py --conversations 2000 --kills 6 --seed 7
 
 Starts tansu (in-memory storage) and Valkey with AOF persistence, then `routeyard worker router`
-(rules engine, consumers/dev/demo/catalog.yaml), `routeyard worker correlator` and one
-`routeyard agent` process with the three demo agents (consumers/dev/demo/agents.py), each a child
-process. It publishes the conversations at ``--rate`` per second, SIGKILLs the router, the
+(rules engine, consumers/dev/demo/catalog.yaml; ``--engine sim`` or ``--pipeline on``: the
+pipelined router worker), `routeyard worker correlator` and one `routeyard agent` process with
+the three demo agents (consumers/dev/demo/agents.py), each a child process. It publishes the
+conversations at ``--rate`` per second, SIGKILLs the router, the
 correlator and the agent process at seeded random moments (each at least once when ``--kills``
 >= 3) and starts them again, restarts Valkey once (SIGTERM, a few seconds down, same port and
 data dir), waits for every response (``--deadline``), waits one outbox lease more for late
@@ -121,7 +122,7 @@ class Tally:
     dead_letters: int = 0
 
 
-def _env(settings: Settings, catalog: Path) -> dict[str, str]:
+def _env(settings: Settings, catalog: Path, args: argparse.Namespace) -> dict[str, str]:
     return dict(
         os.environ,
         PYTHONPATH=str(ROOT),
@@ -132,7 +133,9 @@ def _env(settings: Settings, catalog: Path) -> dict[str, str]:
         ROUTEYARD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
         ROUTEYARD_REDIS__URL=settings.redis.url.get_secret_value(),
         ROUTEYARD_ROUTER__CATALOG=str(catalog),
-        ROUTEYARD_ROUTER__ENGINE="rules",
+        ROUTEYARD_ROUTER__ENGINE=args.engine,
+        ROUTEYARD_ROUTER__PIPELINE=args.pipeline,
+        ROUTEYARD_SIM__SPEED=str(args.sim_speed),
         ROUTEYARD_ROUTER__MAX_BATCH="64",
         ROUTEYARD_LIFECYCLE__RETRY_MAX_DELAY_S="1",
         ROUTEYARD_LOG_LEVEL="WARNING",
@@ -234,7 +237,9 @@ async def main(args: argparse.Namespace) -> int:
             }
         )
         await create_topics(settings, load_catalog(CATALOG))
-        env = _env(settings, CATALOG)
+        router = settings.router.model_copy(update={"engine": args.engine, "pipeline": args.pipeline})
+        print(f"router: engine={args.engine} pipeline={args.pipeline} (pipelined worker: {router.pipelined()})")
+        env = _env(settings, CATALOG, args)
         workers = {role: Worker(role, env, workdir / f"{role}.log") for role in ROLES}
         for w in workers.values():
             w.start()
@@ -303,6 +308,14 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--fsync", choices=["always", "everysec"], default="always")
     parser.add_argument("--deadline", type=float, default=600.0, help="seconds to wait for every response")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds to watch for duplicates afterwards")
+    parser.add_argument("--engine", choices=["rules", "sim"], default="rules", help="the router's engine")
+    parser.add_argument(
+        "--pipeline",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the pipelined router worker (auto: on for sim)",
+    )
+    parser.add_argument("--sim-speed", type=float, default=1.0, help="with --engine sim: times faster than its GPU")
     return parser.parse_args()
 
 
