@@ -7,8 +7,9 @@ Three owned tasks, each one step of ``RouterWorker``'s batch, overlapping:
     decide    ``engine.decide([request])``: the engine's own batching (vLLM's continuous batching,
               the ``sim`` engine's model of it) decides what runs together, not fetch boundaries,
               and a turn is out as soon as its own answer is, not its batch's slowest
-    finish    every decided turn so far -> store correlations (one script call) -> publish ->
-              commit the offsets now contiguous
+    finish    every decided turn so far -> store correlations (one script call) -> publish
+    commit    the offsets now contiguous, one commit at a time, coalesced: the finisher never
+              waits for the broker's commit round trip, so a turn decided meanwhile is not held
 
 Why this design and not three stages over whole batches (fetch N+1 / decide N / publish N-1):
 with the staged design a turn still waits for the slowest answer of its batch (10-30 tokens:
@@ -91,15 +92,19 @@ class PipelinedRouter(RouterWorker):
         self._ready: list[Waiting] = []
         self._decided: asyncio.Queue[Decided | None] = asyncio.Queue()
         self._changed = asyncio.Event()
+        self._commit_due = asyncio.Event()
+        self._committing = asyncio.Lock()
         self._backoff = backoff_for(self._settings)
         self._consumer.subscribe([self._topics.conversations], on_revoked=self._revoked)
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 finisher = tasks.create_task(self._finish_loop(), name="route-finish")
+                committer = tasks.create_task(self._commit_loop(), name="route-commit")
                 await self._intake(stop)
                 await self._drain()
                 finisher.cancel()
+                committer.cancel()
         except ExceptionGroup as group:  # the first failure, as the one-batch worker raises it
             raise group.exceptions[0] from None
         await self._outbox.settle()
@@ -131,7 +136,7 @@ class PipelinedRouter(RouterWorker):
         self._ready = []
         while self._ledger.busy():
             await self._wait_changed(0.1)
-        await commit(self._consumer, self._ledger.committable())
+        await self._commit()
 
     async def _take(self, records: Sequence[Record]) -> None:
         await self._swap_catalog()
@@ -206,8 +211,20 @@ class PipelinedRouter(RouterWorker):
             decided = [d for d in items if d is not None]
             if decided:
                 await self._finish(decided)
-            await commit(self._consumer, self._ledger.committable())
-            self._changed.set()
+            self._commit_due.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_due.wait()
+            self._commit_due.clear()
+            await self._commit()
+
+    async def _commit(self, partitions: set[Partition] | None = None) -> None:
+        """Commit what is contiguous (in ``partitions``, or everywhere). One commit at a time, so
+        a partition's committed offset only moves forward; committed records free in-flight room."""
+        async with self._committing:
+            await commit(self._consumer, self._ledger.committable(partitions))
+        self._changed.set()
 
     async def _finish(self, decided: list[Decided]) -> None:
         """Store and publish; a failure that is a record's fault is isolated, the turn that still
@@ -258,7 +275,7 @@ class PipelinedRouter(RouterWorker):
         following = self._holds.release(waiting.conversation)
         if following is not None:
             self._ready.append(following)
-        self._decided.put_nowait(None)  # the finisher commits what is now contiguous
+        self._decided.put_nowait(None)  # wakes the finisher, which has what is now contiguous committed
 
     async def _rejected(self, dead: list[Rejected], claimed: Sequence[Waiting] = ()) -> None:
         """Publish the rejections, then finish the records (``claimed``: turns holding their
@@ -283,7 +300,7 @@ class PipelinedRouter(RouterWorker):
             self._ledger.abandon(w.record)
         while self._ledger.busy(partitions):
             await self._wait_changed(0.1)
-        await commit(self._consumer, self._ledger.committable(partitions))
+        await self._commit(partitions)
         self._ledger.forget(partitions)
 
 
