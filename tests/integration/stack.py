@@ -227,3 +227,21 @@ def start_worker(role: str, settings: Settings, catalog_path: Path, log: Path, *
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+async def stream(
+    client: RouteyardClient, events: Sequence[Any], *, chunk: int = 5, pause: float = 0.05, timeout: float = 180
+) -> list[Any]:
+    """Ask ``events`` ``chunk`` at a time every ``pause`` s (a steady stream, not one burst); their responses."""
+    asks = []
+    for i in range(0, len(events), chunk):
+        asks.append(asyncio.create_task(client.ask_many(events[i : i + chunk], timeout=timeout)))
+        await asyncio.sleep(pause)
+    return [r for batch in await asyncio.gather(*asks) for r in batch]
+
+
+async def tasks_seen(agents: Recorder, at_least: int, agent: str = "WeatherAgent", timeout: float = 90) -> None:
+    """Until ``agent`` has had ``at_least`` tasks."""
+    async with asyncio.timeout(timeout):
+        while len(agents.tasks.get(agent, [])) < at_least:
+            await asyncio.sleep(0.01)

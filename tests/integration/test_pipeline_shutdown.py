@@ -26,7 +26,16 @@ from routeyard.consumers.settings import Settings
 from routeyard.router.catalog import load_catalog
 from routeyard.schemas import RoutingDecision, decision_decoder, event_decoder, response_decoder
 
-from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
+from tests.integration.stack import (
+    Recorder,
+    make_settings,
+    read_all,
+    running,
+    spec,
+    start_worker,
+    stream,
+    tasks_seen,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +72,8 @@ async def sigterm_mid_load(settings: Settings, tmp_path: Path) -> None:
         recorders = [agents.agent("WeatherAgent", delay=0.01)]
         async with running(settings, load_catalog(catalog_path), recorders, routers=0) as client:
             events = [client.event(f"term-{i}", f"weather {i}?") for i in range(CONVERSATIONS)]
-            streaming = asyncio.create_task(_stream(client, events))
-            await _progress(agents, CONVERSATIONS // 4)
+            streaming = asyncio.create_task(stream(client, events, timeout=120))
+            await tasks_seen(agents, CONVERSATIONS // 4)
             signalled = datetime.now(UTC)
             began = time.monotonic()
             router.send_signal(signal.SIGTERM)
@@ -122,17 +131,3 @@ async def _below_committed(settings: Settings) -> set[str]:
         return below
     finally:
         await consumer.stop()
-
-
-async def _stream(client, events, chunk: int = 5, pause: float = 0.05):  # type: ignore[no-untyped-def]
-    asks = []
-    for i in range(0, len(events), chunk):
-        asks.append(asyncio.create_task(client.ask_many(events[i : i + chunk], timeout=120)))
-        await asyncio.sleep(pause)
-    return [r for batch in await asyncio.gather(*asks) for r in batch]
-
-
-async def _progress(agents: Recorder, at_least: int) -> None:
-    async with asyncio.timeout(90):
-        while len(agents.tasks.get("WeatherAgent", [])) < at_least:
-            await asyncio.sleep(0.01)

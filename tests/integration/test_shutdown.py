@@ -16,7 +16,16 @@ from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
 from routeyard.router.catalog import load_catalog
 from routeyard.schemas import response_decoder
 
-from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
+from tests.integration.stack import (
+    Recorder,
+    make_settings,
+    read_all,
+    running,
+    spec,
+    start_worker,
+    stream,
+    tasks_seen,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,9 +71,9 @@ async def test_sigterm_drains_router_and_correlator_and_exits_zero(
             events = [
                 client.event(f"term-{i}", "weather and a table?" if i % 2 else "weather?") for i in range(CONVERSATIONS)
             ]
-            streaming = asyncio.create_task(_stream(client, events))
+            streaming = asyncio.create_task(stream(client, events))
             for role, share in (("router", 4), ("correlator", 2)):
-                await _progress(agents, CONVERSATIONS // share)
+                await tasks_seen(agents, CONVERSATIONS // share)
                 exits[role] = await _terminate(procs[role])
                 procs[role] = start(role, settings, catalog_path, log)
             responses = await streaming
@@ -82,17 +91,3 @@ async def test_sigterm_drains_router_and_correlator_and_exits_zero(
     )
     assert sorted(on_topic) == sorted(e.event_id for e in events)
     assert max(on_topic.values()) == 1, [k for k, n in on_topic.items() if n > 1]
-
-
-async def _stream(client, events, chunk: int = 5, pause: float = 0.05):
-    asks = []
-    for i in range(0, len(events), chunk):
-        asks.append(asyncio.create_task(client.ask_many(events[i : i + chunk], timeout=180)))
-        await asyncio.sleep(pause)
-    return [r for batch in await asyncio.gather(*asks) for r in batch]
-
-
-async def _progress(agents: Recorder, at_least: int) -> None:
-    async with asyncio.timeout(90):
-        while len(agents.tasks.get("WeatherAgent", [])) < at_least:
-            await asyncio.sleep(0.01)
