@@ -40,7 +40,7 @@ async def send(args: argparse.Namespace, settings: Settings) -> int:
         if as_json:
             print(_json(response))
         else:
-            print(describe(await wait_decision(client, event.event_id), response), end="")
+            print(describe(await wait_decision(client, response), response), end="")
         return 0
 
 

@@ -17,13 +17,20 @@ from routeyard.schemas import ConversationResponse, RoutingDecision
 __all__ = ["decision_line", "describe", "wait_decision"]
 
 
-async def wait_decision(client: RouteyardClient, event_id: str, patience_s: float = 1.0) -> RoutingDecision | None:
-    """The decision of a turn whose response came, from a client that watches decisions (None if it
-    does not come within ``patience_s``: the decision is published before the tasks, but the
-    reader may lag behind)."""
+async def wait_decision(
+    client: RouteyardClient, response: ConversationResponse, patience_s: float = 15.0
+) -> RoutingDecision | None:
+    """The decision of a turn whose response came, from a client that watches decisions.
+
+    Every response but ``rejected`` comes from a correlation that began with a decision, and the
+    decision is published before the tasks, so it is certain to come; the decisions reader may only
+    lag behind the responses reader (seconds on a loaded machine). None for a rejected turn, or if
+    the decision does not come within ``patience_s``."""
+    if response.status == "rejected":
+        return None
     for _ in range(max(1, int(patience_s / 0.025))):
-        if event_id in client.decisions:
-            return client.decisions.pop(event_id)
+        if response.event_id in client.decisions:
+            return client.decisions.pop(response.event_id)
         await asyncio.sleep(0.025)
     return None
 

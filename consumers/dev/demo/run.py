@@ -23,7 +23,7 @@ async def play(settings: Settings, *, out: TextIO = sys.stdout, timeout: float =
                 event = client.event(conversation_id, text, mode=mode)
                 out.write(f"user      > {text}\n")
                 (response,) = await client.ask_many([event], timeout=timeout)
-                decision = await wait_decision(client, event.event_id)
+                decision = await wait_decision(client, response)
                 out.write(describe(decision, response))
                 out.flush()
                 responses.append(response)
