@@ -56,7 +56,8 @@ class _Metrics:
             "routeyard_batch_phase_seconds",
             "Per batch, the time each of its steps took: decode, claim (the sweeper's due keys), read (Redis),"
             " decide (engine), store (Redis compare-and-set, per attempt), publish (context appends, records"
-            " acknowledged)",
+            " acknowledged). The pipelined router (router.pipeline: on) times decode and read per fetch,"
+            " decide per turn, store and publish per group of turns finished together",
             ["stage", "phase"],
             buckets=HELD_BUCKETS,
         )

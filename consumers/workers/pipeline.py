@@ -17,6 +17,10 @@ up to twenty decode steps) and a batch arriving mid-decision waits for the engin
 it; both are latency the ideal (every turn submitted at its creation) does not have. Continuous
 flow has neither, and keeps the engine as full as the in-flight bound allows.
 
+Timing: ``routeyard_batch_phase_seconds{stage="route"}`` gets decode and read per fetch, decide
+per turn (its engine call), store and publish per finished group; ``routeyard_held_seconds`` each
+record's fetch -> outcome out, as the one-batch worker reports them.
+
 Invariants (tests/unit/test_flow.py, tests/integration/test_router_pipeline.py):
 - one turn per conversation in flight (``flow.Holds``): a later turn waits until the earlier is
   stored, then is admitted, so its context has the earlier turn, and a crash or retry never
@@ -42,7 +46,7 @@ from typing import NamedTuple, cast
 
 from routeyard.consumers import tracing
 from routeyard.consumers.kafka.bus import Partition, Record, commit
-from routeyard.consumers.metrics import METRICS
+from routeyard.consumers.metrics import METRICS, Phases, child
 from routeyard.consumers.retry import Action, backoff_for, classify, retrying
 from routeyard.consumers.stores.context import Append
 from routeyard.consumers.stores.correlations import Stored, decode_state
@@ -63,6 +67,7 @@ class Waiting(NamedTuple):
     record: Record
     key: str
     span: tracing.Span | None = None
+    fetched: float = 0.0  # perf_counter at its fetch: routeyard_held_seconds{stage="route"}
 
     @property
     def conversation(self) -> tuple[str | None, str]:
@@ -140,13 +145,16 @@ class PipelinedRouter(RouterWorker):
 
     async def _take(self, records: Sequence[Record]) -> None:
         await self._swap_catalog()
-        started_ns = time.time_ns()
+        started_ns, fetched = time.time_ns(), time.perf_counter()
+        phases = Phases("route")
         self._ledger.add(records)
         events, sources, dead = self._decode(records)
+        phases.done("decode")
         go: list[Waiting] = []
         for event, record in zip(events, sources, strict=True):
             span = tracing.started("routeyard.route", tracing.carrier(record.headers), at_ns=started_ns)
-            waiting = Waiting(event, record, self._store.key(event.tenant, event.conversation_id, event.event_id), span)
+            key = self._store.key(event.tenant, event.conversation_id, event.event_id)
+            waiting = Waiting(event, record, key, span, fetched)
             if self._holds.claim(waiting.conversation, waiting):
                 go.append(waiting)
         if dead:
@@ -160,6 +168,7 @@ class PipelinedRouter(RouterWorker):
         appends = [
             Append(w.event.tenant, w.event.conversation_id, w.event.event_id, w.event.messages, w.key) for w in go
         ]
+        phases = Phases("route")
         admitted, gate, picks = await retrying(
             lambda: asyncio.gather(
                 self._context.admit_many(appends),
@@ -169,6 +178,7 @@ class PipelinedRouter(RouterWorker):
             what="route admit",
             backoff=self._backoff,
         )
+        phases.done("read")
         group = Group(picks, gate, 0)
         reused: list[Waiting] = []
         for w, (held, context) in zip(go, admitted, strict=True):
@@ -200,6 +210,7 @@ class PipelinedRouter(RouterWorker):
             await self._ungroup(group)
             return
         latency_ms = (time.perf_counter() - started) * 1000
+        child(METRICS.phase_seconds, stage="route", phase="decide").observe(latency_ms / 1000)
         self._observe_engine()
         await self._decided.put(Decided(waiting, turn, request, result, latency_ms, group))
 
@@ -250,17 +261,20 @@ class PipelinedRouter(RouterWorker):
             await self._ungroup(d.group)
 
     async def _publish(self, decided: list[Decided]) -> None:
+        phases = Phases("route")
         writes = []
         for d in decided:
             self._picks = d.group.picks  # _open reads the picks of the turn's own admission (no await between)
             writes.append(self._open(d.turn, d.request, d.result, d.latency_ms, d.group.gate))
         stored = await self._store.write_many([w for w, _ in writes], time.time())
+        phases.done("store")
         items = {
             w.key: Stored(cast(Correlation, w.state), raw, effects)
             for (w, effects), raw in zip(writes, stored, strict=True)
             if raw
         }
         await self._outbox.carry_out(items)
+        phases.done("publish")
 
     async def _ungroup(self, group: Group) -> None:
         group.left -= 1
@@ -270,6 +284,8 @@ class PipelinedRouter(RouterWorker):
     def _finished(self, waiting: Waiting) -> None:
         """Its outcome is out: its offset may be committed, its conversation's next turn goes."""
         self._ledger.finish(waiting.record)
+        if waiting.fetched:
+            child(METRICS.held_seconds, stage="route").observe(time.perf_counter() - waiting.fetched)
         if waiting.span is not None:
             waiting.span.end()
         following = self._holds.release(waiting.conversation)

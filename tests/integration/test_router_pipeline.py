@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 from routeyard.consumers.app import create_topics, run_router
 from routeyard.consumers.dev.embedded import EmbeddedValkey
 from routeyard.consumers.kafka.bus import Bus
@@ -91,6 +92,42 @@ async def test_a_later_turn_is_decided_with_the_earlier_in_its_context(settings:
     for i in range(4):  # each turn saw every earlier one, and no later one
         assert engine.contexts[f"a{i}"] == [f"weather {k}" for k in range(i + 1)]
     assert engine.most <= 6  # max_in_flight
+
+
+def route_totals() -> dict[str, tuple[float, float]]:
+    """(count, sum) of each step of the route stage, and of the time it held records ("held")."""
+    sample = REGISTRY.get_sample_value
+    out = {
+        phase: tuple(
+            sample(f"routeyard_batch_phase_seconds_{s}", {"stage": "route", "phase": phase}) or 0.0
+            for s in ("count", "sum")
+        )
+        for phase in ("decode", "read", "decide", "store", "publish")
+    }
+    out["held"] = tuple(sample(f"routeyard_held_seconds_{s}", {"stage": "route"}) or 0.0 for s in ("count", "sum"))
+    return out
+
+
+async def test_each_step_of_a_turn_is_timed(settings: Settings) -> None:
+    """Where the pipelined worker's time goes, as the one-batch worker reports it: decode and
+    read per fetch, the engine per turn, store and publish per finished group, and every record's
+    time held from its fetch to its outcome out."""
+    engine, stop = Watched(delay=0.05), asyncio.Event()
+    before = route_totals()
+    worker = await routed(settings, engine, stop)
+    try:
+        values = [event(f"e{i}", f"c{i}", "weather") for i in range(10)]
+        await send(settings, settings.topics.conversations, values, [f"c{i}" for i in range(10)])
+        assert len(set(await decided(settings, 10))) == 10
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+    after = route_totals()
+    moved = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+    assert moved["decide"][0] == 10 and moved["decide"][1] >= 10 * 0.05, moved  # one per turn, the engine's time
+    assert moved["held"][0] == 10 and moved["held"][1] >= moved["decide"][1], moved  # held spans its decision
+    for phase in ("decode", "read", "store", "publish"):
+        assert 1 <= moved[phase][0] <= 10 and moved[phase][1] > 0, (phase, moved)
 
 
 async def test_in_flight_work_is_bounded(settings: Settings) -> None:
