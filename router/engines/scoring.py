@@ -299,16 +299,17 @@ def report_markdown(report: Report, title: str) -> str:
 def compare_markdown(a: Report, b: Report, names: tuple[str, str], title: str | None = None) -> str:
     """Two reports side by side with deltas (second minus first)."""
     first, second = names
+    delta = f"{second} - {first}"  # named, so that nobody reads a gain as a loss
     lines = [f"## {title or f'{first} vs {second}'}", ""]
     headline = zip(_headline(a), _headline(b), strict=True)
     lines += _table(
-        ["metric", first, second, "delta"],
+        ["metric", first, second, delta],
         [(m, _fmt(x, k), _fmt(y, k), _delta(x, y, k)) for (m, x, k), (_, y, _) in headline],
     )
     lines += ["", "### Accuracy per tag", ""]
-    lines += _table(["tag", "cases", first, second, "delta"], _side_by_side(a.per_tag, b.per_tag, _tag_cells))
+    lines += _table(["tag", "cases", first, second, delta], _side_by_side(a.per_tag, b.per_tag, _tag_cells))
     lines += ["", "### Per-agent F1", ""]
-    lines += _table(["agent", "expected", first, second, "delta"], _side_by_side(a.per_agent, b.per_agent, _f1_cells))
+    lines += _table(["agent", "expected", first, second, delta], _side_by_side(a.per_agent, b.per_agent, _f1_cells))
     return "\n".join(lines)
 
 

@@ -186,6 +186,7 @@ def test_compare_markdown_deltas() -> None:
     b = score(_cases(), better)
     text = compare_markdown(a, b, ("old", "new"))
     assert text.startswith("## old vs new")
+    assert "| metric | old | new | new - old |" in text  # the column says which way it subtracts
     assert "| exact set-match accuracy | 33.3% | 100.0% | +66.7 pp |" in text
     assert "| follow_up | 3 | 0.0% | 100.0% | +100.0 pp |" in text
     assert "| failed decisions | 1 | 0 | -1 |" in text
