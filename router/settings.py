@@ -17,6 +17,7 @@ __all__ = [
     "CLOSINGS",
     "DEFAULT_MODEL",
     "REPLY_OPENERS",
+    "REPLY_THANKS",
     "SMALL_TALK",
     "TASK_CLOSERS",
     "OpenAIConstraint",
@@ -62,6 +63,10 @@ that is good | that is perfect | that one | this one | no | nope | not now | not
 maybe later | nah | cool | fine | awesome | wonderful | excellent | good | yes | yeah | sure | alright | all right
 """)
 """How a reply to the assistant's last message opens (matched as whole words at the message's start)."""
+REPLY_THANKS = _phrases("""
+thanks | thank you | thx | appreciate
+""")
+"""Thanks in a reply's first sentence: the answer the user thanks for is done."""
 TASK_CLOSERS = _phrases("""
 anything else | something else | further assist | more help | else can i | else i can | anything more
 help you with anything | assist you with anything | need anything | other help | help you out some more
@@ -124,6 +129,12 @@ class SemanticSettings(BaseModel):
     handover: bool = True
     """On a switch that opens with a reply to the previous agent's open task, route to both."""
     reply_openers: tuple[str, ...] = REPLY_OPENERS
+    closed_context: float = Field(default=0.3, ge=0, le=1)
+    """After an assistant message that closed its agent's task (``task_closers``), the context counts
+    this much of its usual weight: the next message starts a new request more often than not."""
+    reply_thanks: tuple[str, ...] = REPLY_THANKS
+    """A reply whose first sentence thanks the assistant ("Great, thanks. Now a taxi") takes note of a
+    finished answer: it hands nothing back to the previous agent."""
     task_closers: tuple[str, ...] = TASK_CLOSERS
 
 

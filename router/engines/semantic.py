@@ -9,7 +9,9 @@ decided from its similarities by ``score_turn``, a pure function:
    mixed with the end of the assistant message the user answers (``assistant_weight``);
 2. scores: the last message's similarities mixed with the context, the more so the weaker the
    message (``weak_context_weight`` below ``weak_similarity``, ``context_weight`` from
-   ``strong_similarity``): "and tomorrow?" goes where the conversation was;
+   ``strong_similarity``): "and tomorrow?" goes where the conversation was; after an assistant
+   message that closed its agent's task ("anything else?"), the context counts ``closed_context``
+   as much: the next message usually starts a new request;
 3. no route when the message is a closing ("thanks, that's all"; a small-talk phrase counts
    ``small_talk_in_context`` as much mid-conversation) at least ``closing_similarity`` and
    ``closing_margin`` closer than to any agent, or when best score - ``negative_weight`` x that
@@ -22,7 +24,8 @@ decided from its similarities by ``score_turn``, a pure function:
    ``switch_min_similarity`` close and ``switch_margin`` ahead of the previous agent (the one that
    wrote the last assistant message, else the context's best), it replaces the previous agent;
    with ``handover``, the previous agent keeps the turn too when the message opens with a reply
-   to its still open task ("No, not now. Find me a flight" after "Shall I book the hotel?").
+   to its still open task ("No, not now. Find me a flight" after "Shall I book the hotel?"), unless
+   that reply's first sentence thanks it (``reply_thanks``: "Great, thanks. Now a taxi").
 
 ``scores`` in each result are the per-agent scores of step 2. Each prototype text is encoded once
 (a catalog's matrix is assembled once per ``agents`` tuple) and recent conversation texts are
@@ -85,6 +88,8 @@ class TurnScores(NamedTuple):
     """The message opens with a reply to the assistant's last message."""
     closed: bool = True
     """The assistant's last message closed its task (or there is none)."""
+    thanked: bool = False
+    """The message's opening sentence thanks the assistant for an answer that is done."""
 
 
 class Verdict(NamedTuple):
@@ -105,7 +110,7 @@ def turn_texts(conversation: Sequence[Message], s: SemanticSettings) -> TurnText
     before = [m.content for m in conversation[: users[-1]] if m.role == "assistant" and m.content.strip()]
     assistant = " ".join(before[-1].split()[-s.assistant_words :]) if before and s.assistant_weight > 0 else None
     text = conversation[users[-1]].content
-    relation = handover(conversation, users[-1], s.reply_openers, s.task_closers)
+    relation = handover(conversation, users[-1], s.reply_openers, s.task_closers, s.reply_thanks)
     return TurnTexts(text, split_intents(text), earlier, assistant, relation)
 
 
@@ -143,7 +148,7 @@ def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
     if switch is not None:
         previous, own = switch
         chosen = (chosen - {previous}) | {own}
-        if s.handover and turn.reply and not turn.closed:
+        if s.handover and turn.reply and not turn.closed and not turn.thanked:
             chosen.add(previous)
     ranked = sorted(chosen, key=lambda i: -float(scores[i]))
     kept = ranked[: s.max_routes]
@@ -187,6 +192,8 @@ def _mix(turn: TurnScores, context: Any | None, s: SemanticSettings) -> Any:
     span = max(s.strong_similarity - s.weak_similarity, 1e-6)
     strength = min(max((float(turn.last.max()) - s.weak_similarity) / span, 0.0), 1.0)
     w = s.weak_context_weight + strength * (s.context_weight - s.weak_context_weight)
+    if turn.closed and turn.previous is not None:
+        w *= s.closed_context
     return (1.0 - w) * turn.last + w * context
 
 
@@ -212,6 +219,7 @@ def _turn_scores(turn: TurnTexts, vectors: dict[str, Any], index: AgentIndex, ne
         previous,
         relation.reply,
         relation.closed,
+        relation.thanked,
     )
 
 

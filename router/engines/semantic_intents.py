@@ -9,7 +9,8 @@
   last assistant message (``Message.name``, where the pipeline recorded it), whether the user's
   message opens with a reply to that message ("ok", "thanks", "no, not now": a reply phrase of
   ``SemanticSettings.reply_openers``), whether that message closed the agent's task ("anything
-  else?", "your table is booked": ``task_closers``).
+  else?", "your table is booked": ``task_closers``), whether the reply's first sentence thanks it
+  (``reply_thanks``: the answer it thanks for is done, so the reply hands nothing back).
 
 Pure functions over strings; the thresholds that use them are in ``semantic.score_turn``.
 """
@@ -35,6 +36,7 @@ _INTENT = re.compile(
 )
 _LEADING = re.compile(rf"^(?:(?:{_CONNECTIVE}|but|so|please|now)\b[\s,]*)+", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
+_SENTENCE = re.compile(r"[.!?;]+(?:\s+|$)")
 
 
 class Handover(NamedTuple):
@@ -46,6 +48,8 @@ class Handover(NamedTuple):
     """The message opens with a reply to the assistant ("ok", "thanks", "no, not now")."""
     closed: bool
     """The assistant's message closed its task ("anything else?", "your table is booked"), or there is none."""
+    thanked: bool = False
+    """The message's opening sentence thanks the assistant ("Great, thanks. ..."): the answer it got is done."""
 
 
 def split_intents(text: str) -> tuple[str, ...]:
@@ -56,14 +60,19 @@ def split_intents(text: str) -> tuple[str, ...]:
 
 
 def handover(
-    conversation: Sequence[Message], last: int, openers: tuple[str, ...], closers: tuple[str, ...]
+    conversation: Sequence[Message],
+    last: int,
+    openers: tuple[str, ...],
+    closers: tuple[str, ...],
+    thanks: tuple[str, ...] = (),
 ) -> Handover:
     """``Handover`` for the user message at index ``last`` of ``conversation``."""
     text = conversation[last].content
     before = next((m for m in reversed(conversation[:last]) if m.role == "assistant" and m.content.strip()), None)
     closed = before is None or bool(_phrases(closers).search(before.content))
     reply = bool(_opening(openers).match(text))
-    return Handover(before.name if before else None, reply, closed)
+    thanked = reply and bool(_phrases(thanks).search(_SENTENCE.split(text.strip(), maxsplit=1)[0]))
+    return Handover(before.name if before else None, reply, closed, thanked)
 
 
 def find_switch(last: Any, previous: int | None, context: Any | None, s: SemanticSettings) -> tuple[int, int] | None:

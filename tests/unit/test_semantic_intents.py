@@ -10,7 +10,7 @@ import pytest
 from routeyard.router.engines.semantic import SemanticSettings, TurnScores, score_turn
 from routeyard.router.engines.semantic_intents import handover, split_intents
 from routeyard.router.engines.semantic_reason import reason
-from routeyard.router.settings import REPLY_OPENERS, TASK_CLOSERS
+from routeyard.router.settings import REPLY_OPENERS, REPLY_THANKS, TASK_CLOSERS
 from routeyard.schemas import Message
 
 
@@ -58,10 +58,26 @@ def test_a_message_that_does_not_open_with_a_reply_is_not_one() -> None:
     assert not relation.reply
 
 
+@pytest.mark.parametrize(
+    ("text", "thanked"),
+    [
+        ("Great, thanks. I also need a flight to Rome", True),
+        ("Thank you so much! Can you find me a flight?", True),
+        ("Okay, that works. Find me a flight too", False),
+        ("Yes, book it. Then a flight to Rome, thanks", False),
+    ],
+)
+def test_thanks_in_the_opening_sentence_mark_the_answer_as_done(text: str, thanked: bool) -> None:
+    turns = _conversation(("find a hotel", None), ("The Ritz has a room for $300.", "HotelAgent"), (text, None))
+    relation = handover(turns, 2, REPLY_OPENERS, TASK_CLOSERS, REPLY_THANKS)
+    assert relation.reply and not relation.closed
+    assert relation.thanked is thanked
+
+
 NAMES = ("HotelAgent", "FlightAgent", "WeatherAgent")
 
 
-def _turn(last: list[float], *, previous: int | None, reply: bool, closed: bool) -> TurnScores:
+def _turn(last: list[float], *, previous: int | None, reply: bool, closed: bool, thanked: bool = False) -> TurnScores:
     rows: Any = np.zeros((0, len(NAMES)))
     return TurnScores(
         last=np.array(last),
@@ -74,6 +90,7 @@ def _turn(last: list[float], *, previous: int | None, reply: bool, closed: bool)
         previous=previous,
         reply=reply,
         closed=closed,
+        thanked=thanked,
     )
 
 
@@ -101,3 +118,19 @@ def test_handover_off_keeps_only_the_new_agent() -> None:
 def test_a_weak_message_is_no_switch() -> None:
     verdict = score_turn(_turn([0.2, 0.3, 0.1], previous=0, reply=True, closed=False), SemanticSettings())
     assert [NAMES[i] for i in verdict.routes] == ["HotelAgent"]
+
+
+def test_a_switch_that_thanks_for_the_answer_leaves_the_previous_agent() -> None:
+    verdict = score_turn(_turn([0.2, 0.6, 0.1], previous=0, reply=True, closed=False, thanked=True), SemanticSettings())
+    assert [NAMES[i] for i in verdict.routes] == ["FlightAgent"]
+
+
+def test_after_a_closed_task_a_middling_message_outweighs_the_conversation() -> None:
+    last = [0.1, 0.4, 0.1]  # FlightAgent, too weak for a switch; the conversation was about hotels
+    s = SemanticSettings()
+    closed = score_turn(_turn(last, previous=0, reply=False, closed=True), s)
+    still_open = score_turn(_turn(last, previous=0, reply=False, closed=False), s)
+    assert [NAMES[i] for i in closed.routes] == ["FlightAgent"]
+    assert [NAMES[i] for i in still_open.routes] == ["HotelAgent"]
+    unchanged = score_turn(_turn(last, previous=0, reply=False, closed=True), SemanticSettings(closed_context=1.0))
+    assert [NAMES[i] for i in unchanged.routes] == ["HotelAgent"]
