@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
@@ -52,6 +53,10 @@ from routeyard.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+LATE_DECISIONS = 1024
+"""Answered turns whose decision may still come, kept per client (the newest): one consumer reads
+the responses and decisions topics, and may hand over a turn's response before its decision."""
 
 
 class RouteyardClient:
@@ -96,6 +101,8 @@ class RouteyardClient:
         self._watch_decisions = watch_decisions
         self.decisions: dict[str, RoutingDecision] = {}
         """With ``watch_decisions``: the decisions of this client's events, by event id."""
+        self._late: OrderedDict[str, tuple[str | None, str]] = OrderedDict()
+        """With ``watch_decisions``: answered events whose decision was not read yet (``LATE_DECISIONS``)."""
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -214,7 +221,11 @@ class RouteyardClient:
         finally:
             for e in events:
                 self._waiting.pop(e.event_id, None)
-                self._awaited.pop(e.event_id, None)
+                awaited = self._awaited.pop(e.event_id, None)
+                if self._watch_decisions and awaited is not None and e.event_id not in self.decisions:
+                    self._late[e.event_id] = awaited
+            while len(self._late) > LATE_DECISIONS:
+                self._late.popitem(last=False)
 
     async def stream(
         self,
@@ -308,7 +319,9 @@ class RouteyardClient:
             return
         if topic == self.topics.decisions and self._watch_decisions:
             decision = decision_decoder.decode(value)
-            if decision.event_id in self._waiting:
+            late = self._late.get(decision.event_id)
+            if decision.event_id in self._waiting or late == (decision.tenant or None, decision.conversation_id):
+                self._late.pop(decision.event_id, None)
                 self.decisions[decision.event_id] = decision
             if decision.event_id in self._feeds and self._matches("decision", decision, where or topic):
                 self._feeds[decision.event_id].put(decision)

@@ -10,7 +10,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from routeyard.consumers.cli.transcript import describe, wait_decision
-from routeyard.schemas import ConversationResponse, RoutingDecision
+from routeyard.consumers.client import RouteyardClient
+from routeyard.consumers.kafka.bus import Outgoing
+from routeyard.consumers.kafka.memory import MemoryBus
+from routeyard.schemas import ConversationResponse, RoutingDecision, encode
 
 DECISION = RoutingDecision(event_id="e1", conversation_id="c1", routes=[], mode="parallel", engine="semantic")
 
@@ -38,3 +41,30 @@ async def test_a_rejected_turn_has_no_decision_to_wait_for() -> None:
 async def test_a_decision_that_never_comes_ends_the_wait() -> None:
     response = ConversationResponse(event_id="e1", conversation_id="c1", status="complete")
     assert await wait_decision(_client(), response, patience_s=0.2) is None
+
+
+async def test_a_decision_read_after_its_response_is_kept() -> None:
+    """One consumer reads responses and decisions: the response can come first, and then the turn
+    is no longer awaited when its decision is read. The client keeps it (CI printed a no-route turn
+    without its decision line: the router writes both within milliseconds), and only for the
+    conversation the turn was sent in."""
+    bus = MemoryBus()
+    await bus.create_topics({"t.responses": 1, "t.decisions": 1, "t.conversations": 1})
+    async with RouteyardClient(bus=bus, prefix="t.", watch_decisions=True) as client:
+        event = client.event("c1", "thanks, bye")
+        asking = asyncio.ensure_future(client.ask_many([event], timeout=10))
+        while not bus.records("t.conversations"):
+            await asyncio.sleep(0.01)
+        response = ConversationResponse(event_id=event.event_id, conversation_id="c1", status="no_route")
+        await bus.producer().publish([Outgoing("t.responses", encode(response), key="c1")])
+        (answered,) = await asking
+        forged = RoutingDecision(
+            event_id=event.event_id, conversation_id="other", routes=["X"], mode="parallel", engine="x"
+        )
+        decision = RoutingDecision(
+            event_id=event.event_id, conversation_id="c1", routes=[], mode="parallel", engine="rules"
+        )
+        await bus.producer().publish(
+            [Outgoing("t.decisions", encode(forged), key="c1"), Outgoing("t.decisions", encode(decision), key="c1")]
+        )
+        assert await wait_decision(client, answered, patience_s=5) == decision
