@@ -56,7 +56,8 @@ log = logging.getLogger(__name__)
 
 LATE_DECISIONS = 1024
 """Answered turns whose decision may still come, kept per client (the newest): one consumer reads
-the responses and decisions topics, and may hand over a turn's response before its decision."""
+the responses and decisions topics, and may hand over a turn's response before its decision. Also
+the most decisions ``RouteyardClient.decisions`` keeps (the newest)."""
 
 
 class RouteyardClient:
@@ -318,13 +319,7 @@ class RouteyardClient:
                 feed.chunk(chunk)
             return
         if topic == self.topics.decisions and self._watch_decisions:
-            decision = decision_decoder.decode(value)
-            late = self._late.get(decision.event_id)
-            if decision.event_id in self._waiting or late == (decision.tenant or None, decision.conversation_id):
-                self._late.pop(decision.event_id, None)
-                self.decisions[decision.event_id] = decision
-            if decision.event_id in self._feeds and self._matches("decision", decision, where or topic):
-                self._feeds[decision.event_id].put(decision)
+            self._decided(decision_decoder.decode(value), where or topic)
             return
         response = response_decoder.decode(value)
         future, feed = self._waiting.get(response.event_id), self._feeds.get(response.event_id)
@@ -336,6 +331,18 @@ class RouteyardClient:
             feed.put(response)
         if future is not None and not future.done():
             future.set_result(response)
+
+    def _decided(self, decision: RoutingDecision, where: str) -> None:
+        """Keep the decision of a turn awaited or answered (its tenant and conversation, not just its
+        id: a forged one is ignored), and hand it to the turn's stream."""
+        expected = self._awaited.get(decision.event_id) or self._late.get(decision.event_id)
+        if expected is not None and expected == (decision.tenant or None, decision.conversation_id):
+            self._late.pop(decision.event_id, None)
+            self.decisions[decision.event_id] = decision
+            while len(self.decisions) > LATE_DECISIONS:  # kept for a reader that never pops them
+                del self.decisions[next(iter(self.decisions))]
+        if decision.event_id in self._feeds and self._matches("decision", decision, where):
+            self._feeds[decision.event_id].put(decision)
 
     def _matches(self, kind: str, record: AgentChunk | RoutingDecision | ConversationResponse, where: str) -> bool:
         """The record carries the tenant and conversation of the awaited event it names."""

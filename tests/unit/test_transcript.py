@@ -9,6 +9,8 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from routeyard.consumers import client as client_module
 from routeyard.consumers.cli.transcript import describe, wait_decision
 from routeyard.consumers.client import RouteyardClient
 from routeyard.consumers.kafka.bus import Outgoing
@@ -68,3 +70,43 @@ async def test_a_decision_read_after_its_response_is_kept() -> None:
             [Outgoing("t.decisions", encode(forged), key="c1"), Outgoing("t.decisions", encode(decision), key="c1")]
         )
         assert await wait_decision(client, answered, patience_s=5) == decision
+
+
+async def test_a_forged_decision_of_an_awaited_turn_is_ignored_and_kept_decisions_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "LATE_DECISIONS", 2)
+    bus = MemoryBus()
+    await bus.create_topics({"t.responses": 1, "t.decisions": 1, "t.conversations": 1})
+    async with RouteyardClient(bus=bus, prefix="t.", watch_decisions=True) as client:
+        events = [client.event(f"c{i}", "hi") for i in range(3)]
+        asking = asyncio.ensure_future(client.ask_many(events, timeout=10))
+        while len(bus.records("t.conversations")) < 3:
+            await asyncio.sleep(0.01)
+        out = [
+            RoutingDecision(
+                event_id=e.event_id, conversation_id=e.conversation_id, routes=[], mode="parallel", engine="rules"
+            )
+            for e in events
+        ]
+        out += [  # after the genuine one, with the awaited turn's id and another conversation
+            RoutingDecision(
+                event_id=events[2].event_id, conversation_id="other", routes=["X"], mode="parallel", engine="x"
+            )
+        ]
+        await bus.producer().publish([Outgoing("t.decisions", encode(d), key="k") for d in out])
+        await bus.producer().publish(
+            [
+                Outgoing(
+                    "t.responses",
+                    encode(
+                        ConversationResponse(event_id=e.event_id, conversation_id=e.conversation_id, status="no_route")
+                    ),
+                    key="k",
+                )
+                for e in events
+            ]
+        )
+        await asking
+    assert list(client.decisions) == [events[1].event_id, events[2].event_id]  # the newest two
+    assert all(d.conversation_id != "other" for d in client.decisions.values())
