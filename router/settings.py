@@ -136,6 +136,11 @@ class SemanticSettings(BaseModel):
     """A reply whose first sentence thanks the assistant ("Great, thanks. Now a taxi") takes note of a
     finished answer: it hands nothing back to the previous agent."""
     task_closers: tuple[str, ...] = TASK_CLOSERS
+    stay_margin: float = Field(default=0.05, ge=0)
+    """While the previous agent's task is open (its last message closed nothing), a message that
+    names no other agent clearly stays with it: when the chosen agent's own similarity is less than
+    this far above the previous agent's, the previous agent takes the turn instead ("Can I have
+    the phone number?" after "Ballare is my favourite": the nightclub's agent). 0: off."""
 
 
 SimProfileName = Literal["plano-4b-h100", "plano-30b-a3b-h100"]

@@ -25,7 +25,10 @@ decided from its similarities by ``score_turn``, a pure function:
    wrote the last assistant message, else the context's best), it replaces the previous agent;
    with ``handover``, the previous agent keeps the turn too when the message opens with a reply
    to its still open task ("No, not now. Find me a flight" after "Shall I book the hotel?"), unless
-   that reply's first sentence thanks it (``reply_thanks``: "Great, thanks. Now a taxi").
+   that reply's first sentence thanks it (``reply_thanks``: "Great, thanks. Now a taxi");
+6. no switch: while the previous agent's task is open, a turn that went to one other agent
+   returns to the previous agent when the message itself is less than ``stay_margin`` closer to
+   the other one ("What is the entrance fee?" stays with the agent that just suggested a museum).
 
 ``scores`` in each result are the per-agent scores of step 2. Each prototype text is encoded once
 (a catalog's matrix is assembled once per ``agents`` tuple) and recent conversation texts are
@@ -150,15 +153,35 @@ def score_turn(turn: TurnScores, s: SemanticSettings) -> Verdict:
         chosen = (chosen - {previous}) | {own}
         if s.handover and turn.reply and not turn.closed and not turn.thanked:
             chosen.add(previous)
+    stayed = switch is None and _stays(turn, chosen, s)
+    if stayed and turn.previous is not None:
+        chosen = {turn.previous}
     ranked = sorted(chosen, key=lambda i: -float(scores[i]))
     kept = ranked[: s.max_routes]
     routes = sorted(kept, key=lambda i: named.index(i) if i in named else len(named))
     extras = tuple(i for i in ranked if i != best and scores[i] >= top - s.extra_margin)
     handed = switch is not None and switch[0] in chosen
     why = why._replace(
-        extras=extras, clauses=tuple(checks), capped=tuple(ranked[s.max_routes :]), switch=switch, handover=handed
+        extras=extras,
+        clauses=tuple(checks),
+        capped=tuple(ranked[s.max_routes :]),
+        switch=switch,
+        handover=handed,
+        stayed=turn.previous if stayed else None,
     )
     return Verdict(routes, scores, why)
+
+
+def _stays(turn: TurnScores, chosen: set[int], s: SemanticSettings) -> bool:
+    """Whether the previous agent keeps a turn that went to one other agent: its task is still open
+    and the message itself is hardly closer to the chosen agent (less than ``stay_margin``). A user
+    in the middle of a task who does not clearly turn to another agent is still talking to this one;
+    the conversation's context, which mixes earlier requests, must not pull the turn away."""
+    previous = turn.previous
+    if s.stay_margin <= 0 or previous is None or turn.closed or len(chosen) != 1 or previous in chosen:
+        return False
+    (agent,) = chosen
+    return float(turn.last[agent] - turn.last[previous]) < s.stay_margin
 
 
 def _clause(agent: int, row: Any, negative: float, s: SemanticSettings) -> ClauseCheck:

@@ -52,6 +52,8 @@ class Why(NamedTuple):
     """(previous agent, the message's own agent) when the message switched away from the previous one."""
     handover: bool = False
     """The previous agent kept the turn too: the message opened with a reply to its open task."""
+    stayed: int | None = None
+    """The previous agent, when it kept the turn alone: its task was open and no other agent was clearly closer."""
 
 
 def reason(why: Why, names: Sequence[str], s: SemanticSettings) -> str:
@@ -70,6 +72,11 @@ def reason(why: Why, names: Sequence[str], s: SemanticSettings) -> str:
     parts += [_clause(n, c, names, s) for n, c in enumerate(why.clauses, 1) if c.agent != why.best]
     if why.switch is not None:
         parts.append(_switch(why.switch, why.handover, names, s))
+    if why.stayed is not None:
+        parts.append(
+            f"stay with {names[why.stayed]}: its task is open and {names[why.best]} is not stay_margin "
+            f"{_t(s.stay_margin)} closer to the message"
+        )
     if why.capped:
         parts.append(f"max_routes {s.max_routes}: left out {', '.join(names[i] for i in why.capped)}")
     return "; ".join(parts)

@@ -134,3 +134,29 @@ def test_after_a_closed_task_a_middling_message_outweighs_the_conversation() -> 
     assert [NAMES[i] for i in still_open.routes] == ["HotelAgent"]
     unchanged = score_turn(_turn(last, previous=0, reply=False, closed=True), SemanticSettings(closed_context=1.0))
     assert [NAMES[i] for i in unchanged.routes] == ["HotelAgent"]
+
+
+def test_a_message_that_names_no_other_agent_clearly_stays_with_the_open_task() -> None:
+    last = [0.28, 0.1, 0.31]  # "and the phone number?": WeatherAgent only 0.03 closer than HotelAgent
+    turn = _turn(last, previous=0, reply=False, closed=False)._replace(
+        earlier=np.array([[0.1, 0.1, 0.7]]), assistant=np.array([0.1, 0.1, 0.6])
+    )
+    s = SemanticSettings()
+    verdict = score_turn(turn, s)
+    assert [NAMES[i] for i in verdict.routes] == ["HotelAgent"]
+    assert verdict.why is not None
+    assert "stay with HotelAgent" in reason(verdict.why, NAMES, s)
+    off = score_turn(turn, SemanticSettings(stay_margin=0.0))
+    assert [NAMES[i] for i in off.routes] == ["WeatherAgent"]
+
+
+@pytest.mark.parametrize(("last", "closed"), [([0.28, 0.1, 0.36], False), ([0.28, 0.1, 0.31], True)])
+def test_a_clearly_closer_agent_or_a_closed_task_takes_the_turn_from_the_previous_agent(
+    last: list[float], closed: bool
+) -> None:
+    turn = _turn(last, previous=0, reply=False, closed=closed)._replace(
+        earlier=np.array([[0.1, 0.1, 0.7]]), assistant=np.array([0.1, 0.1, 0.6])
+    )
+    verdict = score_turn(turn, SemanticSettings())
+    assert [NAMES[i] for i in verdict.routes] == ["WeatherAgent"]
+    assert verdict.why is not None and verdict.why.stayed is None
