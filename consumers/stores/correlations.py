@@ -4,8 +4,8 @@ its effects.
 Keys (``{ns:pN}``: the conversation's hash tag, its partition; routeyard.consumers.stores.slots):
     {ns:pN}:{tenant}:corr:{event_id}  the Correlation (MessagePack), kept ``ttl`` after its next
                                       wake-up; once it is done and its outbox cleared, only a ``Done``
-                                      marker (under 200 bytes) for ``ttl``: enough to recognise a
-                                      redelivery
+                                      marker (under 200 bytes) for ``ttl`` (and what was left of its
+                                      outbox's lease): enough to recognise a redelivery
     {ns:pN}:wake                      sorted set: correlation key -> when a sweeper must look at it
                                       (one per partition; the sweeper visits all of them)
     {ns}:sent:{digest}                a record published once per identity (dead letters, rejected
