@@ -4,8 +4,8 @@ its effects.
 Keys (``{ns:pN}``: the conversation's hash tag, its partition; routeyard.consumers.stores.slots):
     {ns:pN}:{tenant}:corr:{event_id}  the Correlation (MessagePack), kept ``ttl`` after its next
                                       wake-up; once it is done and its outbox cleared, only a ``Done``
-                                      marker (under 200 bytes) for ``ttl``: enough to recognise a
-                                      redelivery
+                                      marker (under 200 bytes) for ``ttl`` (and what was left of its
+                                      outbox's lease): enough to recognise a redelivery
     {ns:pN}:wake                      sorted set: correlation key -> when a sweeper must look at it
                                       (one per partition; the sweeper visits all of them)
     {ns}:sent:{digest}                a record published once per identity (dead letters, rejected
@@ -13,6 +13,10 @@ Keys (``{ns:pN}``: the conversation's hash tag, its partition; routeyard.consume
 
 A compare-and-set names the bytes it expects by their SHA-1 (the script compares
 ``redis.sha1hex`` of the stored value): a state's bytes cross the wire once per write, not twice.
+Where it expects the key absent (a new turn), SET NX is the compare; where it only clears an
+outbox, SET GET writes and returns the bytes it compares (put back where they were not the
+expected ones): neither reads the key first, so a turn's two writes and two clears take three
+operations fewer than a GET before each (bench/redis_scale.py).
 
 Every write stores the new state *with the effects it implies in its outbox*, then the effects
 are carried out (context appended, records published), then removed from the outbox. A
@@ -32,6 +36,7 @@ from collections.abc import Sequence
 
 import msgspec
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 from routeyard.consumers.kafka.bus import Outgoing, Producer, fits
 from routeyard.consumers.retry import retrying
 from routeyard.consumers.stores import slots
@@ -45,16 +50,17 @@ _CAS = """
 local out = {}
 for i = 1, #KEYS, 2 do
   local a, key, wake_key = (i - 1) * 2, KEYS[i], KEYS[i + 1]
-  local expected, cur = ARGV[a + 1], redis.call('GET', key)
-  if (expected == '' and cur) or (expected ~= '' and (not cur or redis.sha1hex(cur) ~= expected)) then
+  local expected, set = ARGV[a + 1], false
+  if expected == '' then  -- "absent": SET NX is the compare, no GET
+    set = redis.call('SET', key, ARGV[a + 2], 'NX', 'EX', ARGV[a + 3])
+  else
+    local cur = redis.call('GET', key)
+    if cur and redis.sha1hex(cur) == expected then set = redis.call('SET', key, ARGV[a + 2], 'EX', ARGV[a + 3]) end
+  end
+  if not set then
     out[#out + 1] = 0
   else
-    redis.call('SET', key, ARGV[a + 2], 'EX', ARGV[a + 3])
-    if ARGV[a + 4] == '' then
-      redis.call('ZREM', wake_key, key)
-    else
-      redis.call('ZADD', wake_key, ARGV[a + 4], key)
-    end
+    if ARGV[a + 4] == '' then redis.call('ZREM', wake_key, key) else redis.call('ZADD', wake_key, ARGV[a + 4], key) end
     out[#out + 1] = 1
   end
 end
@@ -63,6 +69,26 @@ return out
 """Compare-and-set a batch in one call: KEYS = per write its correlation key and its wake set;
 ARGV = per key (SHA-1 hex of the expected bytes or '' for "absent", new bytes, ttl seconds, wake
 time or '' for none)."""
+
+_CLEAR = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  local a, key, wake_key = (i - 1) / 2 * 3, KEYS[i], KEYS[i + 1]
+  -- SET GET writes and returns the old bytes in one operation; where they were not the expected
+  -- ones they are put back (a script is atomic: no one saw ours). KEEPTTL: see clear_many.
+  local old = redis.call('SET', key, ARGV[a + 2], 'XX', 'KEEPTTL', 'GET')
+  if not (old and redis.sha1hex(old) == ARGV[a + 1]) then
+    if old then redis.call('SET', key, old, 'KEEPTTL') end
+    out[#out + 1] = 0
+  else
+    if ARGV[a + 3] == '' then redis.call('ZREM', wake_key, key) else redis.call('ZADD', wake_key, ARGV[a + 3], key) end
+    out[#out + 1] = 1
+  end
+end
+return out
+"""
+"""Compare-and-set a batch of outbox clears in one call: KEYS as ``_CAS``; ARGV = per key (SHA-1
+hex of the expected bytes, new bytes, wake time or '' for none)."""
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
@@ -113,6 +139,7 @@ class CorrelationStore:
         self.lease_s = lease_s
         self.wake_keys = [f"{t}:wake" for t in slots.tags(namespace, partitions)]
         self._cas = redis.register_script(_CAS)
+        self._clear = redis.register_script(_CLEAR)
         self._claim = redis.register_script(_CLAIM)
 
     def key(self, tenant: str | None, conversation_id: str, event_id: str) -> str:
@@ -132,7 +159,20 @@ class CorrelationStore:
     async def write_many(self, writes: Sequence[Write], now: float) -> list[bytes | None]:
         """Compare-and-set each state (one script call for the batch): the bytes stored where it
         stuck, None where someone else changed it first (the bytes let a later compare-and-set
-        skip reading the key again)."""
+        skip reading the key again). Each key is kept ``ttl`` past the state's next wake-up, also
+        while its outbox makes it due sooner: its clear keeps that ttl (``clear_many``)."""
+        return await self._compare_and_set(self._cas, writes, now, with_ttl=True)
+
+    async def clear_many(self, writes: Sequence[Write], now: float) -> list[bytes | None]:
+        """``write_many`` for states whose outbox only shrank (``Outbox.clear``), one operation less
+        per key: the compare reads the old bytes as the write returns them (SET GET, put back where
+        they were not the expected ones), and the key keeps the ttl its write gave it, as a clear
+        changes no slot and so no wake-up that ttl was set past."""
+        return await self._compare_and_set(self._clear, writes, now, with_ttl=False)
+
+    async def _compare_and_set(
+        self, script: AsyncScript, writes: Sequence[Write], now: float, *, with_ttl: bool
+    ) -> list[bytes | None]:
         if not writes:
             return []
         encoded = [_encoder.encode(w.state) for w in writes]
@@ -142,15 +182,20 @@ class CorrelationStore:
             args: list[bytes | str | int | float] = []
             for i in group:
                 w, wake = writes[i], self._wake(writes[i].state, now)
-                # kept ``ttl`` past its next wake-up: agents may take hours (and retries longer)
-                ttl = self._ttl + (0 if wake is None else max(0, int(wake - now)))
                 expected = "" if w.expected is None else hashlib.sha1(w.expected).hexdigest()
                 keys += [w.key, self.wake_key(w.key)]
-                args += [expected, encoded[i], ttl, "" if wake is None else wake]
-            return list(await self._cas(keys=keys, args=args))
+                args += [expected, encoded[i], *([self._ttl_s(w.state, wake, now)] if with_ttl else [])]
+                args.append("" if wake is None else wake)
+            return list(await script(keys=keys, args=args))
 
         results = await slots.per_slot(self._redis, [w.key for w in writes], one)
         return [raw if ok else None for raw, ok in zip(encoded, results, strict=True)]
+
+    def _ttl_s(self, state: Correlation | Done, wake: float | None, now: float) -> int:
+        """``ttl`` past the state's next wake-up (agents may take hours, and retries longer), or past
+        ``wake`` where its outbox's lease makes that later."""
+        later = [t for t in (wake, None if isinstance(state, Done) else state.next_wakeup()) if t is not None]
+        return self._ttl + (max(0, int(max(later) - now)) if later else 0)
 
     def sent_key(self, *identity: str | int | None) -> str:
         """The key of a "published once" marker (a dead letter, a rejection); hashed, since
@@ -318,7 +363,7 @@ class Outbox:
                     continue
                 kept = [e for e in state.outbox if e.id not in pending[key]]
                 writes.append(Write(key, raw, shrunk(msgspec.structs.replace(state, outbox=kept))))
-            results = await self._store.write_many(writes, time.time())
+            results = await self._store.clear_many(writes, time.time())
             for w, ok in zip(writes, results, strict=True):
                 if ok is not None:
                     pending.pop(w.key)

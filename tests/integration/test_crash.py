@@ -1,5 +1,6 @@
 """Killing the router worker with SIGKILL mid-stream and starting it again loses no
-conversation and answers none twice."""
+conversation and answers none twice; a router that dies between storing a turn and carrying out
+its outbox leaves it to a sweeper."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis.asyncio as redis
 import yaml
+from prometheus_client import REGISTRY
 from routeyard.consumers.dev.embedded import EmbeddedBroker, EmbeddedValkey
+from routeyard.consumers.kafka.memory import MemoryBus
+from routeyard.consumers.stores.correlations import CorrelationStore, Done, Outbox, Stored, decode_state
 from routeyard.schemas import response_decoder
 
-from tests.integration.stack import Recorder, make_settings, read_all, running, spec, start_worker
+from tests.integration.stack import Recorder, catalog, make_settings, read_all, running, spec, start_worker
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +85,41 @@ async def _wait_for_progress(agents: Recorder, at_least: int, timeout: float = 6
     async with asyncio.timeout(timeout):
         while len(agents.tasks.get("WeatherAgent", [])) < at_least:
             await asyncio.sleep(0.01)
+
+
+async def test_a_router_that_dies_between_staging_and_clearing_is_carried_out_once_by_a_sweeper(
+    valkey: EmbeddedValkey, prefix: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The router stores a turn with its decision and task in the outbox and dies before carrying
+    them out (its first carry_out does nothing; the event is committed): after the outbox lease a
+    sweeper carries them out, once (its clear sticks: no second rerun a lease later), the turn is
+    answered once, and its correlation ends a done marker with nothing due."""
+    settings = make_settings(MemoryBus(), valkey, prefix)
+    settings = settings.model_copy(
+        update={"correlator": settings.correlator.model_copy(update={"outbox_lease_s": 1.0})}
+    )
+    carry_out, dropped = Outbox.carry_out, []
+
+    async def dies_before_carrying_out(self: Outbox, items: dict[str, Stored]) -> None:
+        if not dropped:  # the first call is the router's first batch
+            dropped.extend(e for item in items.values() for e in item.effects)
+            return
+        await carry_out(self, items)
+
+    monkeypatch.setattr(Outbox, "carry_out", dies_before_carrying_out)
+    rerun_before = REGISTRY.get_sample_value("routeyard_outbox_rerun_total") or 0
+    agents = Recorder()
+    async with running(settings, catalog(spec("WeatherAgent", "weather")), [agents.agent("WeatherAgent")]) as client:
+        response = await client.ask("c1", "weather?", timeout=30)
+        await asyncio.sleep(2.5)  # two leases more: a clear that did not stick would be rerun
+    assert response.status == "complete" and {e.id.split(":")[0] for e in dropped} == {"decision", "task"}
+    assert (REGISTRY.get_sample_value("routeyard_outbox_rerun_total") or 0) - rerun_before == len(dropped)
+    assert [t.event_id for t in agents.tasks["WeatherAgent"]] == [response.event_id]
+    store = CorrelationStore(
+        redis_client, settings.namespace, ttl_s=60, lease_s=1, partitions=settings.kafka.partitions
+    )
+    key = store.key(None, "c1", response.event_id)
+    assert isinstance(decode_state(await redis_client.get(key)), Done)
+    assert await redis_client.zscore(store.wake_key(key), key) is None
+    values = await read_all(settings, settings.topics.responses)
+    assert collections.Counter(response_decoder.decode(v).event_id for v in values) == {response.event_id: 1}

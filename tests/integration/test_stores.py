@@ -229,3 +229,53 @@ async def test_an_append_of_thousands_of_messages_keeps_the_newest(redis_client:
     many = [Message(role="user", content=f"m{i}") for i in range(2500)]
     await store.append_many([Append(None, "big", "one", many)])
     assert [m.content for m in await store.load(None, "big")] == [f"m{i}" for i in range(2468, 2500)]
+
+
+async def test_a_turns_outbox_is_staged_and_cleared_in_four_operations_none_a_read() -> None:
+    """A new correlation is staged with SET NX (the compare of "absent") and cleared with SET GET
+    (the write returns the bytes it compares): per key one SET and one ZADD each time, no GET; the
+    key keeps ``ttl`` past its agent's deadline and is due then, not at the outbox's lease."""
+    with EmbeddedValkey() as server:  # its own server: the operations counted are this test's only
+        client = connect_redis(server.url)
+        try:
+            store = CorrelationStore(client, "ops", ttl_s=600, lease_s=5)
+            outbox = Outbox(store, _NoContext(), producer=None)  # type: ignore[arg-type]
+            task = Effect(id="task:t", topic="t", value=b"x")
+            states = {store.key(None, "c", e): _state(e, task) for e in ("e1", "e2", "e3")}
+            await client.config_resetstat()
+            raws = await store.write_many([Write(k, None, s) for k, s in states.items()], time.time())
+            await outbox.clear(
+                {k: Stored(s, raw, [task]) for (k, s), raw in zip(states.items(), raws, strict=True) if raw}
+            )
+            calls = {k.removeprefix("cmdstat_"): v["calls"] for k, v in (await client.info("commandstats")).items()}
+            assert {k: v for k, v in calls.items() if k in ("get", "set", "zadd", "zrem")} == {"set": 6, "zadd": 6}
+            for key, state in states.items():
+                deadline = state.next_wakeup()
+                assert deadline is not None and decode_state(await client.get(key)).outbox == []
+                assert await client.zscore(store.wake_key(key), key) == pytest.approx(deadline)
+                assert 600 + deadline - time.time() - 2 <= await client.ttl(key) <= 600 + deadline - time.time() + 1
+        finally:
+            await client.aclose()
+
+
+async def test_a_clear_that_lost_the_race_leaves_the_winners_bytes_ttl_and_wake(
+    redis_client: redis.Redis, prefix: str
+) -> None:
+    """The clear writes before it compares (SET GET): where the bytes were not the expected ones
+    it puts them back as they were, ttl included; a key that is gone stays gone."""
+    store = CorrelationStore(redis_client, prefix, ttl_s=600, lease_s=30)
+    mine = Effect(id="task:mine", topic="t", value=b"x")
+    key, gone = store.key(None, "c", "raced"), store.key(None, "c", "gone")
+    first = _state("raced", mine)
+    (raw,) = await store.write_many([Write(key, None, first)], time.time())
+    assert raw is not None
+    winner = msgspec.structs.replace(first, late_replies=1)
+    (won,) = await store.write_many([Write(key, raw, winner)], time.time())
+    await redis_client.expire(key, 12345)  # a ttl the clear cannot have computed itself
+    wake = await redis_client.zscore(store.wake_key(key), key)
+
+    cleared = msgspec.structs.replace(first, outbox=[])
+    assert await store.clear_many([Write(key, raw, cleared), Write(gone, raw, cleared)], time.time()) == [None, None]
+    assert await redis_client.get(key) == won and await redis_client.ttl(key) == 12345
+    assert await redis_client.zscore(store.wake_key(key), key) == wake
+    assert not await redis_client.exists(gone) and await redis_client.zscore(store.wake_key(gone), gone) is None
