@@ -1,9 +1,9 @@
 """How full the router keeps a (simulated) GPU, and the latency it adds over the ideal.
 
     python bench/gpu_feed.py [--rounds 2] [--turns 600] [--seconds 8] [--target-ceiling 100]
-                             [--loads max,half] [--bus tansu|memory]
+                             [--loads max,half] [--bus tansu|memory] [--routers here,child]
 
-One process: tansu and Valkey (routeyard.consumers.dev.embedded), the router worker(s) on the
+One process (by default): tansu and Valkey (routeyard.consumers.dev.embedded), the router worker(s) on the
 ``sim`` engine (Plano-Orchestrator-4B on an H100, decisions by the rules engine inside it), the
 correlator and three demo-like agents that answer at once. Each phase gets fresh topics and a
 fresh simulated GPU; phases alternate the one-batch-at-a-time worker (``pipeline=off``) and the
@@ -33,6 +33,12 @@ pipelined one (``on``), with one and two router workers sharing the GPU, at:
 
 ``--bus memory`` runs the same on the in-memory bus, where the relay hop is well under a
 millisecond: what the router itself adds, without this machine's tansu floor.
+
+``--routers here,child`` runs every phase twice, interleaved: with the router workers on this
+process's event loop (``here``, the default), and in a child process with their simulated GPU
+(``child``; tansu only), so that the agents, correlator, relay and reader here no longer delay
+them. Two workers in the child share one GPU as they do here. The router share stays measured:
+the child notes into/out of the engine on the same wall clock and sends them back at the end.
 
 The GPU is slowed (``ROUTEYARD_SIM__SPEED`` < 1) so that its ceiling is ``--target-ceiling``
 decisions/s: this machine's tansu and two shared cores move a few hundred turns/s through the
