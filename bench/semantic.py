@@ -17,8 +17,9 @@ The two modes interleave, round by round, over the same cases, so the ratio hold
   A decision's latency is its batch's (every turn of a batch waits for the whole batch).
 
 Prints decisions/s and p50/p99 decision latency for both, and the ratio. With ``--against REF``
-the live mode also runs the engine of git revision REF (its ``router/engines/semantic.py``, over
-this tree's other modules) round by round with this one, and prints this one's rate over REF's.
+the live mode also runs the engine of git revision REF (its ``router/engines/semantic.py`` and its
+default ``SemanticSettings``, over this tree's other modules) round by round with this one, and
+prints this one's rate over REF's.
 With ``--model-against REF`` it runs this engine over the encoder of revision REF (its
 ``router/engines/embedding.py``: its tokenizer and its ONNX model, built into ``--model-cache``,
 which must not be this tree's cache) round by round with this tree's encoder.
@@ -88,6 +89,7 @@ def module_at(ref: str, path: str) -> Any:
     spec = importlib.util.spec_from_loader(f"{Path(path).stem}_at_{ref}", loader=None)
     assert spec is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where pydantic looks up a model's postponed annotations
     exec(compile(source.stdout, f"{ref}:{path}", "exec"), module.__dict__)
     return module
 
@@ -96,6 +98,14 @@ def engine_at(ref: str) -> type[SemanticEngine]:
     """The ``SemanticEngine`` class of git revision ``ref`` (its semantic.py; this tree's other modules)."""
     engine: type[SemanticEngine] = module_at(ref, "router/engines/semantic.py").SemanticEngine
     return engine
+
+
+def settings_at(ref: str, live: SemanticSettings) -> SemanticSettings:
+    """Revision ``ref``'s default semantic settings (its ``router/settings.py``; fields it lacks keep
+    this tree's), with this run's ``threads`` and ``quantize``: a changed default is timed too."""
+    defaults = module_at(ref, "router/settings.py").SemanticSettings().model_dump()
+    known = {k: v for k, v in defaults.items() if k in SemanticSettings.model_fields}
+    return SemanticSettings(**{**known, "threads": live.threads, "quantize": live.quantize})
 
 
 def fresh_engine(settings: SemanticSettings, encoder: Any, requests: Sequence[RoutingRequest]) -> SemanticEngine:
@@ -203,12 +213,18 @@ async def main() -> None:
     print(f"\ntarget: >= 300 decisions/s batched on 2 cores; live batched: {rate:,.0f}/s")
     live_rounds = streams(requests, args.dialogues, args.rounds)
     if args.against:
-        contenders = {"this tree": (SemanticEngine, encoder), args.against: (engine_at(args.against), encoder)}
-        await against(args.against, contenders, live, live_rounds, args.batch)
+        contenders = {
+            "this tree": (SemanticEngine, encoder, live),
+            args.against: (engine_at(args.against), encoder, settings_at(args.against, live)),
+        }
+        await against(args.against, contenders, live_rounds, args.batch)
     if args.model_against:
         other = model_at(args.model_against, args.model_cache, live)
-        contenders = {"this tree": (SemanticEngine, encoder), f"{args.model_against}'s model": (SemanticEngine, other)}
-        await against(f"{args.model_against}'s model", contenders, live, live_rounds, args.batch)
+        contenders = {
+            "this tree": (SemanticEngine, encoder, live),
+            f"{args.model_against}'s model": (SemanticEngine, other, live),
+        }
+        await against(f"{args.model_against}'s model", contenders, live_rounds, args.batch)
 
 
 def model_at(ref: str, cache: Path | None, live: SemanticSettings) -> Any:
@@ -224,18 +240,17 @@ def model_at(ref: str, cache: Path | None, live: SemanticSettings) -> Any:
 
 async def against(
     ref: str,
-    contenders: dict[str, tuple[type[SemanticEngine], Any]],
-    live: SemanticSettings,
+    contenders: dict[str, tuple[type[SemanticEngine], Any, SemanticSettings]],
     rounds: Sequence[Sequence[RoutingRequest]],
     batch: int,
 ) -> None:
-    """Live batched, each (engine, encoder), interleaved round by round over the same turns."""
+    """Live batched, each (engine, encoder, settings), interleaved round by round over the same turns."""
     global ENGINE
     totals = dict.fromkeys(contenders, 0.0)
     for chunk in rounds:
-        for name, (cls, encoder) in contenders.items():
+        for name, (cls, encoder, settings) in contenders.items():
             ENGINE = cls
-            elapsed, _ = await batched(fresh_engine(live, encoder, chunk), chunk, batch)
+            elapsed, _ = await batched(fresh_engine(settings, encoder, chunk), chunk, batch)
             totals[name] += elapsed
     ENGINE = SemanticEngine
     n = sum(len(chunk) for chunk in rounds)
