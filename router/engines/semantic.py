@@ -6,7 +6,8 @@ examples. Its similarity to a text is the best cosine similarity over its protot
 decided from its similarities by ``score_turn``, a pure function:
 
 1. context, per agent: the best similarity of the last ``context_turns`` earlier user messages,
-   mixed with the end of the assistant message the user answers (``assistant_weight``);
+   mixed with the end of the assistant message the user answers where ``assistant_weight`` > 0
+   (off by default: the rules below read that message's text instead);
 2. scores: the last message's similarities mixed with the context, the more so the weaker the
    message (``weak_context_weight`` below ``weak_similarity``, ``context_weight`` from
    ``strong_similarity``): "and tomorrow?" goes where the conversation was; after an assistant
