@@ -46,7 +46,14 @@ from routeyard.schemas import ResponseStatus
 
 log = logging.getLogger(__name__)
 
-_CAS = """
+_WAKE = """
+local function wake(wake_key, key, at)
+  if at == '' then redis.call('ZREM', wake_key, key) else redis.call('ZADD', wake_key, at, key) end
+end
+"""
+"""Where a stored state is due next (its wake set entry), shared by the two scripts below."""
+
+_CAS = _WAKE + """
 local out = {}
 for i = 1, #KEYS, 2 do
   local a, key, wake_key = (i - 1) * 2, KEYS[i], KEYS[i + 1]
@@ -60,7 +67,7 @@ for i = 1, #KEYS, 2 do
   if not set then
     out[#out + 1] = 0
   else
-    if ARGV[a + 4] == '' then redis.call('ZREM', wake_key, key) else redis.call('ZADD', wake_key, ARGV[a + 4], key) end
+    wake(wake_key, key, ARGV[a + 4])
     out[#out + 1] = 1
   end
 end
@@ -70,7 +77,7 @@ return out
 ARGV = per key (SHA-1 hex of the expected bytes or '' for "absent", new bytes, ttl seconds, wake
 time or '' for none)."""
 
-_CLEAR = """
+_CLEAR = _WAKE + """
 local out = {}
 for i = 1, #KEYS, 2 do
   local a, key, wake_key = (i - 1) / 2 * 3, KEYS[i], KEYS[i + 1]
@@ -81,7 +88,7 @@ for i = 1, #KEYS, 2 do
     if old then redis.call('SET', key, old, 'KEEPTTL') end
     out[#out + 1] = 0
   else
-    if ARGV[a + 3] == '' then redis.call('ZREM', wake_key, key) else redis.call('ZADD', wake_key, ARGV[a + 3], key) end
+    wake(wake_key, key, ARGV[a + 3])
     out[#out + 1] = 1
   end
 end
